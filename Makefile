@@ -1,0 +1,57 @@
+# Trading Demo server. `make run` serves it, `make test` tests it; both install first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_VERSION := 26.0
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test test-fast lint format protos check-protos migrations-check bench clean
+
+help:
+	@echo "make run        install, migrate, seed the demo once, serve on HOST:PORT (default 0.0.0.0:3000)"
+	@echo "make test       install, then run the whole test suite"
+	@echo "make lint       ruff check + ruff format --check + stale-protos + migrations check"
+	@echo "make protos     regenerate grpc_clients/_generated from protos/"
+	@echo "make bench      run the benchmark harness (writes bench/results/)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@python=$$(scripts/find-python.sh) || exit 1; \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+		echo "Creating $(VENV) with $$python ($$($$python -V))"; \
+		rm -rf $(VENV) && $$python -m venv $(VENV) || exit 1; \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --group dev
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --if-empty
+	exec $(PY) manage.py serve
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) scripts/gen_protos.py --check
+	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py makemigrations --check --dry-run
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+protos: install
+	$(PY) scripts/gen_protos.py
+
+check-protos: install
+	$(PY) scripts/gen_protos.py --check
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles

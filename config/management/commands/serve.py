@@ -1,0 +1,110 @@
+"""``manage.py serve``: the server as ``make run`` starts it.
+
+Starts, in this order: the embedded reference gRPC services (when ``EMBEDDED_SERVICES`` is on
+and nothing listens on their addresses), the background jobs, then daphne on ``HOST:PORT``.
+SIGINT/SIGTERM stop daphne; the jobs and gRPC servers are then stopped and the command
+exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+logger = logging.getLogger("trading_demo.serve")
+
+
+class Command(BaseCommand):
+    help = "Serve HTTP and WebSockets with daphne, plus the background jobs and embedded services."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=settings.HOST, help="listen address (env HOST)")
+        parser.add_argument("--port", type=int, default=settings.PORT, help="port (env PORT)")
+        parser.add_argument(
+            "--no-jobs",
+            action="store_true",
+            help="do not run the market feed, outbox delivery and expiry jobs in this process",
+        )
+
+    def handle(self, *args, host: str, port: int, no_jobs: bool, **options):
+        # Imported here: daphne installs the asyncio Twisted reactor on import.
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        from config.asgi import application
+        from config.background import default_jobs
+        from config.embedded import start_embedded_services
+
+        if not 0 <= port <= 65535:
+            raise CommandError(f"--port must be between 0 and 65535, got {port}")
+
+        services = start_embedded_services()
+        jobs = [] if no_jobs else default_jobs()
+        for job in jobs:
+            job.start()
+
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            application_close_timeout=5,
+            ready_callable=lambda: self._banner(host, port, services),
+            verbosity=0,
+        )
+        try:
+            server.run()
+        finally:
+            self.stdout.write("Shutting down: stopping background jobs and gRPC services…")
+            for job in jobs:
+                job.stop()
+            if services is not None:
+                services.stop(grace=1.0)
+            from grpc_clients.registry import reset_clients
+
+            reset_clients()
+            self.stdout.write("Stopped.")
+
+    def _banner(self, host: str, port: int, services) -> None:
+        shown = "localhost" if host in {"0.0.0.0", "::"} else host
+        base = f"http://{shown}:{port}"
+        line = "━" * 64
+        embedded = "embedded" if services is not None else "external"
+        rows = [
+            ("HTTP Server", base),
+            ("WebSocket", f"ws://{shown}:{port}/ws/"),
+            ("API", f"{base}/api"),
+            ("API Docs", f"{base}/api/docs/"),
+            ("Dashboard", f"{base}/dashboard/"),
+            ("Admin", f"{base}/admin/"),
+            ("Health", f"{base}/health/live  ·  {base}/health/ready"),
+            ("Metrics", f"{base}/metrics"),
+            ("Metering gRPC", f"{settings.METERING_GRPC_ADDRESS} ({embedded})"),
+            ("Oversight gRPC", f"{settings.OVERSIGHT_GRPC_ADDRESS} ({embedded})"),
+            ("Database", settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]),
+            ("Channel layer", "redis" if settings.REDIS_URL else "in-memory"),
+            ("Environment", settings.DJANGO_ENV),
+        ]
+        out = [line, f"  {settings.APP_NAME}", line]
+        out += [f"  {label + ':':<16} {value}" for label, value in rows]
+        demo = _demo_logins()
+        if demo:
+            out.append(line)
+            out.append("  Demo logins (seed_demo):")
+            out += [f"    {row}" for row in demo]
+        out.append(line)
+        self.stdout.write("\n".join(out))
+        self.stdout.flush()
+
+
+def _demo_logins() -> list[str]:
+    try:
+        from agents.demo import demo_logins
+    except ImportError:
+        return []
+    try:
+        return demo_logins()
+    except Exception:
+        logger.warning("could not read the demo logins", exc_info=True)
+        return []

@@ -1,0 +1,31 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config import views
+
+api_v1 = [
+    path("auth/token", views.ObtainTokenView.as_view(), name="auth-token"),
+    path("", include("agents.api.urls")),
+    path("", include("trades.api.urls")),
+    path("", include("oversight.api.urls")),
+    path("", include("metering.api.urls")),
+]
+
+urlpatterns = [
+    path("health/live", views.health_live, name="health-live"),
+    path("health/ready", views.health_ready, name="health-ready"),
+    path("metrics", views.metrics, name="metrics"),
+    path("api", views.ApiRootView.as_view(), name="api-root"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("problems/", include("config.problem_urls")),
+    path("admin/", admin.site.urls),
+    # Anything else under /api answers a 404 problem document instead of an HTML page.
+    re_path(r"^api(?:/.*)?$", views.ApiNotFoundView.as_view()),
+]
+
+if settings.DEBUG:
+    urlpatterns.append(path("", views.index_redirect))

@@ -1,0 +1,53 @@
+"""The local usage ledger, which is also the outbox towards the metering service.
+
+A usage event is written in the same transaction as the business change it meters, then
+delivered by ``metering.services`` with ``IngestEventBatch``; ``transaction_id`` makes the
+delivery idempotent, so retries never double count.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from agents.models import Agent
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # The metering service refused the event as invalid: retrying cannot help.
+    REJECTED = "rejected"
+
+
+class UsageEvent(models.Model):
+    """One metered unit of usage: what, how much, for which agent, and its delivery state."""
+
+    transaction_id = models.CharField(max_length=64, unique=True)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="usage_events")
+    # Lower-case Creto UsageEventType name (api_call, llm_inference, …, oversight_request).
+    event_type = models.CharField(max_length=32, default="api_call")
+    # Metric code: api_calls, trade_executions, trade_volume, oversight_requests, or a custom one.
+    code = models.CharField(max_length=64, db_index=True)
+    quantity = models.BigIntegerField()
+    symbol = models.CharField(max_length=16, blank=True, default="")
+    properties = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField(db_index=True)
+    delivery_state = models.CharField(
+        max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # accepted / duplicate as answered by the metering service.
+    ingest_status = models.CharField(max_length=20, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        indexes = [
+            models.Index(fields=["agent", "code", "occurred_at"]),
+            models.Index(fields=["delivery_state", "next_attempt_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.quantity} ({self.delivery_state})"

@@ -1,0 +1,22 @@
+"""Channel-layer group names, in one place. Names use only [a-z0-9.-] as layers require."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+CHANNELS = ("portfolio", "trades", "oversight", "market")
+
+
+def agent_group(agent_id: UUID | str, channel: str) -> str:
+    """Subscribers of one agent's channel (portfolio, trades or oversight)."""
+    return f"agent.{agent_id}.{channel}"
+
+
+def oversight_feed_group() -> str:
+    """Operators watching every approval request."""
+    return "oversight.all"
+
+
+def market_group(symbol: str | None = None) -> str:
+    """Market ticks: of every symbol, or of one."""
+    return f"market.{symbol.lower()}" if symbol else "market.all"
