@@ -1,0 +1,132 @@
+"""Health, API root, schema, docs, token login."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+
+def test_live(client):
+    response = client.get("/health/live")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["timestamp"].endswith("Z")
+
+
+@pytest.mark.django_db
+def test_ready_when_everything_is_up(client):
+    response = client.get("/health/ready")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["checks"] == {
+        "database": "ok",
+        "metering": "ok",
+        "oversight": "ok",
+        "channel_layer": "ok",
+    }
+
+
+@pytest.fixture
+def separate_services(reference_services):
+    """Metering and oversight as two separately stoppable real servers."""
+    from grpc_clients.registry import reset_clients
+    from reference_services.server import start_reference_services
+
+    metering = start_reference_services(oversight_address=None)
+    oversight = start_reference_services(metering_address=None)
+    settings.METERING_GRPC_ADDRESS = metering.metering_address
+    settings.OVERSIGHT_GRPC_ADDRESS = oversight.oversight_address
+    reset_clients()
+    yield {"metering": metering, "oversight": oversight}
+    metering.stop(grace=0)
+    oversight.stop(grace=0)
+    settings.METERING_GRPC_ADDRESS = reference_services.metering_address
+    settings.OVERSIGHT_GRPC_ADDRESS = reference_services.oversight_address
+    reset_clients()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("service", ["metering", "oversight"])
+def test_ready_names_a_stopped_service(client, separate_services, service):
+    # given: one real server stopped, the other running
+    separate_services[service].stop(grace=0)
+    # when
+    started = time.monotonic()
+    response = client.get("/health/ready")
+    # then
+    assert time.monotonic() - started < 3
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"][service] == "unavailable"
+    assert body["failing"] == [service]
+    assert response["Retry-After"]
+
+
+def test_api_root_lists_links(client):
+    body = client.get("/api").json()
+    assert body["name"] == "Trading Demo Server"
+    assert body["version"]
+    assert body["links"]["docs"].endswith("/api/docs/")
+    assert body["links"]["agents"].endswith("/api/v1/agents")
+
+
+@pytest.mark.django_db
+def test_openapi_schema_and_docs(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    doc = schema.json()
+    assert doc["openapi"].startswith("3.")
+    assert "/api/v1/auth/token" in doc["paths"]
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"swagger" in docs.content.lower()
+
+
+@pytest.mark.django_db
+def test_token_login_returns_a_working_token(anon_client):
+    User.objects.create_user("alice", password="s3cret-pass")
+    response = anon_client.post(
+        "/api/v1/auth/token", {"username": "alice", "password": "s3cret-pass"}, format="json"
+    )
+    assert response.status_code == 200
+    token = response.json()["token"]
+    # the same token on a second login
+    again = anon_client.post(
+        "/api/v1/auth/token", {"username": "alice", "password": "s3cret-pass"}, format="json"
+    )
+    assert again.json()["token"] == token
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert anon_client.get("/api/v1/agents").status_code == 200
+
+
+@pytest.mark.django_db
+def test_token_login_with_wrong_password_is_401(anon_client):
+    User.objects.create_user("bob", password="right-pass")
+    response = anon_client.post(
+        "/api/v1/auth/token", {"username": "bob", "password": "wrong"}, format="json"
+    )
+    assert response.status_code == 401
+    assert response["Content-Type"].startswith("application/problem+json")
+    assert "token" not in response.json()
+
+
+@pytest.mark.django_db
+def test_operators_group_exists():
+    from django.contrib.auth.models import Group
+
+    assert Group.objects.filter(name="operators").exists()
+
+
+def test_request_id_is_echoed_or_generated(client):
+    given = client.get("/health/live", HTTP_X_REQUEST_ID="abc-123")
+    assert given["X-Request-ID"] == "abc-123"
+    generated = client.get("/health/live")
+    assert len(generated["X-Request-ID"]) == 32
+    hostile = client.get("/health/live", HTTP_X_REQUEST_ID="bad id\nwith newline")
+    assert hostile["X-Request-ID"] != "bad id\nwith newline"
