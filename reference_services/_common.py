@@ -1,0 +1,61 @@
+"""Plumbing shared by the reference servicers: request-id logging, fault injection, time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+REQUEST_ID_METADATA_KEY = "x-request-id"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    timestamp = Timestamp()
+    timestamp.FromDatetime(moment)
+    return timestamp
+
+
+def from_timestamp(timestamp: Timestamp) -> datetime:
+    return timestamp.ToDatetime(tzinfo=UTC)
+
+
+class ServicerBase:
+    """Logs every call with its `x-request-id` and lets tests slow down or break the server.
+
+    `delay_seconds` makes every call wait that long before answering (the wait ends early when
+    the client has gone, so a slowed server still stops promptly); `fail_with` makes every call
+    abort with that status code. Both are plain attributes, meant to be set by fault tests on a
+    running server.
+    """
+
+    logger: logging.Logger
+
+    def __init__(self) -> None:
+        self.delay_seconds: float = 0.0
+        self.fail_with: grpc.StatusCode | None = None
+
+    def _begin(self, method: str, context: grpc.ServicerContext) -> None:
+        request_id = next(
+            (
+                value
+                for key, value in context.invocation_metadata() or ()
+                if key == REQUEST_ID_METADATA_KEY
+            ),
+            "-",
+        )
+        self.logger.info("%s request_id=%s", method, request_id)
+        delay = self.delay_seconds
+        if delay > 0:
+            deadline = time.monotonic() + delay
+            while context.is_active() and (remaining := deadline - time.monotonic()) > 0:
+                time.sleep(min(remaining, 0.05))
+        failure = self.fail_with
+        if failure is not None:
+            context.abort(failure, f"injected failure: {failure.name}")
