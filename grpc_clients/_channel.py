@@ -1,0 +1,140 @@
+"""One channel per client, a deadline on every call, errors mapped, calls observed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .errors import GrpcClientError, ServiceUnavailable, error_from_rpc_error
+
+logger = logging.getLogger("grpc_clients")
+
+REQUEST_ID_METADATA_KEY = "x-request-id"
+
+CallHook = Callable[[str, str, str, float], None]
+RequestIdProvider = Callable[[], str | None]
+
+# Retries happen inside gRPC, on UNAVAILABLE only (the call never reached a server that could
+# have acted on it), and only for methods that are safe to repeat.
+RETRY_POLICY = {
+    "maxAttempts": 3,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def channel_options(service_name: str, idempotent_methods: Iterable[str]) -> list[tuple[str, Any]]:
+    service_config = {
+        "methodConfig": [
+            {
+                "name": [{"service": service_name, "method": m} for m in idempotent_methods],
+                "retryPolicy": RETRY_POLICY,
+            }
+        ]
+    }
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(service_config)),
+        # Reconnect quickly after the service comes back instead of backing off for minutes.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
+
+def to_datetime(message: Any, field: str) -> datetime | None:
+    """An aware UTC datetime from a Timestamp field, or None when the field is unset."""
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=UTC)
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    timestamp = Timestamp()
+    timestamp.FromDatetime(moment.astimezone(UTC))
+    return timestamp
+
+
+class ServiceChannel:
+    """A channel to one service plus the call discipline every wrapper method follows."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        service_name: str,
+        address: str,
+        timeout: float,
+        idempotent_methods: Iterable[str],
+        request_id_provider: RequestIdProvider | None,
+        on_call: CallHook | None,
+    ) -> None:
+        self.service = service
+        self.address = address
+        self.timeout = timeout
+        self._request_id_provider = request_id_provider
+        self._on_call = on_call
+        self.channel = grpc.insecure_channel(
+            address, options=channel_options(service_name, idempotent_methods)
+        )
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._request_id_provider is None:
+            return ()
+        request_id = self._request_id_provider()
+        return ((REQUEST_ID_METADATA_KEY, request_id),) if request_id else ()
+
+    def call[T](
+        self,
+        method: str,
+        invoke: Callable[..., Any],
+        request: Any,
+        convert: Callable[[Any], T],
+    ) -> T:
+        """Invoke `invoke(request)` with the deadline and metadata, then `convert` the reply.
+
+        A streaming reply is consumed inside the deadline by `convert`. Every failure is
+        raised as a `GrpcClientError`; a reply `convert` cannot read is ServiceUnavailable.
+        """
+        started = time.monotonic()
+        code = "OK"
+        try:
+            try:
+                reply = invoke(request, timeout=self.timeout, metadata=self._metadata())
+                return convert(reply)
+            except grpc.RpcError as exc:
+                raise error_from_rpc_error(self.service, method, exc) from exc
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise ServiceUnavailable(
+                    service=self.service,
+                    method=method,
+                    code=grpc.StatusCode.INTERNAL.name,
+                    detail=f"unreadable response: {exc}",
+                ) from exc
+        except GrpcClientError as exc:
+            code = exc.code
+            raise
+        finally:
+            self._observe(method, code, time.monotonic() - started)
+
+    def _observe(self, method: str, code: str, seconds: float) -> None:
+        if self._on_call is None:
+            return
+        try:
+            self._on_call(self.service, method, code, seconds)
+        except Exception:  # a metrics hook must never break a call
+            logger.exception("gRPC call hook failed for %s.%s", self.service, method)
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,70 @@
+"""Process-wide gRPC clients built lazily from Django settings.
+
+Settings: METERING_GRPC_ADDRESS, OVERSIGHT_GRPC_ADDRESS, GRPC_TIMEOUT_SECONDS (float),
+GRPC_CALL_HOOK and GRPC_REQUEST_ID_PROVIDER (dotted paths or None). One client, hence one
+channel, per service per process; `reset_clients()` closes them so the next call rebuilds
+them from the current settings (tests do this after pointing settings at new ports).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .metering import MeteringClient
+from .oversight import OversightClient
+
+DEFAULT_TIMEOUT_SECONDS = 2.0
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+
+
+def _client_options() -> dict[str, Any]:
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    hook = getattr(settings, "GRPC_CALL_HOOK", None)
+    provider = getattr(settings, "GRPC_REQUEST_ID_PROVIDER", None)
+    return {
+        "timeout": float(getattr(settings, "GRPC_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)),
+        "on_call": import_string(hook) if hook else None,
+        "request_id_provider": import_string(provider) if provider else None,
+    }
+
+
+def _get(name: str, build):
+    client = _clients.get(name)
+    if client is None:
+        with _lock:
+            client = _clients.get(name)
+            if client is None:
+                client = _clients[name] = build()
+    return client
+
+
+def get_metering_client() -> MeteringClient:
+    def build() -> MeteringClient:
+        from django.conf import settings
+
+        return MeteringClient(settings.METERING_GRPC_ADDRESS, **_client_options())
+
+    return _get("metering", build)
+
+
+def get_oversight_client() -> OversightClient:
+    def build() -> OversightClient:
+        from django.conf import settings
+
+        return OversightClient(settings.OVERSIGHT_GRPC_ADDRESS, **_client_options())
+
+    return _get("oversight", build)
+
+
+def reset_clients() -> None:
+    """Close and forget the clients; the next get_* call builds new ones from settings."""
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
