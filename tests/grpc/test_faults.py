@@ -1,0 +1,248 @@
+"""Failures of real reference servers (stopped, slowed, broken) as the wrappers report them."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import grpc
+import pytest
+
+from grpc_clients.errors import (
+    RemoteConflict,
+    RemoteInvalidArgument,
+    RemoteNotFound,
+    ServiceUnavailable,
+)
+from grpc_clients.health import METERING_SERVICE_NAME, OVERSIGHT_SERVICE_NAME, check_health
+from grpc_clients.metering import MeteringClient, UsageEvent
+from grpc_clients.oversight import OversightClient
+from reference_services.server import start_reference_services
+from tests.reference import running_reference_services
+
+TIMEOUT = 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_quota(client: MeteringClient):
+    return client.check_quota(agent_id="agent-1", metric_code="api_calls", quantity=1)
+
+
+def test_stopped_server_raises_service_unavailable_within_the_deadline():
+    with running_reference_services() as services:
+        metering = MeteringClient(services.metering_address, timeout=TIMEOUT)
+        oversight = OversightClient(services.oversight_address, timeout=TIMEOUT)
+        check_quota(metering)  # connected and working
+    # the services are stopped now
+
+    for call in (
+        lambda: check_quota(metering),
+        lambda: oversight.get_request_status("any"),
+        lambda: oversight.approve(request_id="any", approver_id="op", approver_name="Op"),
+    ):
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as raised:
+            call()
+        assert time.monotonic() - started < TIMEOUT + 0.5
+        assert raised.value.code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+        assert isinstance(raised.value.__cause__, grpc.RpcError)  # kept for debugging
+    metering.close()
+    oversight.close()
+
+
+def test_nothing_listening_raises_service_unavailable():
+    client = MeteringClient(f"127.0.0.1:{free_port()}", timeout=TIMEOUT)
+    started = time.monotonic()
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        check_quota(client)
+
+    assert time.monotonic() - started < TIMEOUT + 0.5
+    assert (raised.value.service, raised.value.method) == ("metering", "CheckQuota")
+    client.close()
+
+
+def test_slowed_server_past_the_deadline_raises_service_unavailable(services):
+    services.metering.delay_seconds = 3.0
+    client = MeteringClient(services.metering_address, timeout=0.3)
+    started = time.monotonic()
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        check_quota(client)
+
+    assert time.monotonic() - started < 0.3 + 0.5
+    assert raised.value.code == "DEADLINE_EXCEEDED"
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "error_class"),
+    [
+        (grpc.StatusCode.INTERNAL, ServiceUnavailable),
+        (grpc.StatusCode.UNKNOWN, ServiceUnavailable),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, ServiceUnavailable),
+        (grpc.StatusCode.UNIMPLEMENTED, ServiceUnavailable),
+        (grpc.StatusCode.NOT_FOUND, RemoteNotFound),
+        (grpc.StatusCode.ABORTED, RemoteConflict),
+        (grpc.StatusCode.INVALID_ARGUMENT, RemoteInvalidArgument),
+    ],
+)
+def test_broken_server_status_is_mapped(services, oversight_client, code, error_class):
+    services.oversight.fail_with = code
+
+    with pytest.raises(error_class) as raised:
+        oversight_client.list_requests()
+
+    assert type(raised.value) is error_class
+    assert (raised.value.service, raised.value.method, raised.value.code) == (
+        "oversight",
+        "ListRequests",
+        code.name,
+    )
+    assert "injected failure" in raised.value.detail
+
+
+def test_unreadable_response_is_service_unavailable():
+    garbage = grpc.unary_unary_rpc_method_handler(lambda request, context: b"\xff\xff\xff\xff")
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(METERING_SERVICE_NAME, {"CheckQuota": garbage})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    client = MeteringClient(f"127.0.0.1:{port}", timeout=TIMEOUT)
+    try:
+        with pytest.raises(ServiceUnavailable):
+            check_quota(client)
+    finally:
+        client.close()
+        server.stop(0)
+
+
+def calls_logged(caplog, logger: str, method: str) -> int:
+    return sum(1 for r in caplog.records if r.name == logger and r.getMessage().startswith(method))
+
+
+def test_unavailable_is_retried_for_idempotent_calls_only(services, caplog):
+    caplog.set_level(logging.INFO, logger="reference_services")
+    client = OversightClient(services.oversight_address, timeout=2.0)
+    client.list_requests()  # connect first, so only server answers are counted
+    services.oversight.fail_with = grpc.StatusCode.UNAVAILABLE
+
+    with pytest.raises(ServiceUnavailable):
+        client.get_request_status("r-1")
+    with pytest.raises(ServiceUnavailable):
+        client.approve(request_id="r-1", approver_id="op", approver_name="Op")
+
+    assert calls_logged(caplog, "reference_services.oversight", "GetRequestStatus") == 3
+    assert calls_logged(caplog, "reference_services.oversight", "ApproveRequest") == 1
+    client.close()
+
+
+def test_request_id_metadata_reaches_both_servers(services, caplog):
+    caplog.set_level(logging.INFO, logger="reference_services")
+    metering = MeteringClient(
+        services.metering_address, timeout=TIMEOUT, request_id_provider=lambda: "req-123"
+    )
+    oversight = OversightClient(
+        services.oversight_address, timeout=TIMEOUT, request_id_provider=lambda: "req-456"
+    )
+    anonymous = MeteringClient(
+        services.metering_address, timeout=TIMEOUT, request_id_provider=lambda: None
+    )
+
+    metering.ingest_event(
+        UsageEvent(transaction_id="tx", agent_id="a", code="api_calls", quantity=1)
+    )
+    oversight.list_requests()
+    check_quota(anonymous)
+
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("reference_services.metering", "IngestEvent request_id=req-123") in messages
+    assert ("reference_services.oversight", "ListRequests request_id=req-456") in messages
+    assert ("reference_services.metering", "CheckQuota request_id=-") in messages
+    for client in (metering, oversight, anonymous):
+        client.close()
+
+
+def test_call_hook_observes_every_outcome(services):
+    calls = []
+    client = OversightClient(
+        services.oversight_address,
+        timeout=TIMEOUT,
+        on_call=lambda *args: calls.append(args),
+    )
+    client.list_requests()
+    with pytest.raises(RemoteNotFound):
+        client.get_request_status("missing")
+
+    assert [call[:3] for call in calls] == [
+        ("oversight", "ListRequests", "OK"),
+        ("oversight", "GetRequestStatus", "NOT_FOUND"),
+    ]
+    assert all(0 <= call[3] < TIMEOUT for call in calls)
+    client.close()
+
+
+def test_failing_call_hook_does_not_break_the_call(services, caplog):
+    def broken_hook(*_args):
+        raise RuntimeError("metrics backend gone")
+
+    client = OversightClient(services.oversight_address, timeout=TIMEOUT, on_call=broken_hook)
+
+    assert client.list_requests().total_count == 0
+    assert "call hook failed" in caplog.text
+    client.close()
+
+
+def test_health_check_reports_serving_services_and_never_raises():
+    with running_reference_services() as services:
+        metering_up = check_health(services.metering_address, METERING_SERVICE_NAME, timeout=1.0)
+        oversight_up = check_health(services.oversight_address, OVERSIGHT_SERVICE_NAME, timeout=1.0)
+        wrong_service = check_health(services.metering_address, "no.such.Service", timeout=1.0)
+        address = services.metering_address
+    stopped = check_health(address, METERING_SERVICE_NAME, timeout=0.5)
+    nothing = check_health(f"127.0.0.1:{free_port()}", METERING_SERVICE_NAME, timeout=0.5)
+    bad_address = check_health("not an address", METERING_SERVICE_NAME, timeout=0.5)
+
+    assert (metering_up, oversight_up) == (True, True)
+    assert (wrong_service, stopped, nothing, bad_address) == (False, False, False, False)
+
+
+def test_taken_port_fails_loudly():
+    with running_reference_services() as services, pytest.raises(OSError, match="cannot listen"):
+        start_reference_services(oversight_address=services.oversight_address)
+
+
+def test_submit_with_timeout_is_sent_as_duration(services, oversight_client):
+    result = oversight_client.submit_request(
+        request_id="r-1",
+        agent_id="a",
+        agent_name="A",
+        tenant_id="t",
+        subject="s",
+        description="d",
+        parameters={
+            "notional": "20000",
+            "budget": "100000",
+            "auto_approval_limit": "10000",
+            "approval_budget_fraction": "0.25",
+        },
+        risk_level="high",
+        priority="critical",
+        timeout=timedelta(milliseconds=1),
+        tags=("trade",),
+        metadata={"trade_id": "t-1"},
+    )
+    time.sleep(0.05)
+
+    assert result.state == "pending"
+    assert oversight_client.get_request_status("r-1").state == "expired"
