@@ -1,0 +1,68 @@
+"""JSON of the metering routes (SPEC §5)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from grpc_clients.metering import USAGE_EVENT_TYPES
+from metering.periods import DAILY, REPORT_PERIODS
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    period = serializers.ChoiceField(choices=REPORT_PERIODS, default=DAILY)
+
+
+class UsageBreakdownSerializer(serializers.Serializer):
+    by_event_type = serializers.DictField(child=serializers.IntegerField())
+    by_symbol = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))
+
+
+class UsageSerializer(serializers.Serializer):
+    agent_id = serializers.UUIDField()
+    period = serializers.CharField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    api_calls = serializers.IntegerField()
+    trades = serializers.IntegerField()
+    trade_volume = serializers.IntegerField()
+    oversight_requests = serializers.IntegerField()
+    breakdown = UsageBreakdownSerializer()
+
+
+class QuotaSerializer(serializers.Serializer):
+    metric_code = serializers.CharField()
+    limit = serializers.IntegerField()
+    used = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    usage_percentage = serializers.FloatField()
+    period = serializers.CharField()
+    period_start = serializers.DateTimeField(allow_null=True)
+    period_end = serializers.DateTimeField(allow_null=True)
+
+
+class QuotaListSerializer(serializers.Serializer):
+    agent_id = serializers.UUIDField()
+    quotas = QuotaSerializer(many=True)
+
+
+class UsageEventInputSerializer(serializers.Serializer):
+    """``{agent_id, event_type, code, quantity, transaction_id?, properties?, timestamp?}``."""
+
+    agent_id = serializers.UUIDField()
+    event_type = serializers.ChoiceField(choices=USAGE_EVENT_TYPES)
+    code = serializers.RegexField(
+        r"^[a-z][a-z0-9_.-]*$",
+        max_length=64,
+        error_messages={"invalid": "Use lower-case letters, digits, '_', '.' or '-'."},
+    )
+    quantity = serializers.IntegerField(min_value=0, max_value=2**62)
+    transaction_id = serializers.CharField(required=False, max_length=64, allow_blank=False)
+    properties = serializers.DictField(
+        child=serializers.CharField(max_length=500, allow_blank=True), required=False
+    )
+    timestamp = serializers.DateTimeField(required=False)
+
+
+class UsageEventAcceptedSerializer(serializers.Serializer):
+    transaction_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["accepted", "duplicate"])

@@ -1,0 +1,49 @@
+"""Counts ``api_calls`` usage for every authenticated API request made for an agent."""
+
+from __future__ import annotations
+
+import logging
+
+from metering.services import api_call_record
+
+logger = logging.getLogger("trading_demo.metering")
+
+# Routes whose `pk` is an agent id (the agent detail and its sub-resources).
+_AGENT_ROUTE_PREFIX = "api/v1/agents/"
+
+
+def agent_id_of(request):
+    """The agent a resolved request is made for, from its URL kwargs; None if not for one."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return None
+    if "agent_id" in match.kwargs:
+        return match.kwargs["agent_id"]
+    if "pk" in match.kwargs and (match.route or "").startswith(_AGENT_ROUTE_PREFIX):
+        return match.kwargs["pk"]
+    return None
+
+
+class ApiCallMeteringMiddleware:
+    """After the response, records one ``api_calls`` event if the request was for an agent.
+
+    DRF authenticates tokens inside the view and then sets ``request.user`` on the Django
+    request, so the user is read after the response. Whether the agent exists and is visible
+    to that user is decided by ``metering.services.api_call_record``. Metering must never
+    break a response: a failure to record is logged.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        agent_id = agent_id_of(request)
+        if agent_id is not None:
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                try:
+                    api_call_record(agent_id=agent_id, request=request)
+                except Exception:
+                    logger.exception("could not record api_calls usage for agent %s", agent_id)
+        return response

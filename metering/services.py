@@ -1,0 +1,439 @@
+"""Metering writes: the usage outbox, its delivery to the metering service, and quota checks.
+
+Every usage event is first a ``UsageEvent`` row written in the transaction of the business
+change it meters (an order, a fill, an approval request, an API call), so usage exists exactly
+when the change does. ``usage_deliver_pending`` then sends the rows with ``IngestEventBatch``;
+the metering service ignores a ``transaction_id`` it already has, so a retry after a lost
+answer never double counts, and an outage only delays delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from config import problems
+from grpc_clients import metering as metering_api
+from grpc_clients.errors import GrpcClientError, ServiceUnavailable
+from grpc_clients.registry import get_metering_client
+from metering.choices import MetricCode
+from metering.models import DeliveryState, UsageEvent
+from metering.periods import DAILY, period_window
+
+if TYPE_CHECKING:
+    from agents.models import Agent
+
+logger = logging.getLogger("trading_demo.metering")
+
+# The period of each quota this server configures (api_calls by the service's default,
+# trade_executions by quota_configure). Undelivered usage is counted over this window.
+QUOTA_PERIODS = {MetricCode.API_CALLS: DAILY, MetricCode.TRADE_EXECUTIONS: DAILY}
+QUOTA_WARNING_PERCENT = 80
+# Properties that configure quotas on the metering service: only the server may send them.
+RESERVED_PROPERTIES = frozenset({"quota_limit", "quota_period"})
+DELIVERY_BATCH_SIZE = 100
+MAX_BACKOFF_SECONDS = 60
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+
+def _whole_quantity(quantity: int | Decimal) -> int:
+    """Usage quantities are whole units (trade_volume in whole dollars, rounded half up)."""
+    if isinstance(quantity, Decimal):
+        return int(quantity.to_integral_value(rounding=ROUND_HALF_UP))
+    return int(quantity)
+
+
+def usage_record(
+    *,
+    agent: Agent,
+    code: str,
+    quantity: int | Decimal,
+    event_type: str = "api_call",
+    symbol: str = "",
+    properties: dict[str, Any] | None = None,
+    transaction_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> UsageEvent:
+    """Write one usage event to the outbox, inside the caller's transaction.
+
+    The row commits or rolls back with the business change that caused it, and is delivered
+    later by ``usage_deliver_pending``. ``event_type`` must be a lower-case Creto
+    ``UsageEventType`` name; ``quantity`` must not be negative (a ``Decimal`` is rounded to
+    whole units). A given ``transaction_id`` raises ``IntegrityError`` if already recorded.
+    """
+    if event_type not in metering_api.USAGE_EVENT_TYPES:
+        raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
+    event = UsageEvent(
+        transaction_id=transaction_id or uuid.uuid4().hex,
+        agent=agent,
+        event_type=event_type,
+        code=code,
+        quantity=_whole_quantity(quantity),
+        symbol=symbol or "",
+        properties={str(k): str(v) for k, v in (properties or {}).items()},
+        occurred_at=occurred_at or timezone.now(),
+    )
+    if event.quantity < 0:
+        raise ValidationError({"quantity": ["Quantity must not be negative."]})
+    # The unique transaction_id is enforced by the database (callers that accept client ids
+    # handle the IntegrityError); skipping the lookup keeps the hot path to one INSERT.
+    event.full_clean(validate_unique=False, validate_constraints=False)
+    with transaction.atomic():
+        event.save(force_insert=True)
+    return event
+
+
+def api_call_record(*, agent_id, request) -> UsageEvent | None:
+    """Count one ``api_calls`` unit for an authenticated request made for an agent.
+
+    Records nothing (returns None) when the user is anonymous or the agent does not exist or
+    is not visible to the user (another owner's agent: the request answered 404 and is not
+    that agent's usage). Runs in its own transaction.
+    """
+    from agents.selectors import agent_queryset_for
+
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    agent = agent_queryset_for(user).filter(pk=agent_id).first()
+    if agent is None:
+        return None
+    route = getattr(getattr(request, "resolver_match", None), "route", "") or ""
+    with transaction.atomic():
+        return usage_record(
+            agent=agent,
+            code=MetricCode.API_CALLS,
+            quantity=1,
+            event_type="api_call",
+            properties={"method": request.method, "route": route},
+        )
+
+
+@dataclass(frozen=True)
+class SubmittedUsage:
+    transaction_id: str
+    status: str  # "accepted" or "duplicate"
+    event: UsageEvent | None
+
+
+def usage_event_submit(
+    *,
+    agent: Agent,
+    event_type: str,
+    code: str,
+    quantity: int,
+    transaction_id: str | None = None,
+    properties: dict[str, Any] | None = None,
+    timestamp: datetime | None = None,
+) -> SubmittedUsage:
+    """Accept a client-reported usage event into the outbox, idempotently by transaction_id.
+
+    A ``transaction_id`` already recorded answers ``duplicate`` and writes nothing (also when
+    two identical submissions race). Quota-configuring properties are refused: only the server
+    sets an agent's limits.
+    """
+    reserved = RESERVED_PROPERTIES.intersection(properties or {})
+    if reserved:
+        raise ValidationError(
+            {"properties": [f"Reserved properties may not be set: {', '.join(sorted(reserved))}."]}
+        )
+    if transaction_id and UsageEvent.objects.filter(transaction_id=transaction_id).exists():
+        return SubmittedUsage(transaction_id, "duplicate", None)
+    try:
+        with transaction.atomic():
+            event = usage_record(
+                agent=agent,
+                code=code,
+                quantity=quantity,
+                event_type=event_type,
+                properties=properties,
+                transaction_id=transaction_id,
+                occurred_at=timestamp,
+            )
+    except IntegrityError:
+        if transaction_id and UsageEvent.objects.filter(transaction_id=transaction_id).exists():
+            return SubmittedUsage(transaction_id, "duplicate", None)
+        raise
+    return SubmittedUsage(event.transaction_id, "accepted", event)
+
+
+# --- quotas ------------------------------------------------------------------------------------
+
+
+def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
+    """Quantity of ``metric_code`` recorded for the agent since ``since`` and not yet delivered."""
+    events = UsageEvent.objects.filter(
+        agent_id=agent_id, code=metric_code, delivery_state=DeliveryState.PENDING
+    )
+    if since is not None:
+        events = events.filter(occurred_at__gte=since)
+    total = events.aggregate(total=Sum("quantity"))["total"]
+    return int(total or 0)
+
+
+def _crossed_warning(used_before: int, used_after: int, limit: int) -> bool:
+    threshold = QUOTA_WARNING_PERCENT * limit
+    return limit > 0 and used_before * 100 < threshold <= used_after * 100
+
+
+def quota_check(
+    *, agent: Agent, metric_code: str, quantity: int = 1, now: datetime | None = None
+) -> metering_api.QuotaDecision:
+    """Ask the metering service whether ``quantity`` more of ``metric_code`` fits the quota.
+
+    Usage still waiting in the outbox for the current period counts as used, so an outage of
+    the delivery never lets an agent exceed its quota. Raises ``problems.QuotaExceeded`` (429,
+    ``limit``, ``remaining``, ``Retry-After`` = seconds until the period ends) when it does not
+    fit; a ``grpc_clients.errors.ServiceUnavailable`` propagates (fail closed). When this use
+    makes usage cross 80 % of the limit, publishes ``quota.warning`` on the agent's
+    ``portfolio`` channel — in the caller's transaction when there is one, so a failed order
+    sends no warning. Returns the decision with ``current_usage``/``remaining`` including
+    undelivered usage.
+    """
+    now = now or timezone.now()
+    period = QUOTA_PERIODS.get(metric_code, DAILY)
+    period_start, period_end = period_window(period, now)
+    undelivered = pending_usage(agent_id=agent.pk, metric_code=metric_code, since=period_start)
+    decision = get_metering_client().check_quota(
+        agent_id=str(agent.pk), metric_code=metric_code, quantity=quantity + undelivered
+    )
+    used_before = decision.current_usage + undelivered
+    remaining = max(decision.limit - used_before, 0) if decision.limit else 0
+    if not decision.allowed:
+        retry_after = max(int((period_end - now).total_seconds()) + 1, 1)
+        raise problems.QuotaExceeded(
+            f"The {metric_code} quota of {decision.limit} per {period.removesuffix('ly')} is "
+            f"used up ({used_before} used, {quantity} requested).",
+            limit=decision.limit,
+            remaining=remaining,
+            retry_after=retry_after,
+            metric_code=metric_code,
+        )
+    used_after = used_before + quantity
+    if _crossed_warning(used_before, used_after, decision.limit):
+        _publish_quota_warning(
+            agent=agent, metric_code=metric_code, used=used_after, limit=decision.limit
+        )
+    return metering_api.QuotaDecision(
+        allowed=True,
+        current_usage=used_before,
+        limit=decision.limit,
+        remaining=remaining,
+        denial_reason="",
+    )
+
+
+def _publish_quota_warning(*, agent: Agent, metric_code: str, used: int, limit: int) -> None:
+    from realtime.services import publish_agent_event
+
+    with transaction.atomic():
+        publish_agent_event(
+            agent_id=agent.pk,
+            event="quota.warning",
+            channel="portfolio",
+            data={
+                "metric_code": metric_code,
+                "used": used,
+                "limit": limit,
+                "usage_percentage": round(100.0 * used / limit, 2),
+            },
+        )
+
+
+def quota_configure(*, agent: Agent) -> None:
+    """Set the agent's ``trade_executions`` quota to its ``daily_trade_limit`` per day.
+
+    Sent at once as a quantity-0 configuration event (it adds no usage). If the metering
+    service is unreachable the event goes to the outbox instead and is delivered, in order,
+    before any later usage; nothing is lost and nothing raises.
+    """
+    limit = int(agent.effective_config["daily_trade_limit"])
+    config_event = {
+        "agent": agent,
+        "code": MetricCode.TRADE_EXECUTIONS,
+        "quantity": 0,
+        "event_type": "api_call",
+        "properties": {"quota_limit": str(limit), "quota_period": DAILY},
+    }
+    transaction_id = f"quota-config-{uuid.uuid4().hex}"
+    try:
+        result = get_metering_client().ingest_event(
+            metering_api.UsageEvent(
+                transaction_id=transaction_id,
+                agent_id=str(agent.pk),
+                code=config_event["code"],
+                quantity=0,
+                event_type="api_call",
+                properties=config_event["properties"],
+            )
+        )
+    except ServiceUnavailable:
+        logger.warning("metering unavailable; quota config for %s queued in the outbox", agent.pk)
+        with transaction.atomic():
+            usage_record(transaction_id=transaction_id, **config_event)
+        return
+    if result.status not in {"accepted", "duplicate"}:
+        logger.error("metering refused quota config for %s: %s", agent.pk, result.error_message)
+
+
+# --- delivery ----------------------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryReport:
+    """What one ``usage_deliver_pending`` run did."""
+
+    delivered: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    retrying: int = 0
+    service_unavailable: bool = False
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "retrying": self.retrying,
+            "service_unavailable": self.service_unavailable,
+            "error": self.error,
+        }
+
+
+def backoff_seconds(attempts: int) -> int:
+    """Delay before the next delivery attempt: 1, 2, 4, … seconds, capped at 60."""
+    return min(2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+
+
+def _to_wire(event: UsageEvent) -> metering_api.UsageEvent:
+    properties = dict(event.properties or {})
+    if event.symbol:
+        properties.setdefault("symbol", event.symbol)
+    return metering_api.UsageEvent(
+        transaction_id=event.transaction_id,
+        agent_id=str(event.agent_id),
+        code=event.code,
+        quantity=event.quantity,
+        event_type=event.event_type,
+        timestamp=event.occurred_at.astimezone(UTC),
+        properties=properties,
+    )
+
+
+def _due_events(*, now: datetime, ignore_backoff: bool, batch_size: int):
+    due = UsageEvent.objects.filter(delivery_state=DeliveryState.PENDING)
+    if not ignore_backoff:
+        due = due.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    due = due.order_by("id")
+    if connection.vendor == "postgresql":
+        # Rows another deliverer holds are skipped, so no row is ever sent by two at once.
+        due = due.select_for_update(skip_locked=True)
+    return list(due[:batch_size])
+
+
+def _postpone(events: list[UsageEvent], *, now: datetime, error: str) -> None:
+    for event in events:
+        event.attempts += 1
+        event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts))
+        event.last_error = error[:2000]
+    UsageEvent.objects.bulk_update(events, ["attempts", "next_attempt_at", "last_error"])
+
+
+def _deliver_batch(events: list[UsageEvent], *, now: datetime, report: DeliveryReport) -> bool:
+    """Send one batch (its rows locked by the caller); returns False when delivery must stop."""
+    try:
+        result = get_metering_client().ingest_batch(
+            [_to_wire(e) for e in events], continue_on_error=True
+        )
+    except GrpcClientError as exc:
+        _postpone(events, now=now, error=str(exc))
+        report.retrying += len(events)
+        report.service_unavailable = isinstance(exc, ServiceUnavailable)
+        report.error = str(exc)
+        logger.warning("usage delivery postponed for %d events: %s", len(events), exc)
+        return False
+    retry: list[UsageEvent] = []
+    for event, outcome in zip(events, result.results, strict=True):
+        event.attempts += 1
+        event.ingest_status = outcome.status
+        event.last_error = outcome.error_message[:2000]
+        if outcome.status in {"accepted", "duplicate"}:
+            event.delivery_state = DeliveryState.DELIVERED
+            event.delivered_at = now
+            event.next_attempt_at = None
+            if outcome.status == "duplicate":
+                report.duplicates += 1
+            else:
+                report.delivered += 1
+        elif outcome.status == "validation_error":
+            # Retrying cannot make an invalid event valid: park it for a human to look at.
+            event.delivery_state = DeliveryState.REJECTED
+            report.rejected += 1
+            logger.error(
+                "metering rejected usage event %s: %s", event.transaction_id, outcome.error_message
+            )
+        else:
+            event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts))
+            retry.append(event)
+    report.retrying += len(retry)
+    UsageEvent.objects.bulk_update(
+        events,
+        [
+            "attempts",
+            "ingest_status",
+            "last_error",
+            "delivery_state",
+            "delivered_at",
+            "next_attempt_at",
+        ],
+    )
+    # Events the service could not take now (internal error) wait for their backoff.
+    return not retry
+
+
+def usage_deliver_pending(
+    *,
+    limit: int = 500,
+    batch_size: int = DELIVERY_BATCH_SIZE,
+    now: datetime | None = None,
+    ignore_backoff: bool = False,
+) -> dict[str, Any]:
+    """Deliver up to ``limit`` pending outbox rows to the metering service, oldest first.
+
+    Guarantees: each row is sent in id order within ``IngestEventBatch`` batches while its row
+    is locked (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers), so
+    two deliverers never send the same row at once; accepted and duplicate answers mark it
+    delivered, validation errors mark it rejected, anything else leaves it pending with
+    ``attempts + 1`` and an exponential ``next_attempt_at`` (capped at 60 s). Delivery stops at
+    the first failed batch. ``ignore_backoff`` sends rows whose retry time has not come yet.
+    Returns a report: delivered, duplicates, rejected, retrying, service_unavailable, error,
+    remaining (rows still pending).
+    """
+    now = now or timezone.now()
+    report = DeliveryReport()
+    handled = 0
+    while handled < limit:
+        with transaction.atomic():
+            events = _due_events(
+                now=now, ignore_backoff=ignore_backoff, batch_size=min(batch_size, limit - handled)
+            )
+            if not events:
+                break
+            handled += len(events)
+            if not _deliver_batch(events, now=now, report=report):
+                break
+    result = report.as_dict()
+    result["remaining"] = UsageEvent.objects.filter(delivery_state=DeliveryState.PENDING).count()
+    return result

@@ -1,0 +1,408 @@
+"""Oversight writes: asking the oversight service, mirroring its requests, deciding, expiring.
+
+The oversight service (gRPC) owns the approval policy and the record of decisions; this app
+keeps a mirror (``ApprovalRequest``, keyed by the service's request id) tied to the trade that
+waits, and moves money only through ``trades.services``. A decision goes to the service first:
+if it cannot be reached the API answers 503 and nothing changes here. Local changes then run
+under row locks in the project's order (agent → trade → approval request), and every writer
+re-checks that the request is still pending once it holds the lock, so concurrent approvals,
+rejections, cancellations and expiry produce exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from config import problems
+from grpc_clients.errors import GrpcClientError, RemoteConflict, RemoteNotFound
+from grpc_clients.registry import get_oversight_client
+from oversight.choices import Decision, RequestStatus
+from oversight.models import ApprovalDecision, ApprovalRequest
+from oversight.risk import Risk, assess_trade_risk, review_priority
+from oversight.selectors import approval_get, approval_get_for
+
+if TYPE_CHECKING:
+    from agents.models import Agent
+    from trades.models import Trade
+
+logger = logging.getLogger("trading_demo.oversight")
+
+QUORUM_THRESHOLD = Decimal("100000")
+# The service's priority scale tops out at "critical"; ours calls it "urgent".
+_GRPC_PRIORITY = {"low": "low", "medium": "medium", "high": "high", "urgent": "critical"}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The oversight service's decision on an order, with our risk assessment of it."""
+
+    request_id: uuid.UUID
+    auto_approved: bool
+    approvals_required: int
+    policy_id: str
+    risk: Risk
+    priority: str
+    reason: str
+
+
+def approval_ttl() -> timedelta:
+    return timedelta(seconds=int(settings.OVERSIGHT_APPROVAL_TTL))
+
+
+def _policy_reason(*, notional: Decimal, config: dict, budget: Decimal) -> str:
+    """Why the default policy (SPEC §5 rule 5) asks for a human, in words an operator reads."""
+    reasons = []
+    limit = Decimal(str(config["auto_approval_limit"]))
+    fraction = Decimal(str(config["approval_budget_fraction"]))
+    if notional >= limit:
+        reasons.append(f"notional {notional} ≥ auto_approval_limit {limit}")
+    if notional >= fraction * budget:
+        reasons.append(f"notional {notional} ≥ {fraction} of budget {budget}")
+    if notional >= QUORUM_THRESHOLD:
+        reasons.append(f"two approvers needed at ≥ {QUORUM_THRESHOLD}")
+    return "; ".join(reasons) or "approval required by policy"
+
+
+def _reference_price(trade: Trade, notional: Decimal) -> Decimal:
+    if trade.limit_price is not None:
+        return Decimal(trade.limit_price)
+    if trade.quantity:
+        return (Decimal(notional) / Decimal(trade.quantity)).quantize(Decimal("0.0001"))
+    return Decimal("0")
+
+
+def approval_evaluate(*, agent: Agent, trade: Trade, notional: Decimal) -> Evaluation:
+    """Submit the order to the oversight service and return its decision with a risk score.
+
+    ``trade`` may be unsaved; it needs symbol, side, quantity and prices. The request id is
+    chosen here (a new UUID) and becomes the ``ApprovalRequest`` id if a human must decide; it
+    expires after ``OVERSIGHT_APPROVAL_TTL`` on the service as it does locally. Writes nothing
+    locally. ``grpc_clients.errors.ServiceUnavailable`` propagates: the order must fail closed.
+    """
+    notional = Decimal(notional)
+    config = agent.effective_config
+    held = agent.positions.filter(symbol=trade.symbol).aggregate(v=Sum("cost_basis"))["v"]
+    risk = assess_trade_risk(
+        agent=agent, trade=trade, notional=notional, held_value=held or Decimal("0")
+    )
+    expected_quorum = 2 if notional >= QUORUM_THRESHOLD else 1
+    priority = review_priority(risk=risk, approvals_required=expected_quorum)
+    request_id = uuid.uuid4()
+    price = _reference_price(trade, notional)
+    result = get_oversight_client().submit_request(
+        request_id=str(request_id),
+        agent_id=str(agent.pk),
+        agent_name=agent.name,
+        tenant_id=str(agent.owner_id),
+        subject=f"{trade.side} {trade.quantity} {trade.symbol}",
+        description=(
+            f"{agent.name} wants to {trade.side} {trade.quantity} {trade.symbol} "
+            f"({trade.type}) for about {notional}"
+        ),
+        parameters={
+            "notional": str(notional),
+            "budget": str(agent.budget),
+            "auto_approval_limit": str(config["auto_approval_limit"]),
+            "approval_budget_fraction": str(config["approval_budget_fraction"]),
+            "symbol": trade.symbol,
+            "side": trade.side,
+            "quantity": str(trade.quantity),
+            "price": str(price),
+            "order_type": str(trade.type),
+        },
+        risk_level=risk.level,
+        priority=_GRPC_PRIORITY[priority],
+        timeout=approval_ttl(),
+        tags=("trade", trade.symbol),
+        metadata={"trade_id": str(trade.pk), "risk_score": str(risk.score)},
+    )
+    if result.state not in {"approved", "pending"}:
+        logger.error("oversight answered %s for a new request %s", result.state, request_id)
+        raise problems.ServiceUnavailable(
+            "The oversight service gave an unexpected answer; nothing was changed.",
+            service="oversight",
+        )
+    auto_approved = result.state == "approved"
+    approvals_required = 0 if auto_approved else max(int(result.approvals_required), 1)
+    if auto_approved:
+        reason = f"auto-approved by {result.policy_id}"
+    else:
+        reason = _policy_reason(notional=notional, config=config, budget=Decimal(agent.budget))
+        priority = review_priority(risk=risk, approvals_required=approvals_required)
+    return Evaluation(
+        request_id=request_id,
+        auto_approved=auto_approved,
+        approvals_required=approvals_required,
+        policy_id=result.policy_id,
+        risk=risk,
+        priority=priority,
+        reason=reason,
+    )
+
+
+def _publish(approval: ApprovalRequest, event: str) -> None:
+    from oversight.api.serializers import ApprovalRequestSerializer
+    from realtime.services import publish_agent_event
+
+    fresh = approval_get(approval_request_id=approval.pk)
+    publish_agent_event(
+        agent_id=fresh.agent_id,
+        event=event,
+        channel="oversight",
+        data=ApprovalRequestSerializer(fresh).data,
+    )
+
+
+def approval_request_open(*, trade: Trade, agent: Agent, evaluation: Evaluation) -> ApprovalRequest:
+    """Mirror a pending oversight request for a saved trade, in the caller's transaction.
+
+    Writes the ``ApprovalRequest`` (id = the service's request id, ``expires_at`` = now + TTL),
+    one ``oversight_requests`` usage event, and publishes ``approval.requested`` on the agent's
+    ``oversight`` channel (sent after commit).
+    """
+    from metering.services import usage_record
+
+    now = timezone.now()
+    approval = ApprovalRequest(
+        id=evaluation.request_id,
+        trade=trade,
+        agent=agent,
+        amount=Decimal(trade.notional).quantize(Decimal("0.01")),
+        status=RequestStatus.PENDING,
+        priority=evaluation.priority,
+        reason=evaluation.reason,
+        risk_score=evaluation.risk.score,
+        risk_level=evaluation.risk.level,
+        risk_factors=evaluation.risk.factors,
+        approvals_required=max(evaluation.approvals_required, 1),
+        policy_id=evaluation.policy_id,
+        expires_at=now + approval_ttl(),
+    )
+    approval.full_clean(exclude=["trade", "agent"], validate_unique=False)
+    with transaction.atomic():
+        approval.save(force_insert=True)
+        usage_record(
+            agent=agent,
+            code="oversight_requests",
+            quantity=1,
+            event_type="oversight_request",
+            symbol=trade.symbol,
+            properties={"approval_request_id": str(approval.pk), "trade_id": str(trade.pk)},
+        )
+        _publish(approval, "approval.requested")
+    return approval
+
+
+def _ensure_open_for(approval: ApprovalRequest, actor) -> None:
+    if approval.status != RequestStatus.PENDING:
+        raise problems.Conflict(f"The approval request is {approval.status}, not pending.")
+    if any(decision.approver_id == actor.pk for decision in approval.decisions.all()):
+        raise problems.Conflict("You have already decided this approval request.")
+
+
+def _lock_for_change(approval_request_id) -> tuple[Trade, ApprovalRequest]:
+    """Lock agent → trade → approval request (the project's lock order) and return the rows."""
+    from agents.models import Agent
+    from trades.models import Trade
+
+    agent_id, trade_id = ApprovalRequest.objects.values_list("agent_id", "trade_id").get(
+        pk=approval_request_id
+    )
+    Agent.objects.select_for_update().only("pk").get(pk=agent_id)
+    trade = Trade.objects.select_for_update().get(pk=trade_id)
+    approval = (
+        ApprovalRequest.objects.select_for_update()
+        .prefetch_related("decisions")
+        .get(pk=approval_request_id)
+    )
+    return trade, approval
+
+
+def _send_decision(*, approval: ApprovalRequest, actor, decision: str, reason: str) -> None:
+    """Tell the oversight service first; its refusal or absence changes nothing here."""
+    client = get_oversight_client()
+    try:
+        if decision == "approve":
+            client.approve(
+                request_id=str(approval.pk),
+                approver_id=str(actor.pk),
+                approver_name=actor.get_username(),
+                justification=reason,
+            )
+        else:
+            client.reject(
+                request_id=str(approval.pk),
+                rejector_id=str(actor.pk),
+                rejector_name=actor.get_username(),
+                reason=reason,
+            )
+    except RemoteConflict as exc:
+        if decision == "approve" and exc.code == "ALREADY_EXISTS":
+            # The service has this operator's approval but we have no record of it (a previous
+            # attempt failed after the call): record it now instead of refusing forever.
+            logger.warning("recovering approval of %s by %s", approval.pk, actor.pk)
+            return
+        raise problems.Conflict(
+            f"The oversight service refused the decision: {exc.detail or exc.code}."
+        ) from exc
+    except RemoteNotFound as exc:
+        raise problems.Conflict("The oversight service does not know this request.") from exc
+
+
+def approval_decide(
+    *, approval_request_id, actor, decision: str, reason: str = ""
+) -> ApprovalRequest:
+    """Approve or reject a pending request as an operator; returns it with its decisions.
+
+    Rules, in order: a request the actor cannot see → ``NotFound``; not an operator →
+    ``Forbidden``; the agent's own owner → ``SelfApproval``; a rejection without a reason →
+    ``ValidationFailed``; not pending or already decided by this operator → ``Conflict``.
+    The oversight service is called first (``ServiceUnavailable`` propagates, nothing changed).
+    Then, under locks (agent → trade → request) and after re-checking the request is still
+    pending, the decision is recorded; the last approval of the quorum executes the trade via
+    ``trades.services.trade_execute_approved``, a rejection releases it via
+    ``trades.services.trade_release(status="rejected")``; a completed request publishes
+    ``approval.completed``. An approval short of the quorum leaves the request pending.
+    """
+    from agents.permissions import is_operator
+    from trades import services as trade_services
+
+    if decision not in {"approve", "reject"}:
+        raise ValueError(f"decision must be 'approve' or 'reject', not {decision!r}")
+    approval = approval_get_for(user=actor, approval_request_id=approval_request_id)
+    if not is_operator(actor):
+        raise problems.Forbidden("Only operators may approve or reject requests.")
+    if approval.agent.owner_id == actor.pk:
+        raise problems.SelfApproval()
+    reason = (reason or "").strip()
+    if decision == "reject" and not reason:
+        raise problems.ValidationFailed(
+            "A rejection needs a reason.", errors={"reason": ["A rejection needs a reason."]}
+        )
+    _ensure_open_for(approval, actor)
+    _send_decision(approval=approval, actor=actor, decision=decision, reason=reason)
+
+    now = timezone.now()
+    with transaction.atomic():
+        trade, locked = _lock_for_change(approval.pk)
+        _ensure_open_for(locked, actor)
+        record = ApprovalDecision(
+            request=locked,
+            approver=actor,
+            decision=Decision.APPROVED if decision == "approve" else Decision.REJECTED,
+            reason=reason,
+        )
+        record.full_clean(exclude=["request", "approver"], validate_unique=False)
+        record.save(force_insert=True)
+        if decision == "reject":
+            locked.status = RequestStatus.REJECTED
+            locked.resolved_at = now
+            locked.save(update_fields=["status", "resolved_at"])
+            trade_services.trade_release(
+                trade=trade, status="rejected", reason=f"rejected by operator: {reason}"
+            )
+        else:
+            approvals = locked.decisions.filter(decision=Decision.APPROVED).count()
+            if approvals >= locked.approvals_required:
+                locked.status = RequestStatus.APPROVED
+                locked.resolved_at = now
+                locked.save(update_fields=["status", "resolved_at"])
+                trade_services.trade_execute_approved(trade=trade)
+        if locked.status != RequestStatus.PENDING:
+            _publish(locked, "approval.completed")
+    logger.info("%s %sd approval request %s", actor.get_username(), decision, approval.pk)
+    return approval_get(approval_request_id=approval.pk)
+
+
+def approval_request_cancel(
+    *, approval_request: ApprovalRequest, actor=None, reason: str = ""
+) -> ApprovalRequest:
+    """Cancel a pending request locally, inside the caller's transaction.
+
+    Callers (``trade_cancel``, ``agent_terminate``) hold the agent and trade locks already and
+    release the trade's reservation themselves. Raises ``Conflict`` if the request is no longer
+    pending. Publishes ``approval.completed``; after commit, tells the oversight service (best
+    effort: a failure is logged, the service's own expiry closes the request eventually).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        locked = ApprovalRequest.objects.select_for_update().get(pk=approval_request.pk)
+        if locked.status != RequestStatus.PENDING:
+            raise problems.Conflict(f"The approval request is {locked.status}, not pending.")
+        locked.status = RequestStatus.CANCELLED
+        locked.resolved_at = now
+        locked.save(update_fields=["status", "resolved_at"])
+        _publish(locked, "approval.completed")
+        actor_id = str(actor.pk) if actor is not None else "system"
+        transaction.on_commit(
+            lambda: _cancel_remote(locked.pk, actor_id=actor_id, reason=reason or "cancelled")
+        )
+    approval_request.status = locked.status
+    approval_request.resolved_at = locked.resolved_at
+    return locked
+
+
+def _cancel_remote(request_id, *, actor_id: str, reason: str) -> None:
+    try:
+        get_oversight_client().cancel(request_id=str(request_id), actor_id=actor_id, reason=reason)
+    except GrpcClientError as exc:
+        logger.warning("could not cancel oversight request %s remotely: %s", request_id, exc)
+
+
+@dataclass(frozen=True)
+class ExpiryReport:
+    expired: int
+    failed: int
+
+
+def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
+    """Expire every pending request past ``expires_at``; one transaction per request.
+
+    Each: under locks (agent → trade → request) and re-checked, status ``expired`` with
+    ``resolved_at``, the trade released as ``expired`` (its reservation freed) and
+    ``approval.completed`` published. A request decided meanwhile is skipped; one that fails is
+    logged and counted in ``failed`` without stopping the others. The oversight service expires
+    its copy by itself (same timeout).
+    """
+    from trades import services as trade_services
+
+    now = now or timezone.now()
+    due = list(
+        ApprovalRequest.objects.filter(
+            status=RequestStatus.PENDING, expires_at__lte=now
+        ).values_list("pk", flat=True)
+    )
+    expired = failed = 0
+    for request_id in due:
+        try:
+            with transaction.atomic():
+                trade, locked = _lock_for_change(request_id)
+                if locked.status != RequestStatus.PENDING or locked.expires_at > now:
+                    continue
+                locked.status = RequestStatus.EXPIRED
+                locked.resolved_at = now
+                locked.save(update_fields=["status", "resolved_at"])
+                trade_services.trade_release(
+                    trade=trade, status="expired", reason="approval request expired"
+                )
+                _publish(locked, "approval.completed")
+            expired += 1
+        except Exception:
+            failed += 1
+            logger.exception("could not expire approval request %s", request_id)
+    return ExpiryReport(expired=expired, failed=failed)
+
+
+def approvals_expire_due(now: datetime | None = None) -> int:
+    """Expire the due approval requests (see ``approvals_expire_report``); returns how many."""
+    return approvals_expire_report(now=now).expired
