@@ -3,6 +3,11 @@
 Each job is a plain function of the domain (``trades.services.market_tick`` and so on) called
 every ``interval`` seconds. A job that raises is logged and called again at the next interval:
 one failure never stops the loop. ``stop()`` ends the loop and waits for the current call.
+
+A ``singleton`` job runs its function only while this process holds the leader lock
+(``config.leader``): among several serving processes exactly one ticks the market, delivers
+the outbox and expires orders and approvals. The others keep trying to take the lock and take
+over within a renew interval of the leader stopping (a crashed leader: within the lease).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dataclasses import dataclass, field
 
 from django.db import close_old_connections
 
+from config.leader import Leadership
+
 logger = logging.getLogger("trading_demo.background")
 
 
@@ -22,15 +29,28 @@ class PeriodicJob:
     name: str
     interval: float
     function: Callable[[], object]
+    singleton: bool = False
+    leadership: Leadership | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.singleton and self.leadership is None:
+            raise ValueError(f"singleton job {self.name!r} needs a Leadership")
+
     def start(self) -> None:
+        if self.singleton:
+            self.leadership.start()
         self._thread = threading.Thread(target=self._run, name=f"job-{self.name}", daemon=True)
         self._thread.start()
 
+    def _may_run(self) -> bool:
+        return not self.singleton or self.leadership.is_leader
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if not self._may_run():
+                continue
             try:
                 self.function()
             except Exception:
@@ -42,19 +62,30 @@ class PeriodicJob:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.singleton:
+            self.leadership.stop()
 
 
-def default_jobs() -> list[PeriodicJob]:
-    """The jobs every serving process runs: market ticks, outbox delivery, expiries."""
+def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
+    """The jobs every serving process runs: market ticks, outbox delivery, expiries.
+
+    All four are singletons sharing one leader lock (from the settings unless given).
+    """
     from django.conf import settings
 
+    from config.leader import leadership_from_settings
     from metering.services import usage_deliver_pending
     from oversight.services import approvals_expire_due
     from trades.services import market_tick, orders_expire_day
 
+    leadership = leadership or leadership_from_settings()
+
+    def singleton(name: str, interval: float, function) -> PeriodicJob:
+        return PeriodicJob(name, interval, function, singleton=True, leadership=leadership)
+
     return [
-        PeriodicJob("market", settings.MARKET_TICK_MS / 1000, market_tick),
-        PeriodicJob("outbox", settings.OUTBOX_DELIVERY_INTERVAL_MS / 1000, usage_deliver_pending),
-        PeriodicJob("approval-expiry", 5.0, approvals_expire_due),
-        PeriodicJob("day-orders", 5.0, orders_expire_day),
+        singleton("market", settings.MARKET_TICK_MS / 1000, market_tick),
+        singleton("outbox", settings.OUTBOX_DELIVERY_INTERVAL_MS / 1000, usage_deliver_pending),
+        singleton("approval-expiry", 5.0, approvals_expire_due),
+        singleton("day-orders", 5.0, orders_expire_day),
     ]
