@@ -1,0 +1,118 @@
+"""The demo data set of ``manage.py seed_demo``: who logs in with what, and which agents exist.
+
+Passwords are public on purpose (this is a demo; change or delete these users anywhere that
+is not your laptop). ``demo_logins()`` is what the ``serve`` banner prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    password: str
+    operator: bool
+
+
+@dataclass(frozen=True)
+class DemoTrade:
+    client_order_id: str
+    symbol_index: int  # index into settings.MARKET_SYMBOLS (wraps), so any symbol list works
+    side: str
+    # Whole shares worth about this much at the price of the moment (at least one share).
+    target_notional: Decimal
+
+
+@dataclass(frozen=True)
+class DemoAgent:
+    owner: str
+    name: str
+    strategy: str
+    budget: Decimal
+    risk_tolerance: int
+    trades: tuple[DemoTrade, ...] = ()
+
+
+DEMO_USERS = (
+    DemoUser("operator", "operator-demo-pass", operator=True),
+    DemoUser("alice", "alice-demo-pass", operator=False),
+    DemoUser("bob", "bob-demo-pass", operator=False),
+)
+
+# Every filled trade stays under both approval thresholds of the default policy (notional
+# below 10,000 and below 25 % of the budget) so it executes at once; the order with client
+# id PENDING_ORDER_ID is above them (one approval needed, below 100,000) and waits.
+PENDING_ORDER_ID = "seed-pending-approval"
+DEMO_AGENTS = (
+    DemoAgent(
+        "alice",
+        "Alice Momentum",
+        "momentum",
+        Decimal("100000"),
+        7,
+        (
+            DemoTrade("seed-am-1", 0, "buy", Decimal("5000")),
+            DemoTrade("seed-am-2", 2, "buy", Decimal("4000")),
+            DemoTrade(PENDING_ORDER_ID, 2, "buy", Decimal("15000")),
+        ),
+    ),
+    DemoAgent(
+        "alice",
+        "Alice Mean Reversion",
+        "mean_reversion",
+        Decimal("50000"),
+        4,
+        (DemoTrade("seed-amr-1", 1, "buy", Decimal("3000")),),
+    ),
+    DemoAgent(
+        "bob",
+        "Bob Market Maker",
+        "market_making",
+        Decimal("250000"),
+        5,
+        (
+            DemoTrade("seed-bmm-1", 3, "buy", Decimal("6000")),
+            DemoTrade("seed-bmm-2", 4, "buy", Decimal("2000")),
+        ),
+    ),
+    DemoAgent(
+        "bob",
+        "Bob Arbitrage",
+        "arbitrage",
+        Decimal("25000"),
+        3,
+        (DemoTrade("seed-ba-1", 2, "buy", Decimal("2000")),),
+    ),
+)
+
+
+def demo_logins() -> list[str]:
+    """One line per seeded demo user that exists: ``username / password  token KEY``.
+
+    Empty when the demo was not seeded. (Passwords are not verified here: checking a hash
+    costs a deliberate fraction of a second each, too slow for a startup banner.)
+    """
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    users = {
+        user.username: user
+        for user in get_user_model().objects.filter(
+            username__in=[demo.username for demo in DEMO_USERS]
+        )
+    }
+    tokens = dict(
+        Token.objects.filter(user__in=users.values()).values_list("user__username", "key")
+    )
+    lines = []
+    for demo in DEMO_USERS:
+        user = users.get(demo.username)
+        if user is None:
+            continue
+        role = "operator" if demo.operator else "owner"
+        token = tokens.get(demo.username, "(no token)")
+        lines.append(f"{demo.username} / {demo.password}  token {token}  ({role})")
+    return lines

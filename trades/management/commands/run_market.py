@@ -1,0 +1,85 @@
+"""``manage.py run_market``: the simulated price feed as its own process.
+
+For deployments where the serving processes run with ``--no-jobs`` (or several replicas should
+not all tick): calls ``trades.services.market_tick`` every ``MARKET_TICK_MS`` until SIGINT or
+SIGTERM. A tick that fails is logged and the next one is tried, as in the embedded job.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
+
+logger = logging.getLogger("trading_demo.market")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the simulated market feed (trades.services.market_tick every MARKET_TICK_MS: "
+        "prices move, resting orders fill, market.price events go out) until Ctrl-C/SIGTERM. "
+        "Run only one per database, and serve with --no-jobs when you run it."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--interval-ms",
+            type=int,
+            default=settings.MARKET_TICK_MS,
+            help=f"milliseconds between ticks (env MARKET_TICK_MS, now {settings.MARKET_TICK_MS})",
+        )
+        parser.add_argument(
+            "--ticks",
+            type=int,
+            default=0,
+            help="stop after this many ticks (default 0: run until stopped)",
+        )
+
+    def handle(self, *args, interval_ms: int, ticks: int, **options):
+        from trades.services import market_tick
+
+        if interval_ms < 10:
+            raise CommandError(f"--interval-ms must be at least 10, got {interval_ms}")
+        if ticks < 0:
+            raise CommandError(f"--ticks must be 0 (forever) or positive, got {ticks}")
+
+        stop = threading.Event()
+
+        def request_stop(signum, _frame) -> None:
+            self.stdout.write(f"{signal.Signals(signum).name} received; stopping the feed.")
+            stop.set()
+
+        previous = {
+            signum: signal.signal(signum, request_stop)
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        symbols = ", ".join(settings.MARKET_SYMBOLS)
+        self.stdout.write(f"Market feed: {symbols} every {interval_ms} ms. Ctrl-C to stop.")
+        done = failures = 0
+        interval = interval_ms / 1000
+        try:
+            next_at = time.monotonic()
+            while not stop.is_set():
+                try:
+                    market_tick()
+                except Exception:
+                    failures += 1
+                    logger.exception("market tick failed; trying again next interval")
+                finally:
+                    close_old_connections()
+                done += 1
+                if ticks and done >= ticks:
+                    break
+                next_at += interval
+                stop.wait(max(0.0, next_at - time.monotonic()))
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.stdout.write(f"Market feed stopped after {done} ticks ({failures} failed).")
+        if ticks and failures == done:
+            raise CommandError("every tick failed; see the log")
