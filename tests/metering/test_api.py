@@ -1,0 +1,353 @@
+"""The metering routes (SPEC §5), quota checks and the api_calls counter, through HTTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from config import problems
+from metering.models import UsageEvent
+from metering.services import quota_check, quota_configure, usage_deliver_pending, usage_record
+from realtime.models import AgentEvent
+
+pytestmark = pytest.mark.django_db
+
+EVENTS = "/api/v1/metering/events"
+
+
+def usage_url(agent) -> str:
+    return f"/api/v1/metering/agents/{agent.pk}/usage"
+
+
+def quota_url(agent) -> str:
+    return f"/api/v1/metering/agents/{agent.pk}/quota"
+
+
+# --- POST /metering/events ---------------------------------------------------------------------
+
+
+def test_posted_event_goes_to_the_outbox_and_a_repeat_is_a_duplicate(agent_factory, owner_client):
+    # given
+    agent = agent_factory()
+    body = {
+        "agent_id": str(agent.pk),
+        "event_type": "llm_inference",
+        "code": "llm_tokens",
+        "quantity": 1500,
+        "transaction_id": "client-tx-1",
+        "properties": {"model": "small"},
+    }
+
+    # when
+    first = owner_client.post(EVENTS, body, format="json")
+    second = owner_client.post(EVENTS, {**body, "quantity": 9}, format="json")
+
+    # then
+    assert first.status_code == 202
+    assert first.json() == {"transaction_id": "client-tx-1", "status": "accepted"}
+    assert second.status_code == 202
+    assert second.json() == {"transaction_id": "client-tx-1", "status": "duplicate"}
+    (event,) = UsageEvent.objects.filter(agent=agent, code="llm_tokens")
+    assert (event.quantity, event.event_type, event.delivery_state) == (
+        1500,
+        "llm_inference",
+        "pending",
+    )
+    assert event.properties == {"model": "small"}
+
+    # and it is delivered like any usage
+    usage_deliver_pending()
+    event.refresh_from_db()
+    assert event.delivery_state == "delivered"
+
+
+def test_posted_event_without_transaction_id_gets_one(agent_factory, owner_client):
+    agent = agent_factory()
+    body = {"agent_id": str(agent.pk), "event_type": "api_call", "code": "custom", "quantity": 0}
+
+    response = owner_client.post(EVENTS, body, format="json")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "accepted"
+    assert UsageEvent.objects.filter(transaction_id=response.json()["transaction_id"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"event_type": "trade"}, "event_type"),
+        ({"event_type": "API_CALL"}, "event_type"),
+        ({"quantity": -1}, "quantity"),
+        ({"code": ""}, "code"),
+        ({"properties": {"quota_limit": "1000000"}}, "properties"),
+        ({"agent_id": "not-a-uuid"}, "agent_id"),
+    ],
+)
+def test_posted_event_is_validated(agent_factory, owner_client, change, field):
+    agent = agent_factory()
+    body = {"agent_id": str(agent.pk), "event_type": "api_call", "code": "custom", "quantity": 1}
+
+    response = owner_client.post(EVENTS, {**body, **change}, format="json")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert field in response.json()["errors"]
+    assert not UsageEvent.objects.filter(agent=agent).exists()
+
+
+def test_posting_for_another_owners_agent_is_not_found(agent_factory, other_owner, client_for):
+    agent = agent_factory()
+    body = {"agent_id": str(agent.pk), "event_type": "api_call", "code": "custom", "quantity": 1}
+
+    response = client_for(other_owner).post(EVENTS, body, format="json")
+
+    assert response.status_code == 404
+    assert not UsageEvent.objects.filter(agent=agent).exists()
+
+
+def test_anonymous_callers_are_refused(agent_factory, anon_client):
+    agent = agent_factory()
+    assert anon_client.get(usage_url(agent)).status_code == 401
+    assert anon_client.get(quota_url(agent)).status_code == 401
+    assert anon_client.post(EVENTS, {}, format="json").status_code == 401
+
+
+# --- GET usage ---------------------------------------------------------------------------------
+
+
+def test_usage_report_sums_the_ledger_of_the_period(agent_factory, owner_client):
+    # given
+    agent = agent_factory()
+    for _ in range(3):
+        usage_record(agent=agent, code="api_calls", quantity=1)
+    usage_record(agent=agent, code="trade_executions", quantity=1, symbol="AAPL")
+    usage_record(agent=agent, code="trade_volume", quantity=1500, symbol="AAPL")
+    usage_record(agent=agent, code="trade_executions", quantity=1, symbol="TSLA")
+    usage_record(agent=agent, code="trade_volume", quantity=700, symbol="TSLA")
+    usage_record(agent=agent, code="oversight_requests", quantity=1, event_type="oversight_request")
+    usage_record(  # last month: outside today, this week and this month
+        agent=agent, code="api_calls", quantity=50, occurred_at=timezone.now() - timedelta(days=40)
+    )
+    usage_deliver_pending()
+    usage_record(agent=agent, code="api_calls", quantity=1)  # still in the outbox: counts
+
+    # when
+    response = owner_client.get(usage_url(agent), {"period": "daily"})
+
+    # then
+    assert response.status_code == 200
+    body = response.json()
+    assert body["agent_id"] == str(agent.pk)
+    assert body["period"] == "daily"
+    assert (
+        body["api_calls"],
+        body["trades"],
+        body["trade_volume"],
+        body["oversight_requests"],
+    ) == (
+        4,
+        2,
+        2200,
+        1,
+    )
+    assert body["breakdown"]["by_event_type"] == {"api_call": 8, "oversight_request": 1}
+    assert body["breakdown"]["by_symbol"] == {
+        "AAPL": {"trades": 1, "trade_volume": 1500},
+        "TSLA": {"trades": 1, "trade_volume": 700},
+    }
+    start = body["period_start"]
+    assert start.endswith(("T00:00:00Z", "T00:00:00+00:00"))
+    assert owner_client.get(usage_url(agent)).json()["period"] == "daily"
+    assert owner_client.get(usage_url(agent), {"period": "monthly"}).json()["api_calls"] == 4
+
+
+def test_usage_report_checks_the_period_and_the_owner(agent_factory, owner_client, client_for):
+    agent = agent_factory()
+    from django.contrib.auth.models import User
+
+    stranger = User.objects.create_user(username="stranger")
+
+    assert owner_client.get(usage_url(agent), {"period": "yearly"}).status_code == 400
+    assert client_for(stranger).get(usage_url(agent)).status_code == 404
+    assert client_for(stranger).get(quota_url(agent)).status_code == 404
+
+
+def test_operators_see_any_agents_usage(agent_factory, operator, client_for):
+    agent = agent_factory()
+    assert client_for(operator).get(usage_url(agent)).status_code == 200
+
+
+# --- GET quota and quota_check -----------------------------------------------------------------
+
+
+def test_quota_route_reports_the_metering_services_figures_plus_the_outbox(
+    agent_factory, owner_client
+):
+    # given: daily_trade_limit 5, 2 trades delivered, 1 still in the outbox
+    agent = agent_factory(config={"daily_trade_limit": 5})
+    quota_configure(agent=agent)
+    for _ in range(2):
+        usage_record(agent=agent, code="trade_executions", quantity=1)
+    usage_deliver_pending()
+    usage_record(agent=agent, code="trade_executions", quantity=1)
+
+    # when
+    response = owner_client.get(quota_url(agent))
+
+    # then
+    assert response.status_code == 200
+    body = response.json()
+    assert body["agent_id"] == str(agent.pk)
+    quotas = {q["metric_code"]: q for q in body["quotas"]}
+    trades = quotas["trade_executions"]
+    assert (trades["limit"], trades["used"], trades["remaining"], trades["period"]) == (
+        5,
+        3,
+        2,
+        "daily",
+    )
+    assert trades["usage_percentage"] == 60.0
+    assert trades["period_start"] and trades["period_end"]
+    api_calls = quotas["api_calls"]
+    assert (api_calls["limit"], api_calls["period"]) == (10000, "daily")
+
+
+def test_quota_route_answers_503_when_metering_is_down(
+    agent_factory, owner_client, fresh_reference_services
+):
+    agent = agent_factory()
+    fresh_reference_services.stop(grace=0)
+
+    response = owner_client.get(quota_url(agent))
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/problem+json"
+    assert "service-unavailable" in response.json()["type"]
+    assert "Retry-After" in response
+
+
+def test_quota_check_counts_usage_still_in_the_outbox(agent_factory):
+    # given: limit 5, 4 executions recorded but not delivered
+    agent = agent_factory(config={"daily_trade_limit": 5})
+    quota_configure(agent=agent)
+    for _ in range(4):
+        usage_record(agent=agent, code="trade_executions", quantity=1)
+
+    # when / then: one more fits
+    decision = quota_check(agent=agent, metric_code="trade_executions")
+    assert (decision.allowed, decision.current_usage, decision.remaining) == (True, 4, 1)
+
+    # when the fifth is used, the sixth does not fit
+    usage_record(agent=agent, code="trade_executions", quantity=1)
+    with pytest.raises(problems.QuotaExceeded) as denied:
+        quota_check(agent=agent, metric_code="trade_executions")
+    problem = denied.value
+    assert problem.extensions["limit"] == 5
+    assert problem.extensions["remaining"] == 0
+    now = timezone.now()
+    seconds_to_midnight = (
+        now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1) - now
+    ).total_seconds()
+    assert 0 < problem.retry_after <= seconds_to_midnight + 2
+
+
+def test_quota_warning_is_published_once_when_usage_crosses_80_percent(agent_factory):
+    # given: limit 10, 7 used
+    agent = agent_factory(config={"daily_trade_limit": 10})
+    quota_configure(agent=agent)
+    for _ in range(7):
+        usage_record(agent=agent, code="trade_executions", quantity=1)
+    usage_deliver_pending()
+
+    # when: the 8th execution crosses 80 %
+    quota_check(agent=agent, metric_code="trade_executions")
+
+    # then
+    (warning,) = AgentEvent.objects.filter(agent=agent, event="quota.warning")
+    assert warning.channel == "portfolio"
+    assert warning.data == {
+        "metric_code": "trade_executions",
+        "used": 8,
+        "limit": 10,
+        "usage_percentage": 80.0,
+    }
+
+    # when: the next use is already past 80 %
+    usage_record(agent=agent, code="trade_executions", quantity=1)
+    quota_check(agent=agent, metric_code="trade_executions")
+
+    # then: no second warning
+    assert AgentEvent.objects.filter(agent=agent, event="quota.warning").count() == 1
+
+
+def test_quota_check_fails_closed_when_metering_is_down(agent_factory, fresh_reference_services):
+    from grpc_clients.errors import ServiceUnavailable
+
+    agent = agent_factory()
+    fresh_reference_services.stop(grace=0)
+    with pytest.raises(ServiceUnavailable):
+        quota_check(agent=agent, metric_code="trade_executions")
+
+
+def test_quota_configure_queues_the_limit_when_metering_is_down(
+    agent_factory, fresh_reference_services, metering_client
+):
+    # given: the metering service fails while the agent is configured
+    agent = agent_factory(config={"daily_trade_limit": 3})
+    fresh_reference_services.metering.fail_with = __import__("grpc").StatusCode.UNAVAILABLE
+
+    # when
+    quota_configure(agent=agent)
+
+    # then: the configuration waits in the outbox and is applied on delivery
+    (queued,) = UsageEvent.objects.filter(agent=agent, quantity=0)
+    assert queued.properties == {"quota_limit": "3", "quota_period": "daily"}
+    fresh_reference_services.metering.fail_with = None
+    usage_deliver_pending(ignore_backoff=True)
+    from grpc_clients.registry import get_metering_client
+
+    status = get_metering_client().get_quota_status(
+        agent_id=str(agent.pk), metric_code="trade_executions"
+    )
+    assert status.limit == 3
+
+
+# --- api_calls ---------------------------------------------------------------------------------
+
+
+def test_every_authenticated_request_for_an_agent_counts_one_api_call(
+    agent_factory, owner_client, api_call_metering
+):
+    # given
+    agent = agent_factory()
+
+    # when
+    assert owner_client.get(f"/api/v1/agents/{agent.pk}").status_code == 200
+    assert owner_client.get(f"/api/v1/agents/{agent.pk}/portfolio").status_code == 200
+    assert owner_client.get(usage_url(agent)).status_code == 200
+
+    # then
+    calls = UsageEvent.objects.filter(agent=agent, code="api_calls")
+    assert calls.count() == 3
+    assert {c.event_type for c in calls} == {"api_call"}
+    assert {c.properties["method"] for c in calls} == {"GET"}
+    assert owner_client.get(usage_url(agent)).json()["api_calls"] == 3
+
+
+def test_requests_not_for_a_visible_agent_count_nothing(
+    agent_factory, other_owner, client_for, anon_client, owner_client, api_call_metering
+):
+    # given
+    agent = agent_factory()
+
+    # when
+    assert client_for(other_owner).get(f"/api/v1/agents/{agent.pk}").status_code == 404
+    assert anon_client.get(f"/api/v1/agents/{agent.pk}").status_code == 401
+    assert owner_client.get("/api/v1/agents").status_code == 200
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert owner_client.get(f"/api/v1/agents/{missing}").status_code == 404
+
+    # then
+    assert not UsageEvent.objects.filter(code="api_calls").exists()
