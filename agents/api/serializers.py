@@ -1,0 +1,98 @@
+"""JSON of agents and portfolios (SPEC §5), and the input of the agent routes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from agents.choices import AgentStatus, Strategy
+from agents.models import Agent
+
+MONEY = {"max_digits": 20, "decimal_places": 2}
+QUANTITY = {"max_digits": 20, "decimal_places": 6}
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    """The Agent JSON of SPEC §5. ``owner`` is the owner's username (select_related it)."""
+
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    available_cash = serializers.DecimalField(**MONEY, read_only=True)
+    config = serializers.JSONField(source="effective_config", read_only=True)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id",
+            "name",
+            "owner",
+            "status",
+            "strategy",
+            "risk_tolerance",
+            "budget",
+            "cash_balance",
+            "reserved_cash",
+            "available_cash",
+            "realized_pnl",
+            "config",
+            "created_at",
+            "updated_at",
+            "last_active_at",
+        ]
+        read_only_fields = fields
+
+
+class AgentCreateSerializer(serializers.Serializer):
+    """Body of ``POST /agents``: types and ranges; the service normalises ``config``."""
+
+    name = serializers.CharField(max_length=100)
+    budget = serializers.DecimalField(
+        **MONEY, min_value=Decimal("1000"), max_value=Decimal("1000000")
+    )
+    strategy = serializers.ChoiceField(choices=Strategy.choices, default=Strategy.CUSTOM)
+    risk_tolerance = serializers.IntegerField(min_value=0, max_value=10, default=5)
+    config = serializers.JSONField(required=False, default=None)
+
+
+class AgentUpdateSerializer(serializers.Serializer):
+    """Body of ``PATCH /agents/{id}``: only these fields; anything else is ignored."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
+    config = serializers.JSONField(required=False)
+
+
+class PositionSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    quantity = serializers.DecimalField(**QUANTITY)
+    reserved_quantity = serializers.DecimalField(**QUANTITY)
+    avg_price = serializers.DecimalField(max_digits=20, decimal_places=4)
+    cost_basis = serializers.DecimalField(**MONEY)
+    current_price = serializers.DecimalField(**MONEY)
+    market_value = serializers.DecimalField(**MONEY)
+    unrealized_pnl = serializers.DecimalField(**MONEY)
+
+
+class PortfolioSerializer(serializers.Serializer):
+    """The portfolio document of SPEC §5 (from ``agents.selectors.portfolio_for``)."""
+
+    agent_id = serializers.UUIDField()
+    cash_balance = serializers.DecimalField(**MONEY)
+    reserved_cash = serializers.DecimalField(**MONEY)
+    available_cash = serializers.DecimalField(**MONEY)
+    positions_value = serializers.DecimalField(**MONEY)
+    total_value = serializers.DecimalField(**MONEY)
+    realized_pnl = serializers.DecimalField(**MONEY)
+    unrealized_pnl = serializers.DecimalField(**MONEY)
+    positions = PositionSerializer(many=True)
+    updated_at = serializers.DateTimeField()
+
+
+class PortfolioPointSerializer(serializers.Serializer):
+    timestamp = serializers.DateTimeField()
+    total_value = serializers.DecimalField(**MONEY)
+    cash_balance = serializers.DecimalField(**MONEY)
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=365, default=30)

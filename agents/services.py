@@ -1,0 +1,300 @@
+"""Writes on agents: creation, configuration, pause/resume, the kill switch, snapshots.
+
+Balance-changing code locks the agent row first (``select_for_update``) and keeps the
+invariant ``cash_balance + Σ position.cost_basis == budget + realized_pnl``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Prefetch, Q
+from django.utils import timezone
+
+from agents.choices import AgentStatus, Strategy
+from agents.models import DEFAULT_AGENT_CONFIG, Agent, PortfolioSnapshot, Position
+from agents.money import cents
+from config import problems
+
+# Fields of the agent row a balance change writes (never event_seq: realtime owns it).
+BALANCE_FIELDS = ["cash_balance", "reserved_cash", "realized_pnl", "last_active_at", "updated_at"]
+SNAPSHOT_MIN_INTERVAL = timedelta(minutes=1)
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def _decimal(value, *, minimum: Decimal, maximum: Decimal, inclusive_minimum: bool) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError("Must be a decimal number.")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError("Must be a decimal number.") from None
+    if not number.is_finite():
+        raise ValueError("Must be a decimal number.")
+    too_small = number < minimum if inclusive_minimum else number <= minimum
+    if too_small or number > maximum:
+        bound = "at least" if inclusive_minimum else "greater than"
+        raise ValueError(f"Must be {bound} {minimum} and at most {maximum}.")
+    return number
+
+
+def agent_config_normalize(config: dict | None, *, base: dict | None = None) -> dict:
+    """``config`` over ``base`` (default: DEFAULT_AGENT_CONFIG), validated and normalised.
+
+    Decimals are stored as strings, ``daily_trade_limit`` as an int, ``allowed_symbols`` as
+    ``None`` (every market symbol) or a sorted list of upper-case market symbols. Unknown keys
+    or bad values raise ``problems.ValidationFailed`` with ``errors.config.<key>``.
+    """
+    if config is not None and not isinstance(config, dict):
+        raise problems.ValidationFailed(
+            "config must be an object.", errors={"config": ["Must be an object."]}
+        )
+    merged = {**DEFAULT_AGENT_CONFIG, **(base or {}), **(config or {})}
+    errors: dict[str, list[str]] = {}
+    normalised: dict = {}
+    for key in sorted(set(merged) - set(DEFAULT_AGENT_CONFIG)):
+        errors[key] = ["Unknown setting."]
+    checks = {
+        "auto_approval_limit": lambda v: str(
+            cents(_decimal(v, minimum=Decimal(0), maximum=Decimal(10**9), inclusive_minimum=True))
+        ),
+        "approval_budget_fraction": lambda v: str(
+            _decimal(v, minimum=Decimal(0), maximum=Decimal(1), inclusive_minimum=False)
+        ),
+        "max_position_fraction": lambda v: str(
+            _decimal(v, minimum=Decimal(0), maximum=Decimal(1), inclusive_minimum=False)
+        ),
+        "daily_trade_limit": _daily_trade_limit,
+        "allowed_symbols": _allowed_symbols,
+    }
+    for key, check in checks.items():
+        try:
+            normalised[key] = check(merged[key])
+        except ValueError as error:
+            errors[key] = [str(error)]
+    if errors:
+        raise problems.ValidationFailed("Invalid agent config.", errors={"config": errors})
+    return normalised
+
+
+def _daily_trade_limit(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("Must be a whole number.")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("Must be a whole number.") from None
+    if not 1 <= number <= 1_000_000:
+        raise ValueError("Must be between 1 and 1000000.")
+    return number
+
+
+def _allowed_symbols(value) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise ValueError("Must be null (every symbol) or a non-empty list of symbols.")
+    symbols = sorted({str(symbol).upper() for symbol in value})
+    unknown = [symbol for symbol in symbols if symbol not in settings.MARKET_SYMBOLS]
+    if unknown:
+        raise ValueError(f"Unknown symbols: {', '.join(unknown)}.")
+    return symbols
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
+
+
+def agent_create(
+    *,
+    owner,
+    name: str,
+    budget: Decimal,
+    strategy: str = Strategy.CUSTOM,
+    risk_tolerance: int = 5,
+    config: dict | None = None,
+) -> Agent:
+    """Create an active agent whose cash is its whole budget.
+
+    ``config`` is normalised over the defaults of SPEC §5. After commit, the agent's
+    ``trade_executions`` quota is configured on the metering service (``daily_trade_limit``
+    per day). An initial portfolio snapshot starts its history. Invalid input raises
+    ``ValidationError``/``problems.ValidationFailed`` and creates nothing.
+    """
+    from metering.services import quota_configure
+
+    normalised = agent_config_normalize(config)
+    agent = Agent(
+        owner=owner,
+        name=name,
+        budget=budget,
+        cash_balance=budget,
+        strategy=strategy,
+        risk_tolerance=risk_tolerance,
+        config=normalised,
+    )
+    agent.full_clean()
+    with transaction.atomic():
+        agent.save(force_insert=True)
+        PortfolioSnapshot.objects.create(
+            agent=agent,
+            timestamp=agent.created_at,
+            cash_balance=agent.cash_balance,
+            positions_value=Decimal("0"),
+            total_value=agent.cash_balance,
+        )
+        transaction.on_commit(lambda: quota_configure(agent=agent))
+    return agent
+
+
+def agent_update(
+    *,
+    agent: Agent,
+    actor,
+    name: str | None = None,
+    status: str | None = None,
+    config: dict | None = None,
+) -> Agent:
+    """Rename, reconfigure (partial config merged over the current one) or pause/resume.
+
+    ``status`` may only move between ``active`` and ``paused`` (400 otherwise); a terminated
+    or suspended agent cannot be changed (409). A changed ``daily_trade_limit`` is sent to the
+    metering service after commit.
+    """
+    from metering.services import quota_configure
+
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.status == AgentStatus.TERMINATED:
+            raise problems.Conflict("A terminated agent cannot be changed.")
+        fields = ["updated_at"]
+        if status is not None and status != agent.status:
+            if status not in (AgentStatus.ACTIVE, AgentStatus.PAUSED):
+                raise problems.ValidationFailed(
+                    "status may only be set to active or paused.",
+                    errors={
+                        "status": [
+                            "Only 'active' and 'paused' can be set; DELETE terminates an agent."
+                        ]
+                    },
+                )
+            if agent.status not in (AgentStatus.ACTIVE, AgentStatus.PAUSED):
+                raise problems.Conflict(f"A {agent.status} agent cannot be resumed or paused.")
+            agent.status = status
+            fields.append("status")
+        if name is not None:
+            agent.name = name
+            fields.append("name")
+        limit_changed = False
+        if config is not None:
+            previous_limit = agent.effective_config["daily_trade_limit"]
+            agent.config = agent_config_normalize(config, base=agent.config)
+            limit_changed = agent.config["daily_trade_limit"] != previous_limit
+            fields.append("config")
+        # The owner cannot change here: skip its existence query.
+        agent.full_clean(exclude=["owner"])
+        agent.save(update_fields=fields)
+        if limit_changed:
+            transaction.on_commit(lambda: quota_configure(agent=agent))
+    return agent
+
+
+def agent_terminate(*, agent: Agent, actor) -> Agent:
+    """The kill switch: the agent stops for good; the row and its history stay.
+
+    In one transaction: every open or pending order is cancelled (its reservation released,
+    its approval request cancelled), the status becomes ``terminated``, an
+    ``agent_terminations`` usage event is recorded and ``agent.terminated`` is published.
+    Terminating a terminated agent changes nothing.
+    """
+    from agents.api.serializers import AgentSerializer
+    from metering.services import usage_record
+    from realtime.services import publish_agent_event
+    from trades.choices import OPEN_STATUSES
+    from trades.models import Trade
+    from trades.services import trade_cancel
+
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().select_related("owner").get(pk=agent.pk)
+        if agent.status == AgentStatus.TERMINATED:
+            return agent
+        for trade in Trade.objects.filter(agent=agent, status__in=OPEN_STATUSES).order_by(
+            "created_at"
+        ):
+            trade_cancel(trade=trade, actor=actor, reason="agent terminated")
+        agent.refresh_from_db(fields=["cash_balance", "reserved_cash", "realized_pnl"])
+        now = timezone.now()
+        agent.status = AgentStatus.TERMINATED
+        agent.terminated_at = now
+        agent.save(update_fields=["status", "terminated_at", "updated_at"])
+        usage_record(
+            agent=agent,
+            code="agent_terminations",
+            quantity=1,
+            properties={"actor": getattr(actor, "username", "") or ""},
+            transaction_id=f"agent_terminated:{agent.pk}",
+        )
+        publish_agent_event(
+            agent_id=agent.pk,
+            event="agent.terminated",
+            channel="portfolio",
+            data=AgentSerializer(agent).data,
+        )
+    return agent
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+def portfolio_snapshot_record(*, agent: Agent, valuation: dict) -> PortfolioSnapshot:
+    """Store the valuation (``agents.selectors.portfolio_valuation``) as a history point."""
+    return PortfolioSnapshot.objects.create(
+        agent=agent,
+        timestamp=valuation["updated_at"],
+        cash_balance=valuation["cash_balance"],
+        positions_value=valuation["positions_value"],
+        total_value=valuation["total_value"],
+    )
+
+
+def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN_INTERVAL) -> int:
+    """Snapshot every live agent holding shares whose last snapshot is older than
+    ``min_interval`` (at most one a minute per agent on market ticks). Returns how many.
+
+    Three queries whatever the number of agents: agents with their positions, prices, insert.
+    """
+    from agents.selectors import portfolio_valuation
+    from trades.market import prices_for
+
+    now = now or timezone.now()
+    agents = list(
+        Agent.objects.exclude(status=AgentStatus.TERMINATED)
+        .filter(positions__quantity__gt=0)
+        .annotate(last_snapshot=Max("snapshots__timestamp"))
+        .filter(Q(last_snapshot__isnull=True) | Q(last_snapshot__lte=now - min_interval))
+        .distinct()
+        .prefetch_related(Prefetch("positions", queryset=Position.objects.filter(quantity__gt=0)))
+    )
+    if not agents:
+        return 0
+    prices = prices_for({p.symbol for agent in agents for p in agent.positions.all()})
+    snapshots = []
+    for agent in agents:
+        valuation = portfolio_valuation(
+            agent=agent, positions=list(agent.positions.all()), prices=prices
+        )
+        snapshots.append(
+            PortfolioSnapshot(
+                agent=agent,
+                timestamp=now,
+                cash_balance=valuation["cash_balance"],
+                positions_value=valuation["positions_value"],
+                total_value=valuation["total_value"],
+            )
+        )
+    PortfolioSnapshot.objects.bulk_create(snapshots)
+    return len(snapshots)

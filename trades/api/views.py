@@ -1,0 +1,85 @@
+"""Order and market routes of SPEC §5. Each view reads through a selector or calls one
+service."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.selectors import agent_get_for
+from trades import market, selectors, services
+from trades.api.filters import TradeFilter
+from trades.api.serializers import MarketPriceSerializer, OrderInputSerializer, TradeSerializer
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Replaying a key with the same body returns the first answer.",
+)
+
+
+class AgentTradesView(generics.ListAPIView):
+    """``GET /agents/{id}/trades`` (filters, newest first) and ``POST`` to place an order."""
+
+    serializer_class = TradeSerializer
+    filterset_class = TradeFilter
+    ordering_fields = ["created_at", "symbol", "notional"]
+    ordering = ["-created_at"]
+
+    def get_queryset(self):
+        agent = agent_get_for(user=self.request.user, agent_id=self.kwargs["agent_id"])
+        return selectors.trade_queryset_for(agent=agent)
+
+    @extend_schema(
+        request=OrderInputSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: TradeSerializer, 202: TradeSerializer},
+    )
+    def post(self, request, agent_id):
+        outcome = services.trade_submit(
+            agent_id=agent_id,
+            user=request.user,
+            data=request.data,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        response = Response(outcome.body, status=outcome.status_code)
+        if outcome.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class TradeDetailView(APIView):
+    """``GET /agents/{id}/trades/{trade_id}`` and ``DELETE`` to cancel it."""
+
+    serializer_class = TradeSerializer
+
+    def get(self, request, agent_id, trade_id):
+        trade = selectors.trade_get_for(user=request.user, agent_id=agent_id, trade_id=trade_id)
+        return Response(TradeSerializer(trade).data)
+
+    def delete(self, request, agent_id, trade_id):
+        trade = selectors.trade_get_for(user=request.user, agent_id=agent_id, trade_id=trade_id)
+        trade = services.trade_cancel(trade=trade, actor=request.user)
+        return Response(TradeSerializer(trade).data)
+
+
+class MarketPriceListView(APIView):
+    """``GET /market/prices``: every symbol's current price."""
+
+    serializer_class = MarketPriceSerializer
+
+    @extend_schema(responses=MarketPriceSerializer(many=True))
+    def get(self, request):
+        return Response(MarketPriceSerializer(market.all_prices(), many=True).data)
+
+
+class MarketPriceDetailView(APIView):
+    """``GET /market/prices/{symbol}``: one symbol (404 if not traded)."""
+
+    serializer_class = MarketPriceSerializer
+
+    def get(self, request, symbol):
+        return Response(MarketPriceSerializer(market.price_row(symbol)).data)

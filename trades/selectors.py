@@ -1,0 +1,30 @@
+"""Reads of orders, scoped to what the user may see."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.db.models import QuerySet
+
+from agents.models import Agent
+from agents.selectors import agent_get_for
+from config import problems
+from trades.models import Trade
+
+
+def trade_queryset_for(*, agent: Agent) -> QuerySet[Trade]:
+    """The agent's orders, newest first, with their approval request joined (no N+1)."""
+    return (
+        Trade.objects.filter(agent=agent)
+        .select_related("approval_request")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def trade_get_for(*, user, agent_id: UUID | str, trade_id: UUID | str) -> Trade:
+    """One order of an agent ``user`` may see; ``problems.NotFound`` otherwise."""
+    agent = agent_get_for(user=user, agent_id=agent_id)
+    trade = trade_queryset_for(agent=agent).filter(pk=trade_id).first()
+    if trade is None:
+        raise problems.NotFound("No such trade.")
+    return trade

@@ -1,0 +1,654 @@
+"""Writes on orders: submission (rules 1-7 of SPEC §5), execution, cancellation, matching.
+
+Guarantees kept by every function here:
+
+- Locks are taken in one order: the agent row, then its position row, then the trade row
+  (then, in oversight, the approval request). Every balance change holds the agent lock, so
+  concurrent orders of one agent are serialised and can never spend the same cash twice.
+- ``cash_balance + Σ position.cost_basis == budget + realized_pnl`` exactly (cents, half up),
+  and ``reserved_cash`` is the sum of the open and pending buys' ``reserved_amount``.
+- Everything an operation does — rows, reservations, usage events, live events — commits or
+  rolls back together. gRPC calls happen inside the transaction, so a dependency that fails
+  leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from agents.choices import AgentStatus
+from agents.models import Agent, Position
+from agents.money import ZERO, cents, whole_dollars
+from agents.selectors import agent_get_for
+from agents.services import BALANCE_FIELDS
+from config import problems
+from trades import market
+from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
+from trades.models import Fill, IdempotencyRecord, Trade
+from trades.validation import LIMIT_TYPES, STOP_TYPES, Order, order_validate
+
+logger = logging.getLogger("trading_demo.trades")
+
+TRADE_EXECUTIONS = "trade_executions"
+TRADE_VOLUME = "trade_volume"
+IMMEDIATE = (TimeInForce.IOC, TimeInForce.FOK)
+RELEASE_STATUSES = (TradeStatus.CANCELLED, TradeStatus.REJECTED, TradeStatus.EXPIRED)
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What ``POST /agents/{id}/trades`` answers: status code, body, and whether it is a
+    replay of an earlier answer to the same idempotency key."""
+
+    status_code: int
+    body: dict
+    replayed: bool
+    trade: Trade | None
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _plain(data) -> dict:
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def _request_hash(data) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _trade_json(trade: Trade) -> dict:
+    from trades.api.serializers import TradeSerializer
+
+    return TradeSerializer(trade).data
+
+
+def _publish_trade(trade: Trade, event: str) -> None:
+    from realtime.services import publish_agent_event
+
+    publish_agent_event(
+        agent_id=trade.agent_id, event=event, channel="trades", data=_trade_json(trade)
+    )
+
+
+def _set_approval_cache(trade: Trade, approval_request) -> None:
+    """Tell the ORM what ``trade.approval_request`` is, so serializing it costs no query."""
+    Trade.approval_request.related.set_cached_value(trade, approval_request)
+
+
+def _estimate_price(trade: Trade, price: Decimal) -> Decimal:
+    """The price a buy is checked and reserved at: its limit, or the market for market/stop."""
+    return trade.limit_price if trade.type in LIMIT_TYPES else price
+
+
+def _lock_position(agent: Agent, symbol: str) -> Position | None:
+    return Position.objects.select_for_update().filter(agent=agent, symbol=symbol).first()
+
+
+def _lock_for_trade(trade: Trade) -> tuple[Agent, Position | None, Trade]:
+    """Lock agent, position and trade in the global lock order; return fresh rows."""
+    agent = Agent.objects.select_for_update().get(pk=trade.agent_id)
+    position = _lock_position(agent, trade.symbol)
+    trade = Trade.objects.select_for_update().get(pk=trade.pk)
+    trade.agent = agent
+    return agent, position, trade
+
+
+def _save(*, agent: Agent, trade: Trade, position: Position | None) -> None:
+    trade.save()
+    if position is not None and (position.pk is not None or position.quantity > 0):
+        position.save()
+    agent.save(update_fields=BALANCE_FIELDS)
+
+
+# --- rule 4: reservations ----------------------------------------------------------------------
+
+
+def _reserve(*, agent: Agent, trade: Trade, price: Decimal) -> Position | None:
+    """Check and reserve the cash of a buy or the shares of a sell (in memory; saved later).
+
+    Raises 402 ``insufficient-funds``, 422 ``insufficient-position`` or 422
+    ``position-limit``. Returns the (locked) position of the symbol, a new unsaved one for a
+    first buy.
+    """
+    position = _lock_position(agent, trade.symbol)
+    if trade.side == Side.SELL:
+        free = position.quantity - position.reserved_quantity if position else ZERO
+        if trade.quantity > free:
+            raise problems.InsufficientPosition(
+                f"Cannot sell {trade.quantity} {trade.symbol}: {free} unreserved shares held.",
+                requested=trade.quantity,
+                available=free,
+            )
+        position.reserved_quantity += trade.quantity
+        trade.reserved_quantity = trade.quantity
+        return position
+
+    required = trade.notional
+    available = agent.available_cash
+    if required > available:
+        raise problems.InsufficientFunds(
+            f"This order needs {required} but only {available} is available.",
+            required=required,
+            available=available,
+        )
+    limit = cents(agent.budget * Decimal(agent.effective_config["max_position_fraction"]))
+    held_value = cents(position.quantity * price) if position else ZERO
+    pending_buys = ZERO
+    if agent.reserved_cash > 0:
+        pending_buys = (
+            Trade.objects.filter(
+                agent=agent, symbol=trade.symbol, side=Side.BUY, status__in=OPEN_STATUSES
+            ).aggregate(total=Sum("reserved_amount"))["total"]
+            or ZERO
+        )
+    exposure = held_value + pending_buys + required
+    if exposure > limit:
+        raise problems.PositionLimit(
+            f"{trade.symbol} would reach {exposure}, above this agent's position limit of "
+            f"{limit} (max_position_fraction of the budget).",
+            limit=limit,
+            position_value=exposure,
+        )
+    agent.reserved_cash += required
+    trade.reserved_amount = required
+    return position or Position(agent=agent, symbol=trade.symbol)
+
+
+# --- rule 6: execution -------------------------------------------------------------------------
+
+
+def _fill_price(trade: Trade, price: Decimal) -> Decimal | None:
+    """The price ``trade`` executes at if the market is at ``price`` now, else None.
+
+    A stop (or stop-limit) order is triggered once the market reaches its stop price (buy:
+    at or above, sell: at or below); this sets ``stop_triggered``. A limit fills at the better
+    of the limit and the market.
+    """
+    if trade.type in STOP_TYPES and not trade.stop_triggered:
+        reached = price >= trade.stop_price if trade.side == Side.BUY else price <= trade.stop_price
+        if not reached:
+            return None
+        trade.stop_triggered = True
+    if trade.type in (OrderType.MARKET, OrderType.STOP):
+        return price
+    if trade.side == Side.BUY:
+        return min(price, trade.limit_price) if price <= trade.limit_price else None
+    return max(price, trade.limit_price) if price >= trade.limit_price else None
+
+
+def _fill(*, agent: Agent, trade: Trade, position: Position | None, price: Decimal) -> Trade:
+    """Execute the whole order at ``price``: cash, position, realized P&L, reservation, the
+    fill row, ``trade_volume`` usage, a portfolio snapshot and the live events — all in the
+    caller's transaction. A buy whose cost outgrew reservation plus free cash (a stop that
+    triggered higher) is rejected instead."""
+    from metering.services import usage_record
+
+    now = timezone.now()
+    position = position or Position(agent=agent, symbol=trade.symbol)
+    price = cents(price)
+    notional = cents(trade.quantity * price)
+    realized = ZERO
+    if trade.side == Side.BUY:
+        spendable = agent.available_cash + trade.reserved_amount
+        if notional > spendable:
+            return _release(
+                agent=agent,
+                trade=trade,
+                position=position,
+                status=TradeStatus.REJECTED,
+                reason=f"Insufficient funds at execution: required {notional}, "
+                f"available {spendable}.",
+            )
+        agent.reserved_cash -= trade.reserved_amount
+        trade.reserved_amount = ZERO
+        agent.cash_balance -= notional
+        position.quantity += trade.quantity
+        position.cost_basis += notional
+    else:
+        position.reserved_quantity -= trade.reserved_quantity
+        trade.reserved_quantity = ZERO
+        if trade.quantity == position.quantity:
+            cost = position.cost_basis
+        else:
+            cost = cents(position.cost_basis * trade.quantity / position.quantity)
+        position.quantity -= trade.quantity
+        position.cost_basis -= cost
+        realized = notional - cost
+        agent.cash_balance += notional
+        agent.realized_pnl += realized
+    agent.last_active_at = now
+    trade.status = TradeStatus.FILLED
+    trade.filled_quantity = trade.quantity
+    trade.avg_fill_price = price
+    trade.notional = notional
+    trade.filled_at = now
+    _save(agent=agent, trade=trade, position=position)
+    Fill.objects.create(
+        trade=trade, quantity=trade.quantity, price=price, notional=notional, realized_pnl=realized
+    )
+    usage_record(
+        agent=agent,
+        code=TRADE_VOLUME,
+        quantity=whole_dollars(notional),
+        symbol=trade.symbol,
+        properties={"trade_id": trade.pk, "side": trade.side},
+        transaction_id=f"{TRADE_VOLUME}:{trade.pk}",
+    )
+    _publish_trade(trade, "trade.filled")
+    _publish_portfolio(agent)
+    return trade
+
+
+def _publish_portfolio(agent: Agent) -> None:
+    """Snapshot the agent's valuation into its history and publish ``portfolio.update``."""
+    from agents.api.serializers import PortfolioSerializer
+    from agents.selectors import portfolio_for
+    from agents.services import portfolio_snapshot_record
+    from realtime.services import publish_agent_event
+
+    valuation = portfolio_for(agent)
+    portfolio_snapshot_record(agent=agent, valuation=valuation)
+    publish_agent_event(
+        agent_id=agent.pk,
+        event="portfolio.update",
+        channel="portfolio",
+        data=PortfolioSerializer(valuation).data,
+    )
+
+
+def _release(
+    *,
+    agent: Agent,
+    trade: Trade,
+    position: Position | None,
+    status: str,
+    reason: str,
+) -> Trade:
+    """End an unfilled order: give back its reserved cash or shares, set the final status and
+    publish ``trade.cancelled`` (or ``trade.updated`` for rejected/expired)."""
+    agent.reserved_cash -= trade.reserved_amount
+    trade.reserved_amount = ZERO
+    if trade.reserved_quantity:
+        position.reserved_quantity -= trade.reserved_quantity
+        trade.reserved_quantity = ZERO
+    trade.status = status
+    trade.rejection_reason = reason
+    trade.cancelled_at = timezone.now()
+    _save(agent=agent, trade=trade, position=position)
+    _publish_trade(trade, "trade.cancelled" if status == TradeStatus.CANCELLED else "trade.updated")
+    return trade
+
+
+def _execute(*, agent: Agent, trade: Trade, position: Position | None, price: Decimal) -> Trade:
+    """Rule 6 for an approved order: fill now, cancel an ioc/fok that cannot fill at once, or
+    leave it resting ``open`` with its reservation."""
+    fill_price = _fill_price(trade, price)
+    if fill_price is not None:
+        return _fill(agent=agent, trade=trade, position=position, price=fill_price)
+    if trade.time_in_force in IMMEDIATE:
+        return _release(
+            agent=agent,
+            trade=trade,
+            position=position,
+            status=TradeStatus.CANCELLED,
+            reason=f"{trade.time_in_force} order could not be filled immediately.",
+        )
+    _save(agent=agent, trade=trade, position=position)
+    return trade
+
+
+# --- submission --------------------------------------------------------------------------------
+
+
+def _idempotency_key(header: str | None, data) -> str | None:
+    key = (header or "").strip()
+    if key:
+        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise problems.ValidationFailed(
+                "Idempotency-Key is too long.",
+                errors={"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."]},
+            )
+        return key
+    if isinstance(data, dict):
+        client_order_id = data.get("client_order_id")
+        if isinstance(client_order_id, str) and client_order_id.strip():
+            return client_order_id
+    return None
+
+
+def _replay(record: IdempotencyRecord, request_hash: str) -> SubmitOutcome:
+    if record.request_hash != request_hash:
+        raise problems.IdempotencyConflict(
+            "This idempotency key was already used with a different request body."
+        )
+    return SubmitOutcome(
+        status_code=record.response_status,
+        body=record.response_body,
+        replayed=True,
+        trade=record.trade,
+    )
+
+
+def trade_submit(*, agent_id, user, data, idempotency_key: str | None = None) -> SubmitOutcome:
+    """Place an order for the agent, applying the rules 1-7 of SPEC §5 in order.
+
+    1 validation (400) → 2 agent active (409) → 3 ``trade_executions`` quota (429) → 4 funds
+    or shares reserved (402/422) → 5 oversight decision (auto-approve, or 202 with an approval
+    request) → 6 execution → 7 the answer kept under the idempotency key (``Idempotency-Key``
+    header, else ``client_order_id``). A key seen before answers the original status and body
+    (``replayed``) if the body is the same and 409 ``idempotency-conflict`` otherwise, and
+    creates nothing. A failure at any rule, or a dependency that is down (503), persists
+    nothing. Every accepted order records one ``trade_executions`` usage event; another
+    owner's agent is 404.
+    """
+    key = _idempotency_key(idempotency_key, data)
+    request_hash = _request_hash(data)
+    try:
+        return _submit(agent_id=agent_id, user=user, data=data, key=key, request_hash=request_hash)
+    except IntegrityError:
+        # Backstop: a concurrent request with the same key committed first (possible when the
+        # agent lock is not a real lock, e.g. across databases); answer as its replay.
+        if not key:
+            raise
+        record = IdempotencyRecord.objects.filter(agent_id=agent_id, key=key).first()
+        if record is not None:
+            return _replay(record, request_hash)
+        if Trade.objects.filter(agent_id=agent_id, client_order_id=key).exists():
+            raise problems.IdempotencyConflict("This client_order_id was already used.") from None
+        raise
+
+
+def _submit(*, agent_id, user, data, key: str | None, request_hash: str) -> SubmitOutcome:
+    from metering.services import quota_check, usage_record
+    from oversight.services import approval_evaluate, approval_request_open
+
+    with transaction.atomic():
+        agent = agent_get_for(user=user, agent_id=agent_id, lock=True)
+        if key:
+            record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
+            if record is not None:
+                return _replay(record, request_hash)
+        # 1. validation
+        order = order_validate(agent=agent, data=data)
+        # 2. agent active
+        if agent.status != AgentStatus.ACTIVE:
+            raise problems.AgentNotActive(
+                f"The agent is {agent.status}; only active agents can trade.",
+                agent_status=agent.status,
+            )
+        if (
+            order.client_order_id
+            and order.client_order_id != key
+            and Trade.objects.filter(agent=agent, client_order_id=order.client_order_id).exists()
+        ):
+            raise problems.IdempotencyConflict("This client_order_id was already used.")
+        # 3. quota
+        quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1)
+        # 4. funds / position
+        now = timezone.now()
+        price = market.current_price(order.symbol)
+        trade = _new_trade(agent=agent, order=order, price=price)
+        position = _reserve(agent=agent, trade=trade, price=price)
+        # 5. oversight
+        evaluation = approval_evaluate(agent=agent, trade=trade, notional=trade.notional)
+        agent.last_active_at = now
+        if evaluation.auto_approved:
+            status_code = 201
+            trade.save(force_insert=True)
+            _publish_trade(trade, "trade.created")
+            # 6. execution
+            _execute(agent=agent, trade=trade, position=position, price=price)
+        else:
+            status_code = 202
+            trade.status = TradeStatus.PENDING_APPROVAL
+            _save(agent=agent, trade=trade, position=position)
+            approval = approval_request_open(trade=trade, agent=agent, evaluation=evaluation)
+            _set_approval_cache(trade, approval)
+            _publish_trade(trade, "trade.created")
+        usage_record(
+            agent=agent,
+            code=TRADE_EXECUTIONS,
+            quantity=1,
+            symbol=trade.symbol,
+            properties={"trade_id": trade.pk, "side": trade.side, "type": trade.type},
+            transaction_id=f"{TRADE_EXECUTIONS}:{trade.pk}",
+        )
+        body = _plain(_trade_json(trade))
+        # 7. idempotency
+        if key:
+            IdempotencyRecord.objects.create(
+                agent=agent,
+                key=key,
+                request_hash=request_hash,
+                response_status=status_code,
+                response_body=body,
+                trade=trade,
+            )
+    return SubmitOutcome(status_code=status_code, body=body, replayed=False, trade=trade)
+
+
+def _new_trade(*, agent: Agent, order: Order, price: Decimal, now: datetime) -> Trade:
+    trade = Trade(
+        agent=agent,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        type=order.type,
+        time_in_force=order.time_in_force,
+        quantity=order.quantity,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        status=TradeStatus.OPEN,
+        metadata=order.metadata,
+        market_day=market.market_day(now) if order.time_in_force == TimeInForce.DAY else None,
+    )
+    trade.notional = cents(trade.quantity * _estimate_price(trade, price))
+    # Constraints are the database's job here; the serializer already checked the values.
+    trade.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
+    _set_approval_cache(trade, None)
+    return trade
+
+
+# --- after approval, cancellation, release ------------------------------------------------------
+
+
+def trade_execute_approved(*, trade: Trade) -> Trade:
+    """Execute a ``pending_approval`` trade whose last approval just arrived.
+
+    Runs in the caller's transaction (oversight's, agent already locked; locking again is
+    harmless). A buy is re-checked at the current price: if reservation plus free cash no
+    longer cover it, it becomes ``rejected`` with a ``rejection_reason`` and its reservation
+    is released; otherwise the reservation is adjusted to the new estimate and the order
+    fills, rests ``open`` or (ioc/fok) is cancelled, as at submission. 409 if the trade is not
+    pending approval.
+    """
+    with transaction.atomic():
+        agent, position, trade = _lock_for_trade(trade)
+        if trade.status != TradeStatus.PENDING_APPROVAL:
+            raise problems.Conflict(f"The trade is {trade.status}, not pending approval.")
+        now = timezone.now()
+        price = market.current_price(trade.symbol)
+        if trade.side == Side.BUY:
+            required = cents(trade.quantity * _estimate_price(trade, price))
+            available = agent.available_cash + trade.reserved_amount
+            if required > available:
+                return _release(
+                    agent=agent,
+                    trade=trade,
+                    position=position,
+                    status=TradeStatus.REJECTED,
+                    reason=f"Insufficient funds at approval: required {required}, "
+                    f"available {available}.",
+                )
+            agent.reserved_cash += required - trade.reserved_amount
+            trade.reserved_amount = required
+            trade.notional = required
+            position = position or Position(agent=agent, symbol=trade.symbol)
+        trade.status = TradeStatus.OPEN
+        if trade.time_in_force == TimeInForce.DAY:
+            # The order's trading day starts when it becomes live.
+            trade.market_day = market.market_day(now)
+        agent.last_active_at = now
+        _execute(agent=agent, trade=trade, position=position, price=price)
+        if trade.status == TradeStatus.OPEN:
+            _publish_trade(trade, "trade.updated")
+    return trade
+
+
+def trade_release(*, trade: Trade, status: str, reason: str = "") -> Trade:
+    """End an open or pending order without a fill (``rejected``, ``expired`` or
+    ``cancelled``): its reserved cash or shares return to the agent, ``cancelled_at`` is set,
+    ``trade.cancelled``/``trade.updated`` is published. 409 if the trade already ended. Does
+    not touch its approval request (oversight calls this after resolving it)."""
+    if status not in RELEASE_STATUSES:
+        raise ValueError(f"trade_release cannot set status {status!r}")
+    with transaction.atomic():
+        agent, position, trade = _lock_for_trade(trade)
+        if trade.status not in OPEN_STATUSES:
+            raise problems.Conflict(f"The trade is already {trade.status}.")
+        return _release(
+            agent=agent,
+            trade=trade,
+            position=position,
+            status=status,
+            reason=reason,
+        )
+
+
+def trade_cancel(*, trade: Trade, actor=None, reason: str = "") -> Trade:
+    """Cancel an open or pending order: its reservation is released and, for a pending one,
+    its approval request is cancelled too. A filled, rejected, expired or cancelled trade →
+    409 ``conflict``."""
+    from oversight.models import ApprovalRequest
+    from oversight.services import approval_request_cancel
+
+    with transaction.atomic():
+        agent, position, trade = _lock_for_trade(trade)
+        if trade.status not in OPEN_STATUSES:
+            raise problems.Conflict(f"A {trade.status} trade cannot be cancelled.")
+        if trade.status == TradeStatus.PENDING_APPROVAL:
+            approval = ApprovalRequest.objects.filter(trade=trade).first()
+            if approval is not None:
+                approval_request_cancel(
+                    approval_request=approval, actor=actor, reason=reason or "trade cancelled"
+                )
+                _set_approval_cache(trade, approval)
+        return _release(
+            agent=agent,
+            trade=trade,
+            position=position,
+            status=TradeStatus.CANCELLED,
+            reason=reason or "cancelled by the owner",
+        )
+
+
+# --- the market: ticks, matching, day expiry ----------------------------------------------------
+
+
+def _crossing(symbol: str, price: Decimal) -> Q:
+    """Open orders of ``symbol`` that a market price of ``price`` executes or triggers."""
+    buy, sell = Q(side=Side.BUY), Q(side=Side.SELL)
+    live_limit = Q(type=OrderType.LIMIT) | Q(type=OrderType.STOP_LIMIT, stop_triggered=True)
+    untriggered = Q(type__in=STOP_TYPES, stop_triggered=False)
+    return Q(symbol=symbol) & (
+        (live_limit & buy & Q(limit_price__gte=price))
+        | (live_limit & sell & Q(limit_price__lte=price))
+        | (untriggered & buy & Q(stop_price__lte=price))
+        | (untriggered & sell & Q(stop_price__gte=price))
+    )
+
+
+def orders_match(*, prices: dict[str, Decimal] | None = None) -> int:
+    """The matcher: execute (or trigger) resting orders that ``prices`` cross.
+
+    ``prices`` defaults to the current price of every symbol. Each order is matched in its
+    own transaction under the agent lock, re-checked there (it may have been cancelled
+    meanwhile). Returns the number of orders filled. One order failing does not stop others.
+    """
+    if prices is None:
+        prices = {row.symbol: cents(row.price) for row in market.all_prices()}
+    if not prices:
+        return 0
+    crossing = Q()
+    for symbol, price in prices.items():
+        crossing |= _crossing(symbol, price)
+    candidates = list(
+        Trade.objects.filter(status=TradeStatus.OPEN)
+        .filter(crossing)
+        .order_by("created_at")
+        .values_list("pk", "agent_id", "symbol")
+    )
+    filled = 0
+    for trade_id, agent_id, symbol in candidates:
+        try:
+            filled += _match_one(
+                trade=Trade(pk=trade_id, agent_id=agent_id, symbol=symbol), price=prices[symbol]
+            )
+        except Exception:
+            logger.exception("could not match order %s", trade_id)
+    return filled
+
+
+def _match_one(*, trade: Trade, price: Decimal) -> int:
+    with transaction.atomic():
+        agent, position, trade = _lock_for_trade(trade)
+        if trade.status != TradeStatus.OPEN:
+            return 0
+        was_triggered = trade.stop_triggered
+        fill_price = _fill_price(trade, price)
+        if fill_price is None:
+            if trade.stop_triggered != was_triggered:
+                trade.save(update_fields=["stop_triggered", "updated_at"])
+                _publish_trade(trade, "trade.updated")
+            return 0
+        _fill(agent=agent, trade=trade, position=position, price=fill_price)
+        return int(trade.status == TradeStatus.FILLED)
+
+
+def market_tick(*, now: datetime | None = None, force: bool = False) -> dict:
+    """One market step (the periodic job): move prices, match resting orders, and snapshot
+    portfolios of agents holding shares (at most once a minute each)."""
+    from agents.services import portfolio_snapshots_take
+
+    rows = market.tick(now=now, force=force)
+    if not rows:
+        return {"ticked": 0, "filled": 0, "snapshots": 0}
+    filled = orders_match(prices={row.symbol: cents(row.price) for row in rows})
+    snapshots = portfolio_snapshots_take(now=now)
+    return {"ticked": len(rows), "filled": filled, "snapshots": snapshots}
+
+
+def orders_expire_day(*, now: datetime | None = None) -> int:
+    """Expire ``open`` day orders whose simulated trading day has ended (reservations
+    released, ``trade.updated`` published). Returns how many expired."""
+    day = market.market_day(now)
+    due = list(
+        Trade.objects.filter(
+            status=TradeStatus.OPEN, time_in_force=TimeInForce.DAY, market_day__lt=day
+        ).values_list("pk", "agent_id", "symbol", "market_day")
+    )
+    expired = 0
+    for trade_id, agent_id, symbol, trade_day in due:
+        try:
+            trade_release(
+                trade=Trade(pk=trade_id, agent_id=agent_id, symbol=symbol),
+                status=TradeStatus.EXPIRED,
+                reason=f"Day order expired at the end of market day {trade_day}.",
+            )
+            expired += 1
+        except problems.Conflict:
+            continue  # filled or cancelled meanwhile
+    return expired
