@@ -400,7 +400,7 @@ def _submit(*, agent_id, user, data, key: str | None, request_hash: str) -> Subm
         # 4. funds / position
         now = timezone.now()
         price = market.current_price(order.symbol)
-        trade = _new_trade(agent=agent, order=order, price=price)
+        trade = _new_trade(agent=agent, order=order, price=price, now=now)
         position = _reserve(agent=agent, trade=trade, price=price)
         # 5. oversight
         evaluation = approval_evaluate(agent=agent, trade=trade, notional=trade.notional)
