@@ -6,8 +6,10 @@ import logging
 import time
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.utils.functional import SimpleLazyObject, empty
 
 from config import request_context
+from config.metrics import HTTP_REQUEST_SECONDS
 
 access_log = logging.getLogger("trading_demo.access")
 
@@ -54,13 +56,14 @@ class RequestIdMiddleware:
 
     @staticmethod
     def _finish(request, response, started: float) -> None:
+        seconds = time.perf_counter() - started
         response["X-Request-ID"] = request.request_id
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        user = getattr(request, "user", None)
+        duration_ms = round(seconds * 1000, 2)
         resolver = getattr(request, "resolver_match", None)
-        agent_id = (
-            resolver.kwargs.get("agent_id") or resolver.kwargs.get("pk") if resolver else None
-        )
+        # The route pattern, not the raw path: one time series per route, whatever the ids.
+        route = resolver.route if resolver is not None and resolver.route else "<unmatched>"
+        method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+        HTTP_REQUEST_SECONDS.labels(method, route, str(response.status_code)).observe(seconds)
         access_log.info(
             "%s %s %s %sms",
             request.method,
@@ -70,9 +73,38 @@ class RequestIdMiddleware:
             extra={
                 "method": request.method,
                 "path": request.path,
+                "route": route,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "user": user.get_username() if user is not None and user.is_authenticated else None,
-                "agent": str(agent_id) if agent_id else None,
+                "user": _username(request),
+                "agent": _agent_id(resolver),
+                "request_id": request.request_id,
             },
         )
+
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _username(request) -> str | None:
+    """The authenticated user's name, without ever loading a user just to log it.
+
+    An unevaluated lazy ``request.user`` (nothing in the request looked at it) would need a
+    session query, which must not happen here (and cannot in async context).
+    """
+    user = getattr(request, "user", None)
+    if user is None:
+        return None
+    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+        return None
+    return user.get_username() if user.is_authenticated else None
+
+
+def _agent_id(resolver) -> str | None:
+    """The agent a request is about: ``agent_id`` in the route, or the pk of an agent route."""
+    if resolver is None:
+        return None
+    agent_id = resolver.kwargs.get("agent_id")
+    if agent_id is None and (resolver.route or "").startswith("api/v1/agents/<"):
+        agent_id = resolver.kwargs.get("pk")
+    return str(agent_id) if agent_id else None

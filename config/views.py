@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config import problems
+from config.metrics import register_domain_collector
 from grpc_clients.health import check_health
 
 
@@ -101,6 +102,8 @@ def health_ready(request):
 
 @require_GET
 def metrics(request):
+    """Prometheus text format: this process's counters plus the database gauges of the scrape."""
+    register_domain_collector()
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
