@@ -1,6 +1,7 @@
 """Run the reference metering and oversight services until SIGINT or SIGTERM.
 
 python -m reference_services --metering 0.0.0.0:50051 --oversight 0.0.0.0:50052
+python -m reference_services --metering 0.0.0.0:50051 --oversight none   # metering only
 """
 
 from __future__ import annotations
@@ -16,15 +17,32 @@ from .server import start_reference_services
 logger = logging.getLogger("reference_services")
 
 
+def _address(value: str) -> str | None:
+    """A listen address, or None for 'none'/'off' (one container per service)."""
+    return None if value.strip().lower() in {"none", "off", ""} else value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m reference_services",
         description="Reference Creto metering and oversight gRPC services (state in memory).",
     )
-    parser.add_argument("--metering", default="0.0.0.0:50051", help="metering listen address")
-    parser.add_argument("--oversight", default="0.0.0.0:50052", help="oversight listen address")
+    parser.add_argument(
+        "--metering",
+        type=_address,
+        default="0.0.0.0:50051",
+        help="metering listen address, or 'none' not to run it",
+    )
+    parser.add_argument(
+        "--oversight",
+        type=_address,
+        default="0.0.0.0:50052",
+        help="oversight listen address, or 'none' not to run it",
+    )
     parser.add_argument("--grace", type=float, default=2.0, help="seconds to drain on shutdown")
     args = parser.parse_args(argv)
+    if args.metering is None and args.oversight is None:
+        parser.error("at least one of --metering and --oversight must be an address")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     stop_requested = threading.Event()
