@@ -5,28 +5,47 @@ agent's next ``seq`` (an atomic increment on the agent row), stores the event in
 bounded buffer (``AgentEvent``) and registers a ``transaction.on_commit`` callback that sends it
 to the channel layer. A rolled-back transaction therefore neither sends nor keeps anything, and
 a client that missed events can replay them from the buffer by ``seq``.
+
+Sending works from any thread. The in-memory layer's queues belong to the event loop that
+serves this process's WebSockets, so a send from another thread (a sync view, a background
+job, a gRPC worker) is scheduled onto that loop; the loop is recorded when a consumer connects
+(``bind_event_loop``). With the Redis layer the same path is used when a loop is bound, and
+``async_to_sync`` otherwise (a process that serves no WebSockets, such as ``run_market``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone
 
 from config.metrics import CHANNEL_LAYER_DROPPED
-from realtime.groups import agent_group, market_group, oversight_feed_group
+from realtime.groups import agent_control_group, agent_group, market_group, oversight_feed_group
 
 logger = logging.getLogger("trading_demo.realtime")
 
 # Events that operators watching the global `oversight` feed also receive.
 OVERSIGHT_FEED_EVENTS = {"approval.requested", "approval.completed"}
+# Events every subscriber of the agent receives, whatever channel it watches.
+CONTROL_EVENTS = {"agent.terminated"}
+# Events older than this are dropped from the buffer even if there are fewer than the maximum.
+EVENT_BUFFER_MAX_AGE = timedelta(hours=24)
+# How long a publishing thread waits for the serving loop to take its message.
+SEND_TIMEOUT_SECONDS = 5.0
+
+_serving_loop: asyncio.AbstractEventLoop | None = None
+_pending_sends: set[asyncio.Task] = set()
 
 
 def _now() -> str:
@@ -35,15 +54,22 @@ def _now() -> str:
 
 def _plain(data: Any) -> Any:
     """Serialize now (before commit) to plain JSON types: Decimal → str, UUID → str, …"""
-    import json
-
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def _prune_interval(buffer_size: int) -> int:
+    """Prune every Nth seq, so the buffer holds between ``size`` and ``size + N`` events."""
+    return max(1, min(100, buffer_size // 10))
 
 
 def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data: dict) -> int:
     """Persist an agent event with its next ``seq`` and send it once the transaction commits.
 
-    Returns the ``seq``. Must be called inside ``transaction.atomic``.
+    Returns the ``seq``. Must be called inside ``transaction.atomic``. Guarantees: ``seq`` is
+    one more than the agent's previous event's (the increment takes the agent row's lock);
+    nothing is sent or kept when the transaction rolls back; the agent's buffer keeps at least
+    its last ``WS_EVENT_BUFFER_SIZE`` events younger than 24 hours (older ones are deleted
+    every few events, in the same transaction).
     """
     from agents.models import Agent
     from realtime.models import AgentEvent
@@ -57,6 +83,11 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
     AgentEvent.objects.create(
         agent_id=agent_id, seq=seq, event=event, channel=channel, data=payload
     )
+    buffer_size = settings.WS_EVENT_BUFFER_SIZE
+    if seq % _prune_interval(buffer_size) == 0:
+        AgentEvent.objects.filter(agent_id=agent_id).filter(
+            Q(seq__lte=seq - buffer_size) | Q(created_at__lt=timezone.now() - EVENT_BUFFER_MAX_AGE)
+        ).delete()
     message = {
         "type": "agent.event",
         "event": event,
@@ -69,6 +100,8 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
     groups = [agent_group(agent_id, channel)]
     if event in OVERSIGHT_FEED_EVENTS:
         groups.append(oversight_feed_group())
+    if event in CONTROL_EVENTS:
+        groups.append(agent_control_group(agent_id))
     transaction.on_commit(lambda: _send(groups, message))
     return seq
 
@@ -76,26 +109,76 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
 def publish_market_price(
     *, symbol: str, price: Any, seq: int, timestamp: str | None = None
 ) -> None:
-    """Send a ``market.price`` tick to subscribers of all symbols and of this symbol."""
+    """Send a ``market.price`` tick to subscribers of all symbols and of this symbol.
+
+    Ticks are not buffered: a client that missed some reads the current prices over REST.
+    """
     message = {
         "type": "market.event",
         "event": "market.price",
         "channel": "market",
         "agent_id": None,
-        "data": {"symbol": symbol, "price": str(price)},
+        "data": {"symbol": symbol.upper(), "price": str(price)},
         "timestamp": timestamp or _now(),
         "seq": seq,
     }
     _send([market_group(), market_group(symbol)], message)
 
 
+def event_buffer_prune(*, now: datetime | None = None) -> int:
+    """Delete buffered events older than 24 hours, of every agent. Returns how many.
+
+    ``publish_agent_event`` prunes as it goes; this catches agents that went quiet. A no-arg
+    call suits a periodic job.
+    """
+    from realtime.models import AgentEvent
+
+    cutoff = (now or timezone.now()) - EVENT_BUFFER_MAX_AGE
+    deleted, _ = AgentEvent.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+def bind_event_loop(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Record the event loop that serves this process's WebSockets (default: the running one).
+
+    Every consumer calls this when it connects, so a serving process needs no setup; call it
+    yourself only to publish from threads before the first WebSocket connects.
+    """
+    global _serving_loop
+    _serving_loop = loop or asyncio.get_running_loop()
+
+
 def _send(groups: list[str], message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:
+        # Synchronous code on an event-loop thread: never block the loop, send in a task.
+        task = running.create_task(_group_send(layer, groups, message))
+        _pending_sends.add(task)
+        task.add_done_callback(_pending_sends.discard)
+        return
+    loop = _serving_loop
+    if loop is not None and loop.is_running() and not loop.is_closed():
+        future = asyncio.run_coroutine_threadsafe(_group_send(layer, groups, message), loop)
+        try:
+            future.result(timeout=SEND_TIMEOUT_SECONDS)
+        except Exception:
+            future.cancel()
+            CHANNEL_LAYER_DROPPED.inc()
+            logger.warning("timed out publishing %s", message.get("event"), exc_info=True)
+        return
+    async_to_sync(_group_send)(layer, groups, message)
+
+
+async def _group_send(layer, groups: list[str], message: dict) -> None:
     for group in groups:
         try:
-            async_to_sync(layer.group_send)(group, message)
+            await layer.group_send(group, message)
         except Exception:
             # The channel layer is best effort: clients resync from the buffer by seq.
             CHANNEL_LAYER_DROPPED.inc()

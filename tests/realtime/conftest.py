@@ -1,0 +1,84 @@
+"""Fixtures for the WebSocket tests: communicators against the real ASGI application.
+
+Every consumer test is ``django_db(transaction=True)``: Channels closes database connections
+on each dispatch, and events are sent on commit, so rows must really be committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from decimal import Decimal
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from rest_framework.authtoken.models import Token
+
+from config.asgi import application
+from tests.realtime.helpers import ORIGIN
+
+
+@pytest.fixture(autouse=True)
+async def flushed_channel_layer():
+    """Start and end each test with an empty layer (Redis groups otherwise outlive a test)."""
+    layer = get_channel_layer()
+    await layer.flush()
+    yield layer
+    await layer.flush()
+
+
+@pytest.fixture
+def token_for():
+    def make(user) -> str:
+        token, _ = Token.objects.get_or_create(user=user)
+        return token.key
+
+    return make
+
+
+@pytest.fixture
+def make_agent(owner):
+    """An agent row. The realtime tests need only the row, not the agent services' effects."""
+    from agents.models import Agent
+
+    def make(*, user=None, name: str = "Streamer") -> Agent:
+        return Agent.objects.create(
+            owner=user or owner,
+            name=name,
+            budget=Decimal("100000"),
+            cash_balance=Decimal("100000"),
+        )
+
+    return make
+
+
+@pytest.fixture
+async def ws():
+    """Open WebSocket connections; all are closed at teardown."""
+    opened: list[WebsocketCommunicator] = []
+
+    async def connect(
+        token: str | None = None,
+        *,
+        origin: str | None = ORIGIN,
+        cookie: str | None = None,
+        expect_accept: bool = True,
+    ) -> WebsocketCommunicator:
+        headers = [(b"host", b"testserver")]
+        if origin:
+            headers.append((b"origin", origin.encode()))
+        if cookie:
+            headers.append((b"cookie", cookie.encode()))
+        path = f"/ws/?token={token}" if token else "/ws/"
+        communicator = WebsocketCommunicator(application, path, headers=headers)
+        connected, _ = await communicator.connect(timeout=5)
+        opened.append(communicator)
+        assert connected is expect_accept
+        return communicator
+
+    yield connect
+    for communicator in opened:
+        # A receive that timed out has already cancelled the application.
+        if not communicator.future.done():
+            with contextlib.suppress(Exception):
+                await communicator.disconnect(timeout=2)

@@ -1,0 +1,40 @@
+"""Helpers of the WebSocket tests: subscribing, receiving, publishing like a domain service."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+
+from realtime.services import publish_agent_event
+
+ORIGIN = "http://testserver"
+
+
+async def subscribe(communicator, **message) -> dict:
+    await communicator.send_json_to({"action": "subscribe", **message})
+    return await communicator.receive_json_from(timeout=5)
+
+
+async def receive_events(communicator, count: int, timeout: float = 5) -> list[dict]:
+    return [await communicator.receive_json_from(timeout=timeout) for _ in range(count)]
+
+
+class Rollback(Exception):
+    pass
+
+
+def publish_sync(agent_id, *, event="trade.created", channel="trades", data=None, rollback=False):
+    """Publish one event in its own transaction, as a domain service would."""
+    try:
+        with transaction.atomic():
+            seq = publish_agent_event(
+                agent_id=agent_id, event=event, channel=channel, data=data or {"n": 1}
+            )
+            if rollback:
+                raise Rollback
+    except Rollback:
+        return None
+    return seq
+
+
+publish = database_sync_to_async(publish_sync)

@@ -1,0 +1,240 @@
+"""The live endpoint ``/ws/``: authentication, the subscribe protocol, permissions, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+
+from config.asgi import application
+from config.metrics import WEBSOCKET_CONNECTIONS
+from tests.realtime.helpers import publish, subscribe
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _closed_with(communicator, code: int, timeout: float = 5) -> bool:
+    message = await communicator.receive_output(timeout=timeout)
+    return message == {"type": "websocket.close", "code": code}
+
+
+async def test_token_authenticates_and_ping_answers_pong(ws, owner, token_for):
+    # given
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    # when
+    await communicator.send_json_to({"action": "ping"})
+    # then
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+async def test_without_token_the_socket_is_closed_4401(ws):
+    communicator = await ws()
+    assert await _closed_with(communicator, 4401)
+
+
+async def test_unknown_token_is_closed_4401(ws):
+    communicator = await ws("not-a-token")
+    assert await _closed_with(communicator, 4401)
+
+
+async def test_session_cookie_authenticates(ws, owner):
+    # given a browser session, as the dashboard has
+    def login() -> str:
+        client = Client()
+        client.force_login(owner)
+        return client.cookies["sessionid"].value
+
+    session_key = await database_sync_to_async(login)()
+    # when
+    communicator = await ws(cookie=f"sessionid={session_key}")
+    await communicator.send_json_to({"action": "ping"})
+    # then
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+async def test_foreign_origin_is_refused(ws, owner, token_for, monkeypatch):
+    # given the origin check of the real application, with a production-like ALLOWED_HOSTS
+    validator = application.application_mapping["websocket"]
+    monkeypatch.setattr(validator, "allowed_origins", ["testserver"])
+    token = await database_sync_to_async(token_for)(owner)
+    # then another site's page cannot open the socket, our own can
+    await ws(token, origin="http://evil.example", expect_accept=False)
+    await ws(token, origin="http://testserver", expect_accept=True)
+
+
+async def test_connection_gauge_counts_open_sockets(ws, owner, token_for):
+    token = await database_sync_to_async(token_for)(owner)
+    before = WEBSOCKET_CONNECTIONS._value.get()
+    communicator = await ws(token)
+    await communicator.send_json_to({"action": "ping"})
+    await communicator.receive_json_from(timeout=5)
+    assert WEBSOCKET_CONNECTIONS._value.get() == before + 1
+    await communicator.disconnect()
+    assert WEBSOCKET_CONNECTIONS._value.get() == before
+
+
+async def test_another_owners_agent_is_forbidden_and_sends_nothing(
+    ws, owner, other_owner, token_for, make_agent
+):
+    # given the owner's agent and a socket of another owner
+    agent = await database_sync_to_async(make_agent)(user=owner)
+    communicator = await ws(await database_sync_to_async(token_for)(other_owner))
+    # when the other owner subscribes to it, and to an agent that does not exist
+    forbidden = await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    missing = await subscribe(communicator, channel="trades", agent_id=str(uuid.uuid4()))
+    # then both answers are the same error, and the agent's events do not arrive
+    assert forbidden["type"] == "error"
+    assert forbidden["code"] == "forbidden"
+    assert missing == forbidden
+    await publish(agent.id)
+    assert await communicator.receive_nothing(timeout=0.5)
+
+
+async def test_owner_subscribes_to_own_agent(ws, owner, token_for, make_agent):
+    agent = await database_sync_to_async(make_agent)()
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    answer = await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
+    assert answer == {
+        "type": "subscribed",
+        "channel": "portfolio",
+        "agent_id": str(agent.id),
+        "symbol": None,
+    }
+
+
+async def test_operator_watches_any_agent_and_the_oversight_feed(
+    ws, owner, operator, token_for, make_agent
+):
+    # given an owner's two agents and an operator
+    agent = await database_sync_to_async(make_agent)()
+    second = await database_sync_to_async(make_agent)(name="Second")
+    communicator = await ws(await database_sync_to_async(token_for)(operator))
+    # when the operator subscribes to one agent's trades and to the global oversight feed
+    agent_answer = await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    feed_answer = await subscribe(communicator, channel="oversight")
+    # then both are granted
+    assert agent_answer["type"] == "subscribed"
+    assert feed_answer == {
+        "type": "subscribed",
+        "channel": "oversight",
+        "agent_id": None,
+        "symbol": None,
+    }
+    # and approval requests of every agent arrive on the feed
+    trade_seq = await publish(agent.id, event="trade.created", channel="trades")
+    approval_seq = await publish(second.id, event="approval.requested", channel="oversight")
+    first, then = await communicator.receive_json_from(5), await communicator.receive_json_from(5)
+    assert (first["event"], first["agent_id"], first["seq"]) == (
+        "trade.created",
+        str(agent.id),
+        trade_seq,
+    )
+    assert (then["event"], then["channel"], then["agent_id"], then["seq"]) == (
+        "approval.requested",
+        "oversight",
+        str(second.id),
+        approval_seq,
+    )
+    assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def test_owner_cannot_watch_the_global_oversight_feed(ws, owner, token_for):
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    answer = await subscribe(communicator, channel="oversight")
+    assert (answer["type"], answer["code"]) == ("error", "forbidden")
+
+
+async def test_staff_user_counts_as_operator(ws, user_factory, token_for):
+    staff = await database_sync_to_async(user_factory)(username="staffer", staff=True)
+    communicator = await ws(await database_sync_to_async(token_for)(staff))
+    assert (await subscribe(communicator, channel="oversight"))["type"] == "subscribed"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_message"),
+        ('{"action": "dance"}', "unknown_action"),
+        ('{"action": "subscribe", "channel": "weather"}', "unknown_channel"),
+        ('{"action": "subscribe", "channel": "trades"}', "invalid_message"),
+        ('{"action": "subscribe", "channel": "trades", "agent_id": "x"}', "invalid_message"),
+        ('{"action": "subscribe", "channel": "market", "symbol": "NOPE"}', "unknown_symbol"),
+        (json.dumps({"action": "ping", "pad": "x" * (64 * 1024)}), "frame_too_large"),
+    ],
+)
+async def test_bad_messages_answer_an_error_and_keep_the_socket_open(
+    ws, owner, token_for, frame, code
+):
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    # when
+    await communicator.send_to(text_data=frame)
+    # then
+    error = await communicator.receive_json_from(timeout=5)
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["detail"]
+    await communicator.send_json_to({"action": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+async def test_binary_frame_answers_an_error(ws, owner, token_for):
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    await communicator.send_to(bytes_data=b'{"action": "ping"}')
+    assert (await communicator.receive_json_from(timeout=5))["code"] == "invalid_message"
+
+
+async def test_too_many_messages_per_second_are_refused_then_accepted_again(
+    ws, owner, token_for, settings
+):
+    # given
+    settings.WS_MAX_MESSAGES_PER_SECOND = 3
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    # when a burst of 6 pings arrives at once
+    for _ in range(6):
+        await communicator.send_json_to({"action": "ping"})
+    # then 3 are answered, one error says why, the rest are dropped
+    answers = [await communicator.receive_json_from(timeout=5) for _ in range(4)]
+    assert answers[:3] == [{"type": "pong"}] * 3
+    assert (answers[3]["type"], answers[3]["code"]) == ("error", "rate_limited")
+    assert await communicator.receive_nothing(timeout=0.3)
+    # and the next second the socket answers again
+    await asyncio.sleep(1.0)
+    await communicator.send_json_to({"action": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+async def test_unsubscribe_stops_the_events(ws, owner, token_for, make_agent):
+    agent = await database_sync_to_async(make_agent)()
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    # when
+    await communicator.send_json_to(
+        {"action": "unsubscribe", "channel": "trades", "agent_id": str(agent.id)}
+    )
+    # then
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "unsubscribed",
+        "channel": "trades",
+        "agent_id": str(agent.id),
+        "symbol": None,
+    }
+    await publish(agent.id)
+    assert await communicator.receive_nothing(timeout=0.5)
+
+
+async def test_idle_socket_is_closed_4408_and_pings_keep_it_open(ws, owner, token_for, settings):
+    # given a 1-second idle timeout
+    settings.WS_IDLE_TIMEOUT_SECONDS = 1
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    # when the client pings for a while, the socket stays open
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        await communicator.send_json_to({"action": "ping"})
+        assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    # then, once it stops talking, the server closes it
+    assert await _closed_with(communicator, 4408, timeout=3)
