@@ -1,0 +1,142 @@
+"""End to end: orders placed over HTTP reach the WebSocket streams, in order, after commit."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import AsyncClient
+
+from tests.realtime.helpers import receive_events, subscribe
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _auth(token: str) -> dict:
+    return {"Authorization": f"Token {token}"}
+
+
+@pytest.fixture
+def priced_market():
+    """A deterministic AAPL price, so notionals (and the approval threshold) are known."""
+    from trades import market
+
+    market.set_price("AAPL", "100.00")
+
+
+@pytest.fixture
+def streaming_agent(agent_factory, priced_market):
+    return agent_factory(budget="100000")
+
+
+async def test_a_filled_order_streams_created_filled_then_portfolio(
+    ws, owner, token_for, streaming_agent
+):
+    # given the owner watching the agent's trades and portfolio
+    agent = streaming_agent
+    token = await database_sync_to_async(token_for)(owner)
+    communicator = await ws(token)
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
+    # when the agent buys at market over HTTP
+    response = await AsyncClient().post(
+        f"/api/v1/agents/{agent.id}/trades",
+        {"symbol": "AAPL", "side": "buy", "quantity": "3"},
+        content_type="application/json",
+        headers=_auth(token),
+    )
+    # then
+    assert response.status_code == 201, response.content
+    trade = response.json()
+    events = await receive_events(communicator, 3)
+    assert [e["event"] for e in events] == ["trade.created", "trade.filled", "portfolio.update"]
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert events[0]["data"]["id"] == trade["id"]
+    assert events[1]["data"]["status"] == "filled"
+    assert events[1]["data"]["filled_quantity"] == trade["filled_quantity"]
+    assert events[2]["data"]["positions"][0]["symbol"] == "AAPL"
+    assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def test_a_refused_order_streams_nothing(ws, owner, token_for, streaming_agent):
+    # given
+    agent = streaming_agent
+    token = await database_sync_to_async(token_for)(owner)
+    communicator = await ws(token)
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
+    # when an order exceeds the cash (its transaction rolls back)
+    response = await AsyncClient().post(
+        f"/api/v1/agents/{agent.id}/trades",
+        {"symbol": "AAPL", "side": "buy", "quantity": "5000"},
+        content_type="application/json",
+        headers=_auth(token),
+    )
+    # then
+    assert response.status_code in {402, 422}, response.content
+    assert await communicator.receive_nothing(timeout=0.5)
+
+
+async def test_an_order_needing_approval_reaches_the_operator_feed_and_fills_after_approval(
+    ws, owner, operator, token_for, streaming_agent
+):
+    # given the operator watching the oversight feed and the owner watching the agent's trades
+    agent = streaming_agent
+    owner_token = await database_sync_to_async(token_for)(owner)
+    operator_token = await database_sync_to_async(token_for)(operator)
+    feed = await ws(operator_token)
+    await subscribe(feed, channel="oversight")
+    trades = await ws(owner_token)
+    await subscribe(trades, channel="trades", agent_id=str(agent.id))
+    # when the agent places an order above the auto-approval limit (150 x 100 = 15,000)
+    response = await AsyncClient().post(
+        f"/api/v1/agents/{agent.id}/trades",
+        {"symbol": "AAPL", "side": "buy", "quantity": "150"},
+        content_type="application/json",
+        headers=_auth(owner_token),
+    )
+    # then it waits for approval and the feed shows the request
+    assert response.status_code == 202, response.content
+    trade = response.json()
+    requested = await feed.receive_json_from(timeout=5)
+    assert (requested["event"], requested["channel"], requested["agent_id"]) == (
+        "approval.requested",
+        "oversight",
+        str(agent.id),
+    )
+    assert requested["data"]["id"] == trade["approval_request_id"]
+    assert requested["data"]["status"] == "pending"
+    created = await trades.receive_json_from(timeout=5)
+    assert (created["event"], created["data"]["status"]) == ("trade.created", "pending_approval")
+    # when the operator approves it
+    response = await AsyncClient().post(
+        f"/api/v1/oversight/requests/{trade['approval_request_id']}/approve",
+        {"reason": "within the desk's limits"},
+        content_type="application/json",
+        headers=_auth(operator_token),
+    )
+    assert response.status_code == 200, response.content
+    # then the feed shows the decision and the owner sees the fill, after the request
+    completed = await feed.receive_json_from(timeout=5)
+    assert (completed["event"], completed["data"]["status"]) == ("approval.completed", "approved")
+    assert completed["seq"] > requested["seq"]
+    filled = await trades.receive_json_from(timeout=5)
+    assert (filled["event"], filled["data"]["id"]) == ("trade.filled", trade["id"])
+    assert filled["seq"] > created["seq"]
+
+
+async def test_terminating_an_agent_over_http_tells_its_trades_subscribers(
+    ws, owner, token_for, streaming_agent
+):
+    # given the owner watching only the agent's trades
+    agent = streaming_agent
+    token = await database_sync_to_async(token_for)(owner)
+    communicator = await ws(token)
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    # when the kill switch is pulled
+    response = await AsyncClient().delete(f"/api/v1/agents/{agent.id}", headers=_auth(token))
+    # then
+    assert response.status_code == 204, response.content
+    event = await communicator.receive_json_from(timeout=5)
+    assert (event["event"], event["data"]["status"]) == ("agent.terminated", "terminated")
+    assert await communicator.receive_nothing(timeout=0.3)
