@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "oversight",
     "metering",
     "realtime",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

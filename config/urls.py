@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("problems/", include("config.problem_urls")),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
     # Anything else under /api answers a 404 problem document instead of an HTML page.
     re_path(r"^api(?:/.*)?$", views.ApiNotFoundView.as_view()),
 ]
