@@ -223,7 +223,7 @@ def quota_check(
     used_after = used_before + quantity
     if _crossed_warning(used_before, used_after, decision.limit):
         _publish_quota_warning(
-            agent=agent, metric_code=metric_code, used=used_after, limit=decision.limit
+            agent_id=agent.pk, metric_code=metric_code, used=used_after, limit=decision.limit
         )
     return metering_api.QuotaDecision(
         allowed=True,
@@ -234,12 +234,12 @@ def quota_check(
     )
 
 
-def _publish_quota_warning(*, agent: Agent, metric_code: str, used: int, limit: int) -> None:
+def _publish_quota_warning(*, agent_id, metric_code: str, used: int, limit: int) -> None:
     from realtime.services import publish_agent_event
 
     with transaction.atomic():
         publish_agent_event(
-            agent_id=agent.pk,
+            agent_id=agent_id,
             event="quota.warning",
             channel="portfolio",
             data={
@@ -403,6 +403,37 @@ def _deliver_batch(events: list[UsageEvent], *, now: datetime, report: DeliveryR
     return not retry
 
 
+def _warn_crossed_api_call_quotas(events: list[UsageEvent], *, now: datetime) -> None:
+    """Publish ``quota.warning`` for agents whose just-delivered API calls crossed 80 %.
+
+    API calls are not checked before they happen (that would cost a CheckQuota per request),
+    so their quota is watched here, once per agent per delivered batch. Trade executions are
+    warned about by ``quota_check`` instead, before the trade.
+    """
+    period_start, period_end = period_window(QUOTA_PERIODS[MetricCode.API_CALLS], now)
+    added: dict[Any, int] = {}
+    for event in events:
+        if (
+            event.code == MetricCode.API_CALLS
+            and event.ingest_status == "accepted"
+            and period_start <= event.occurred_at < period_end
+        ):
+            added[event.agent_id] = added.get(event.agent_id, 0) + event.quantity
+    for agent_id, quantity in added.items():
+        try:
+            status = get_metering_client().get_quota_status(
+                agent_id=str(agent_id), metric_code=MetricCode.API_CALLS
+            )
+        except GrpcClientError as exc:
+            logger.info("no api_calls quota status for %s: %s", agent_id, exc)
+            continue
+        used = status.current_usage
+        if _crossed_warning(used - quantity, used, status.limit):
+            _publish_quota_warning(
+                agent_id=agent_id, metric_code=MetricCode.API_CALLS, used=used, limit=status.limit
+            )
+
+
 def usage_deliver_pending(
     *,
     limit: int = 500,
@@ -417,7 +448,8 @@ def usage_deliver_pending(
     two deliverers never send the same row at once; accepted and duplicate answers mark it
     delivered, validation errors mark it rejected, anything else leaves it pending with
     ``attempts + 1`` and an exponential ``next_attempt_at`` (capped at 60 s). Delivery stops at
-    the first failed batch. ``ignore_backoff`` sends rows whose retry time has not come yet.
+    the first failed batch. API calls whose delivery makes usage cross 80 % of the quota
+    publish ``quota.warning``. ``ignore_backoff`` sends rows whose retry time has not come yet.
     Returns a report: delivered, duplicates, rejected, retrying, service_unavailable, error,
     remaining (rows still pending).
     """
@@ -432,8 +464,10 @@ def usage_deliver_pending(
             if not events:
                 break
             handled += len(events)
-            if not _deliver_batch(events, now=now, report=report):
-                break
+            carry_on = _deliver_batch(events, now=now, report=report)
+        _warn_crossed_api_call_quotas(events, now=now)
+        if not carry_on:
+            break
     result = report.as_dict()
     result["remaining"] = UsageEvent.objects.filter(delivery_state=DeliveryState.PENDING).count()
     return result

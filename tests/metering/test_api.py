@@ -351,3 +351,34 @@ def test_requests_not_for_a_visible_agent_count_nothing(
 
     # then
     assert not UsageEvent.objects.filter(code="api_calls").exists()
+
+
+def test_api_calls_crossing_80_percent_on_delivery_publish_one_warning(agent_factory):
+    # given: an api_calls quota of 10 per day, 7 calls delivered
+    agent = agent_factory()
+    usage_record(
+        agent=agent,
+        code="api_calls",
+        quantity=0,
+        properties={"quota_limit": "10", "quota_period": "daily"},
+    )
+    for _ in range(7):
+        usage_record(agent=agent, code="api_calls", quantity=1)
+    usage_deliver_pending()
+    assert not AgentEvent.objects.filter(agent=agent, event="quota.warning").exists()
+
+    # when: two more calls are delivered (9 of 10), then one more
+    for _ in range(2):
+        usage_record(agent=agent, code="api_calls", quantity=1)
+    usage_deliver_pending()
+    usage_record(agent=agent, code="api_calls", quantity=1)
+    usage_deliver_pending()
+
+    # then
+    (warning,) = AgentEvent.objects.filter(agent=agent, event="quota.warning")
+    assert warning.data == {
+        "metric_code": "api_calls",
+        "used": 9,
+        "limit": 10,
+        "usage_percentage": 90.0,
+    }
