@@ -46,3 +46,13 @@ def assert_ledger(agent: Agent) -> None:
     )["total"] or Decimal("0")
     assert agent.reserved_cash == reserved
     assert 0 <= agent.reserved_cash <= agent.cash_balance
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(request):
+    """``@pytest.mark.postgres`` tests need row locks that really lock: skip them on SQLite."""
+    if request.node.get_closest_marker("postgres"):
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            pytest.skip("needs PostgreSQL (DATABASE_URL=postgres://…)")
