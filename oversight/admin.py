@@ -92,9 +92,9 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     fields = readonly_fields
 
     def get_queryset(self, request):
+        # Not super(): ModelAdmin.get_queryset orders before the status rank exists.
         return (
-            super()
-            .get_queryset(request)
+            self.model._default_manager.get_queryset()
             .annotate(
                 status_rank=Case(
                     When(status=RequestStatus.PENDING, then=Value(0)),
@@ -105,6 +105,7 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
                     "decisions", filter=Q(decisions__decision=Decision.APPROVED)
                 ),
             )
+            .order_by(*self.get_ordering(request))
         )
 
     def get_ordering(self, request):
