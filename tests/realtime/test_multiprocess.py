@@ -1,0 +1,240 @@
+"""Two daphne processes sharing the Redis channel layer and the PostgreSQL database: a client
+connected to one receives the events caused by a request to the other.
+
+Runs only with ``REDIS_URL`` set and PostgreSQL (the test database must be visible to other
+processes, and the in-memory layer is per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import connection
+from websockets.asyncio.client import connect
+
+from tests.realtime.helpers import publish
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+DAPHNE = BASE_DIR / ".venv" / "bin" / "daphne"
+START_TIMEOUT_SECONDS = 30
+RECEIVE_TIMEOUT_SECONDS = 10
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.redis,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not settings.REDIS_URL or connection.vendor != "postgresql",
+        reason="needs REDIS_URL and PostgreSQL shared by several processes",
+    ),
+    pytest.mark.timeout(120),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    """The URL of the database this test uses (pytest-django's ``test_<name>``)."""
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    host = db["HOST"] or "127.0.0.1"
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
+
+
+class DaphneProcess:
+    """``daphne config.asgi:application`` on a free loopback port, as a deployment runs it."""
+
+    def __init__(self, env: dict[str, str]):
+        self.port = _free_port()
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix=f"daphne-{self.port}-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(
+            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daphne exited early:\n{self.output()}")
+            try:
+                url = f"{self.http}/health/live"
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"daphne did not start in {START_TIMEOUT_SECONDS}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def daphne_pair(reference_services):
+    """Two server processes on the test's database, Redis and reference gRPC services."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_ENV": "development",
+        "DATABASE_URL": _test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "EMBEDDED_SERVICES": "false",
+        "METERING_GRPC_ADDRESS": reference_services.metering_address,
+        "OVERSIGHT_GRPC_ADDRESS": reference_services.oversight_address,
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    processes: list[DaphneProcess] = []
+    try:
+        processes = [DaphneProcess(env), DaphneProcess(env)]
+        for process in processes:
+            process.wait_ready()
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+async def _open(server: DaphneProcess, token: str):
+    return await connect(
+        f"ws://127.0.0.1:{server.port}/ws/?token={token}",
+        origin=server.http,
+        open_timeout=RECEIVE_TIMEOUT_SECONDS,
+    )
+
+
+async def _request(socket_, message: dict) -> dict:
+    await socket_.send(json.dumps(message))
+    return await _receive(socket_)
+
+
+async def _receive(socket_) -> dict:
+    return json.loads(await asyncio.wait_for(socket_.recv(), RECEIVE_TIMEOUT_SECONDS))
+
+
+def _post_json(url: str, body: dict, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(  # noqa: S310 - a loopback http URL built by the test
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=RECEIVE_TIMEOUT_SECONDS) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture
+def market_agent(agent_factory):
+    from trades import market
+
+    market.set_price("AAPL", "100.00")
+    return agent_factory(budget="100000")
+
+
+async def test_event_published_by_another_process_reaches_the_client(
+    daphne_pair, owner, token_for, market_agent
+):
+    # given a client of the first server watching the agent's trades
+    server, _ = daphne_pair
+    token = await database_sync_to_async(token_for)(owner)
+    async with await _open(server, token) as client:
+        answer = await _request(
+            client, {"action": "subscribe", "channel": "trades", "agent_id": str(market_agent.id)}
+        )
+        assert answer["type"] == "subscribed"
+        # when this (third) process publishes into the Redis layer
+        seq = await publish(market_agent.id, data={"from": "test process"})
+        # then
+        event = await _receive(client)
+        assert (event["event"], event["seq"], event["data"]) == (
+            "trade.created",
+            seq,
+            {"from": "test process"},
+        )
+
+
+async def test_order_posted_to_one_server_streams_to_clients_of_both(
+    daphne_pair, owner, token_for, market_agent
+):
+    # given a client on each server watching the agent's trades and portfolio
+    first, second = daphne_pair
+    token = await database_sync_to_async(token_for)(owner)
+    agent_id = str(market_agent.id)
+    async with await _open(first, token) as on_first, await _open(second, token) as on_second:
+        for client in (on_first, on_second):
+            for channel in ("trades", "portfolio"):
+                answer = await _request(
+                    client, {"action": "subscribe", "channel": channel, "agent_id": agent_id}
+                )
+                assert answer["type"] == "subscribed"
+        # when an order is posted to the second server
+        status, trade = await asyncio.to_thread(
+            _post_json,
+            f"{second.http}/api/v1/agents/{agent_id}/trades",
+            {"symbol": "AAPL", "side": "buy", "quantity": "2"},
+            token,
+        )
+        assert status == 201, (trade, second.output())
+        # then both clients see it fill, in order
+        for client in (on_first, on_second):
+            events = [await _receive(client) for _ in range(3)]
+            assert [e["event"] for e in events] == [
+                "trade.created",
+                "trade.filled",
+                "portfolio.update",
+            ]
+            assert events[0]["data"]["id"] == trade["id"]
+            seqs = [e["seq"] for e in events]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 3
