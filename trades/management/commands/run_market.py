@@ -21,18 +21,13 @@ logger = logging.getLogger("trading_demo.market")
 
 class Command(BaseCommand):
     help = (
-        "Run the simulated market feed (trades.services.market_tick every MARKET_TICK_MS: "
+        "Run the simulated market feed (trades.services.market_tick every MARKET_TICK_MS "
+        f"= {settings.MARKET_TICK_MS} ms: "
         "prices move, resting orders fill, market.price events go out) until Ctrl-C/SIGTERM. "
         "Run only one per database, and serve with --no-jobs when you run it."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--interval-ms",
-            type=int,
-            default=settings.MARKET_TICK_MS,
-            help=f"milliseconds between ticks (env MARKET_TICK_MS, now {settings.MARKET_TICK_MS})",
-        )
         parser.add_argument(
             "--ticks",
             type=int,
@@ -40,11 +35,12 @@ class Command(BaseCommand):
             help="stop after this many ticks (default 0: run until stopped)",
         )
 
-    def handle(self, *args, interval_ms: int, ticks: int, **options):
+    def handle(self, *args, ticks: int, **options):
         from trades.services import market_tick
 
-        if interval_ms < 10:
-            raise CommandError(f"--interval-ms must be at least 10, got {interval_ms}")
+        # The interval is the setting, not an option: market.tick skips a tick that comes
+        # less than half of MARKET_TICK_MS after the last one (another process's).
+        interval_ms = settings.MARKET_TICK_MS
         if ticks < 0:
             raise CommandError(f"--ticks must be 0 (forever) or positive, got {ticks}")
 
@@ -60,13 +56,14 @@ class Command(BaseCommand):
         }
         symbols = ", ".join(settings.MARKET_SYMBOLS)
         self.stdout.write(f"Market feed: {symbols} every {interval_ms} ms. Ctrl-C to stop.")
-        done = failures = 0
+        done = failures = moved = 0
         interval = interval_ms / 1000
         try:
             next_at = time.monotonic()
             while not stop.is_set():
                 try:
-                    market_tick()
+                    report = market_tick()
+                    moved += 1 if report.get("ticked") else 0
                 except Exception:
                     failures += 1
                     logger.exception("market tick failed; trying again next interval")
@@ -80,6 +77,8 @@ class Command(BaseCommand):
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        self.stdout.write(f"Market feed stopped after {done} ticks ({failures} failed).")
+        self.stdout.write(
+            f"Market feed stopped after {done} ticks ({moved} moved prices, {failures} failed)."
+        )
         if ticks and failures == done:
             raise CommandError("every tick failed; see the log")
