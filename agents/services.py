@@ -219,7 +219,10 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
     from trades.services import trade_cancel
 
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().select_related("owner").get(pk=agent.pk)
+        # of=self: lock the agent, not its owner's user row joined for the serializer.
+        agent = (
+            Agent.objects.select_for_update(of=("self",)).select_related("owner").get(pk=agent.pk)
+        )
         if agent.status == AgentStatus.TERMINATED:
             return agent
         for trade in Trade.objects.filter(agent=agent, status__in=OPEN_STATUSES).order_by(

@@ -323,9 +323,10 @@ def _idempotency_key(header: str | None, data) -> str | None:
             )
         return key
     if isinstance(data, dict):
+        # The same normalisation as the serializer's: a number is its string, spaces trimmed.
         client_order_id = data.get("client_order_id")
-        if isinstance(client_order_id, str) and client_order_id.strip():
-            return client_order_id
+        if isinstance(client_order_id, str | int) and not isinstance(client_order_id, bool):
+            return str(client_order_id).strip() or None
     return None
 
 
@@ -389,9 +390,10 @@ def _submit(*, agent_id, user, data, key: str | None, request_hash: str) -> Subm
                 f"The agent is {agent.status}; only active agents can trade.",
                 agent_status=agent.status,
             )
+        # No record under this key, yet the client_order_id names an order: it was placed
+        # under another Idempotency-Key. Never a second order with the same client id.
         if (
             order.client_order_id
-            and order.client_order_id != key
             and Trade.objects.filter(agent=agent, client_order_id=order.client_order_id).exists()
         ):
             raise problems.IdempotencyConflict("This client_order_id was already used.")
@@ -532,6 +534,7 @@ def trade_cancel(*, trade: Trade, actor=None, reason: str = "") -> Trade:
     """Cancel an open or pending order: its reservation is released and, for a pending one,
     its approval request is cancelled too. A filled, rejected, expired or cancelled trade →
     409 ``conflict``."""
+    from oversight.choices import RequestStatus
     from oversight.models import ApprovalRequest
     from oversight.services import approval_request_cancel
 
@@ -541,7 +544,7 @@ def trade_cancel(*, trade: Trade, actor=None, reason: str = "") -> Trade:
             raise problems.Conflict(f"A {trade.status} trade cannot be cancelled.")
         if trade.status == TradeStatus.PENDING_APPROVAL:
             approval = ApprovalRequest.objects.filter(trade=trade).first()
-            if approval is not None:
+            if approval is not None and approval.status == RequestStatus.PENDING:
                 approval_request_cancel(
                     approval_request=approval, actor=actor, reason=reason or "trade cancelled"
                 )

@@ -132,3 +132,25 @@ def test_ten_concurrent_requests_with_one_key_create_one_trade(client_for, owner
     assert Trade.objects.filter(agent=agent).count() == 1
     assert UsageEvent.objects.filter(agent=agent, code="trade_executions").count() == 1
     assert_ledger(agent)
+
+
+def test_a_numeric_client_order_id_is_the_same_key(owner_client, agent):
+    body = {**ORDER, "client_order_id": 7}
+    first = submit(owner_client, agent, **body)
+
+    replay = submit(owner_client, agent, **body)
+
+    assert first.json()["client_order_id"] == "7"
+    assert replay.status_code == 201
+    assert replay["Idempotent-Replayed"] == "true"
+    assert Trade.objects.filter(agent=agent).count() == 1
+
+
+def test_a_client_order_id_used_under_a_header_key_cannot_be_reused(owner_client, agent):
+    body = {**ORDER, "client_order_id": "bot-1"}
+    assert post(owner_client, agent, body, key="header-key").status_code == 201
+
+    response = submit(owner_client, agent, **body)
+
+    assert response.status_code == 409
+    assert Trade.objects.filter(agent=agent).count() == 1
