@@ -397,3 +397,41 @@ def test_oversight_failing_a_new_order_persists_nothing(
     assert not UsageEvent.objects.filter(agent=agent).exists()
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("0")
+
+
+def test_approvals_go_on_with_metering_down_and_their_usage_arrives_once(
+    pending_request, operator, client_for, fresh_reference_services
+):
+    from grpc_clients.registry import get_metering_client
+    from metering.services import usage_deliver_pending
+
+    # given: a waiting order, its usage so far delivered; then metering fails
+    agent, trade = pending_request()
+    usage_deliver_pending()
+    fresh_reference_services.metering.fail_with = grpc.StatusCode.UNAVAILABLE
+
+    # when: an operator approves
+    response = client_for(operator).post(approve_url(trade["approval_request_id"]))
+
+    # then: the trade fills; its usage waits in the outbox
+    assert response.status_code == 200
+    assert Trade.objects.get(pk=trade["id"]).status == "filled"
+    assert usage_deliver_pending()["service_unavailable"] is True
+    waiting = UsageEvent.objects.filter(agent=agent, delivery_state="pending")
+    assert waiting.exists()
+
+    # when: metering is back and delivery runs twice
+    fresh_reference_services.metering.fail_with = None
+    usage_deliver_pending(ignore_backoff=True)
+    usage_deliver_pending(ignore_backoff=True)
+
+    # then: the service holds exactly the recorded usage, each event once
+    local = {
+        e.transaction_id: (e.code, e.quantity)
+        for e in UsageEvent.objects.filter(agent=agent).exclude(quantity=0)
+    }
+    remote = [e for e in get_metering_client().stream_events() if e.agent_id == str(agent.pk)]
+    remote_usage = {e.transaction_id: (e.code, e.quantity) for e in remote if e.quantity}
+    assert len(remote) == len({e.transaction_id for e in remote})
+    assert remote_usage == local
+    assert "oversight_requests" in {code for code, _ in local.values()}
