@@ -8,31 +8,28 @@ processes, and the in-memory layer is per process).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
-from websockets.asyncio.client import connect
 
 from tests.realtime.helpers import publish
+from tests.realtime.servers import (
+    DAPHNE,
+    RECEIVE_TIMEOUT_SECONDS,
+    ServerProcess,
+    ws_open,
+    ws_receive,
+    ws_request,
+)
 
-BASE_DIR = Path(__file__).resolve().parents[2]
-DAPHNE = BASE_DIR / ".venv" / "bin" / "daphne"
-START_TIMEOUT_SECONDS = 30
-RECEIVE_TIMEOUT_SECONDS = 10
+DAPHNE_COMMAND = [str(DAPHNE), "-b", "127.0.0.1", "-p", "{port}", "config.asgi:application"]
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,12 +43,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _test_database_url() -> str:
     """The URL of the database this test uses (pytest-django's ``test_<name>``)."""
     db = connection.settings_dict
@@ -61,60 +52,6 @@ def _test_database_url() -> str:
     host = db["HOST"] or "127.0.0.1"
     port = f":{db['PORT']}" if db["PORT"] else ""
     return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
-
-
-class DaphneProcess:
-    """``daphne config.asgi:application`` on a free loopback port, as a deployment runs it."""
-
-    def __init__(self, env: dict[str, str]):
-        self.port = _free_port()
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
-            prefix=f"daphne-{self.port}-", suffix=".log", delete=False
-        )
-        self.process = subprocess.Popen(
-            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"daphne exited early:\n{self.output()}")
-            try:
-                url = f"{self.http}/health/live"
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"daphne did not start in {START_TIMEOUT_SECONDS}s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -133,32 +70,15 @@ def daphne_pair(reference_services):
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
-    processes: list[DaphneProcess] = []
+    processes: list[ServerProcess] = []
     try:
-        processes = [DaphneProcess(env), DaphneProcess(env)]
+        processes = [ServerProcess(DAPHNE_COMMAND, env), ServerProcess(DAPHNE_COMMAND, env)]
         for process in processes:
             process.wait_ready()
         yield processes
     finally:
         for process in processes:
             process.stop()
-
-
-async def _open(server: DaphneProcess, token: str):
-    return await connect(
-        f"ws://127.0.0.1:{server.port}/ws/?token={token}",
-        origin=server.http,
-        open_timeout=RECEIVE_TIMEOUT_SECONDS,
-    )
-
-
-async def _request(socket_, message: dict) -> dict:
-    await socket_.send(json.dumps(message))
-    return await _receive(socket_)
-
-
-async def _receive(socket_) -> dict:
-    return json.loads(await asyncio.wait_for(socket_.recv(), RECEIVE_TIMEOUT_SECONDS))
 
 
 def _post_json(url: str, body: dict, token: str) -> tuple[int, dict]:
@@ -189,15 +109,15 @@ async def test_event_published_by_another_process_reaches_the_client(
     # given a client of the first server watching the agent's trades
     server, _ = daphne_pair
     token = await database_sync_to_async(token_for)(owner)
-    async with await _open(server, token) as client:
-        answer = await _request(
+    async with await ws_open(server, token) as client:
+        answer = await ws_request(
             client, {"action": "subscribe", "channel": "trades", "agent_id": str(market_agent.id)}
         )
         assert answer["type"] == "subscribed"
         # when this (third) process publishes into the Redis layer
         seq = await publish(market_agent.id, data={"from": "test process"})
         # then
-        event = await _receive(client)
+        event = await ws_receive(client)
         assert (event["event"], event["seq"], event["data"]) == (
             "trade.created",
             seq,
@@ -212,10 +132,10 @@ async def test_order_posted_to_one_server_streams_to_clients_of_both(
     first, second = daphne_pair
     token = await database_sync_to_async(token_for)(owner)
     agent_id = str(market_agent.id)
-    async with await _open(first, token) as on_first, await _open(second, token) as on_second:
+    async with await ws_open(first, token) as on_first, await ws_open(second, token) as on_second:
         for client in (on_first, on_second):
             for channel in ("trades", "portfolio"):
-                answer = await _request(
+                answer = await ws_request(
                     client, {"action": "subscribe", "channel": channel, "agent_id": agent_id}
                 )
                 assert answer["type"] == "subscribed"
@@ -229,7 +149,7 @@ async def test_order_posted_to_one_server_streams_to_clients_of_both(
         assert status == 201, (trade, second.output())
         # then both clients see it fill, in order
         for client in (on_first, on_second):
-            events = [await _receive(client) for _ in range(3)]
+            events = [await ws_receive(client) for _ in range(3)]
             assert [e["event"] for e in events] == [
                 "trade.created",
                 "trade.filled",

@@ -1,0 +1,104 @@
+"""Real server processes for the end-to-end WebSocket tests, bounded by timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+PYTHON = BASE_DIR / ".venv" / "bin" / "python"
+DAPHNE = BASE_DIR / ".venv" / "bin" / "daphne"
+START_TIMEOUT_SECONDS = 30
+RECEIVE_TIMEOUT_SECONDS = 10
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """A server command (``{port}`` in it replaced by a free loopback port), its output kept
+    in a temporary file for the failure message."""
+
+    def __init__(self, command: list[str], env: dict[str, str]):
+        self.port = _free_port()
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix=f"server-{self.port}-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(
+            [part.replace("{port}", str(self.port)) for part in command],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited early:\n{self.output()}")
+            try:
+                url = f"{self.http}/health/live"
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(
+            f"the server did not start in {START_TIMEOUT_SECONDS}s:\n{self.output()}"
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+async def ws_open(server: ServerProcess, token: str):
+    return await connect(
+        f"ws://127.0.0.1:{server.port}/ws/?token={token}",
+        origin=server.http,
+        open_timeout=RECEIVE_TIMEOUT_SECONDS,
+    )
+
+
+async def ws_request(client, message: dict) -> dict:
+    await client.send(json.dumps(message))
+    return await ws_receive(client)
+
+
+async def ws_receive(client) -> dict:
+    return json.loads(await asyncio.wait_for(client.recv(), RECEIVE_TIMEOUT_SECONDS))
