@@ -81,25 +81,20 @@ def _reference_price(trade: Trade, notional: Decimal) -> Decimal:
     return Decimal("0")
 
 
-def approval_evaluate(*, agent: Agent, trade: Trade, notional: Decimal) -> Evaluation:
-    """Submit the order to the oversight service and return its decision with a risk score.
-
-    ``trade`` may be unsaved; it needs symbol, side, quantity and prices. The request id is
-    chosen here (a new UUID) and becomes the ``ApprovalRequest`` id if a human must decide; it
-    expires after ``OVERSIGHT_APPROVAL_TTL`` on the service as it does locally. Writes nothing
-    locally. ``grpc_clients.errors.ServiceUnavailable`` propagates: the order must fail closed.
-    """
-    notional = Decimal(notional)
+def _submit_to_oversight(
+    *,
+    request_id: uuid.UUID,
+    agent: Agent,
+    trade: Trade,
+    notional: Decimal,
+    risk_level: str,
+    risk_score: int,
+    priority: str,
+    timeout: timedelta,
+):
+    """SubmitRequest for an order; idempotent on the service by ``request_id``."""
     config = agent.effective_config
-    held = agent.positions.filter(symbol=trade.symbol).aggregate(v=Sum("cost_basis"))["v"]
-    risk = assess_trade_risk(
-        agent=agent, trade=trade, notional=notional, held_value=held or Decimal("0")
-    )
-    expected_quorum = 2 if notional >= QUORUM_THRESHOLD else 1
-    priority = review_priority(risk=risk, approvals_required=expected_quorum)
-    request_id = uuid.uuid4()
-    price = _reference_price(trade, notional)
-    result = get_oversight_client().submit_request(
+    return get_oversight_client().submit_request(
         request_id=str(request_id),
         agent_id=str(agent.pk),
         agent_name=agent.name,
@@ -117,14 +112,43 @@ def approval_evaluate(*, agent: Agent, trade: Trade, notional: Decimal) -> Evalu
             "symbol": trade.symbol,
             "side": trade.side,
             "quantity": str(trade.quantity),
-            "price": str(price),
+            "price": str(_reference_price(trade, notional)),
             "order_type": str(trade.type),
         },
-        risk_level=risk.level,
+        risk_level=risk_level,
         priority=_GRPC_PRIORITY[priority],
-        timeout=approval_ttl(),
+        timeout=timeout,
         tags=("trade", trade.symbol),
-        metadata={"trade_id": str(trade.pk), "risk_score": str(risk.score)},
+        metadata={"trade_id": str(trade.pk), "risk_score": str(risk_score)},
+    )
+
+
+def approval_evaluate(*, agent: Agent, trade: Trade, notional: Decimal) -> Evaluation:
+    """Submit the order to the oversight service and return its decision with a risk score.
+
+    ``trade`` may be unsaved; it needs symbol, side, quantity and prices. The request id is
+    chosen here (a new UUID) and becomes the ``ApprovalRequest`` id if a human must decide; it
+    expires after ``OVERSIGHT_APPROVAL_TTL`` on the service as it does locally. Writes nothing
+    locally. ``grpc_clients.errors.ServiceUnavailable`` propagates: the order must fail closed.
+    """
+    notional = Decimal(notional)
+    config = agent.effective_config
+    held = agent.positions.filter(symbol=trade.symbol).aggregate(v=Sum("cost_basis"))["v"]
+    risk = assess_trade_risk(
+        agent=agent, trade=trade, notional=notional, held_value=held or Decimal("0")
+    )
+    expected_quorum = 2 if notional >= QUORUM_THRESHOLD else 1
+    priority = review_priority(risk=risk, approvals_required=expected_quorum)
+    request_id = uuid.uuid4()
+    result = _submit_to_oversight(
+        request_id=request_id,
+        agent=agent,
+        trade=trade,
+        notional=notional,
+        risk_level=risk.level,
+        risk_score=risk.score,
+        priority=priority,
+        timeout=approval_ttl(),
     )
     if result.state not in {"approved", "pending"}:
         logger.error("oversight answered %s for a new request %s", result.state, request_id)
@@ -228,7 +252,29 @@ def _lock_for_change(approval_request_id) -> tuple[Trade, ApprovalRequest]:
     return trade, approval
 
 
-def _send_decision(*, approval: ApprovalRequest, actor, decision: str, reason: str) -> None:
+def _resubmit(approval: ApprovalRequest) -> None:
+    """Submit a pending request again under its own id, for its remaining lifetime.
+
+    The oversight service may have lost it (the reference service keeps its state in memory
+    and restarts with the server); the same id keeps the mirror and the service in step.
+    """
+    remaining = approval.expires_at - timezone.now()
+    result = _submit_to_oversight(
+        request_id=approval.pk,
+        agent=approval.agent,
+        trade=approval.trade,
+        notional=approval.amount,
+        risk_level=approval.risk_level,
+        risk_score=approval.risk_score,
+        priority=approval.priority,
+        timeout=max(remaining, timedelta(seconds=1)),
+    )
+    logger.warning("resubmitted approval request %s to oversight (%s)", approval.pk, result.state)
+
+
+def _send_decision(
+    *, approval: ApprovalRequest, actor, decision: str, reason: str, resubmitted: bool = False
+) -> None:
     """Tell the oversight service first; its refusal or absence changes nothing here."""
     client = get_oversight_client()
     try:
@@ -256,7 +302,12 @@ def _send_decision(*, approval: ApprovalRequest, actor, decision: str, reason: s
             f"The oversight service refused the decision: {exc.detail or exc.code}."
         ) from exc
     except RemoteNotFound as exc:
-        raise problems.Conflict("The oversight service does not know this request.") from exc
+        if resubmitted:
+            raise problems.Conflict("The oversight service does not know this request.") from exc
+        _resubmit(approval)
+        _send_decision(
+            approval=approval, actor=actor, decision=decision, reason=reason, resubmitted=True
+        )
 
 
 def approval_decide(

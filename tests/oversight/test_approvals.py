@@ -435,3 +435,32 @@ def test_approvals_go_on_with_metering_down_and_their_usage_arrives_once(
     assert len(remote) == len({e.transaction_id for e in remote})
     assert remote_usage == local
     assert "oversight_requests" in {code for code, _ in local.values()}
+
+
+def test_a_request_the_oversight_service_lost_is_resubmitted_and_decided(
+    pending_request, operator, client_for, fresh_reference_services
+):
+    from grpc_clients.registry import get_oversight_client, reset_clients
+    from reference_services.server import start_reference_services
+
+    # given: the oversight service restarts empty (its reference state is in memory)
+    _agent, trade = pending_request()
+    port = fresh_reference_services.oversight_port
+    fresh_reference_services.stop(grace=0)
+    restarted = start_reference_services(
+        metering_address=None, oversight_address=f"127.0.0.1:{port}"
+    )
+    try:
+        reset_clients()
+
+        # when
+        response = client_for(operator).post(approve_url(trade["approval_request_id"]))
+
+        # then: the request was submitted again under its id, then approved
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "approved"
+        assert Trade.objects.get(pk=trade["id"]).status == "filled"
+        remote = get_oversight_client().get_request_status(trade["approval_request_id"])
+        assert remote.state == "approved"
+    finally:
+        restarted.stop(grace=0)
