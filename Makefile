@@ -28,8 +28,7 @@ install: $(STAMP)
 
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo --if-empty
-	exec $(PY) manage.py serve
+	exec $(PY) manage.py serve --seed-demo-if-empty
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

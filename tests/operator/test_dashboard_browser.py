@@ -120,7 +120,7 @@ def live_server_process(reference_services, tmp_path):
             time.sleep(0.2)
         yield base, tokens
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -27,8 +27,16 @@ class Command(BaseCommand):
             action="store_true",
             help="do not run the market feed, outbox delivery and expiry jobs in this process",
         )
+        parser.add_argument(
+            "--seed-demo-if-empty",
+            action="store_true",
+            help="run `seed_demo --if-empty` once the embedded gRPC services are up (make run): "
+            "the demo's pending approval must live in the oversight service this server uses",
+        )
 
-    def handle(self, *args, host: str, port: int, no_jobs: bool, **options):
+    def handle(
+        self, *args, host: str, port: int, no_jobs: bool, seed_demo_if_empty: bool, **options
+    ):
         # Imported here: daphne installs the asyncio Twisted reactor on import.
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
@@ -41,6 +49,15 @@ class Command(BaseCommand):
             raise CommandError(f"--port must be between 0 and 65535, got {port}")
 
         services = start_embedded_services()
+        if seed_demo_if_empty:
+            from django.core.management import call_command
+
+            try:
+                call_command("seed_demo", if_empty=True, stdout=self.stdout, stderr=self.stderr)
+            except Exception:
+                if services is not None:
+                    services.stop(grace=0)
+                raise
         jobs = [] if no_jobs else default_jobs()
         for job in jobs:
             job.start()
