@@ -346,7 +346,18 @@ def approval_decide(
     now = timezone.now()
     with transaction.atomic():
         trade, locked = _lock_for_change(approval.pk)
-        _ensure_open_for(locked, actor)
+        try:
+            _ensure_open_for(locked, actor)
+        except problems.Conflict:
+            # Another outcome won locally after the service accepted this decision: the local
+            # outcome stands; the service's copy now disagrees, which is worth a trace.
+            logger.warning(
+                "%s of %s accepted by oversight but lost locally to %s",
+                decision,
+                approval.pk,
+                locked.status,
+            )
+            raise
         record = ApprovalDecision(
             request=locked,
             approver=actor,
