@@ -10,6 +10,8 @@ logger = logging.getLogger("trading_demo.metering")
 
 # Routes whose `pk` is an agent id (the agent detail and its sub-resources).
 _AGENT_ROUTE_PREFIX = "api/v1/agents/"
+# Answers given before the agent was known to be the caller's (see the class docstring).
+_NOT_CHARGED = frozenset({401, 403, 404, 405})
 
 
 def agent_id_of(request):
@@ -28,9 +30,12 @@ class ApiCallMeteringMiddleware:
     """After the response, records one ``api_calls`` event if the request was for an agent.
 
     DRF authenticates tokens inside the view and then sets ``request.user`` on the Django
-    request, so the user is read after the response. Whether the agent exists and is visible
-    to that user is decided by ``metering.services.api_call_record``. Metering must never
-    break a response: a failure to record is logged.
+    request, so the user is read after the response. The answer tells whether the agent was
+    the user's to use: every agent route answers 404 for an agent that does not exist or is not
+    visible, 401/403 for a caller who may not act, 405 before looking the agent up. A request
+    the server failed to serve (5xx: a dependency down, a bug) is not charged either: it changed
+    nothing, and a failed order must leave nothing behind. Metering never breaks a response: a
+    failure to record is logged.
     """
 
     def __init__(self, get_response):
@@ -38,7 +43,8 @@ class ApiCallMeteringMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        agent_id = agent_id_of(request)
+        charged = response.status_code < 500 and response.status_code not in _NOT_CHARGED
+        agent_id = agent_id_of(request) if charged else None
         if agent_id is not None:
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:

@@ -87,37 +87,36 @@ def usage_record(
     if event.quantity < 0:
         raise ValidationError({"quantity": ["Quantity must not be negative."]})
     # The unique transaction_id is enforced by the database (callers that accept client ids
-    # handle the IntegrityError); skipping the lookup keeps the hot path to one INSERT.
-    event.full_clean(validate_unique=False, validate_constraints=False)
-    with transaction.atomic():
+    # handle the IntegrityError); skipping the lookups (the agent is a loaded row) keeps the hot
+    # path to one INSERT.
+    event.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
+    if transaction_id is None:
         event.save(force_insert=True)
+    else:
+        # A caller-chosen id may collide: a savepoint keeps the caller's transaction usable.
+        with transaction.atomic():
+            event.save(force_insert=True)
     return event
 
 
-def api_call_record(*, agent_id, request) -> UsageEvent | None:
+def api_call_record(*, agent_id, request) -> UsageEvent:
     """Count one ``api_calls`` unit for an authenticated request made for an agent.
 
-    Records nothing (returns None) when the user is anonymous or the agent does not exist or
-    is not visible to the user (another owner's agent: the request answered 404 and is not
-    that agent's usage). Runs in its own transaction.
+    The caller (``metering.middleware``) has established from the answer that the agent exists
+    and is visible to the user; this is then a single INSERT in autocommit.
     """
-    from agents.selectors import agent_queryset_for
-
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return None
-    agent = agent_queryset_for(user).filter(pk=agent_id).first()
-    if agent is None:
-        return None
     route = getattr(getattr(request, "resolver_match", None), "route", "") or ""
-    with transaction.atomic():
-        return usage_record(
-            agent=agent,
-            code=MetricCode.API_CALLS,
-            quantity=1,
-            event_type="api_call",
-            properties={"method": request.method, "route": route},
-        )
+    event = UsageEvent(
+        transaction_id=uuid.uuid4().hex,
+        agent_id=agent_id,
+        event_type="api_call",
+        code=MetricCode.API_CALLS,
+        quantity=1,
+        properties={"method": request.method, "route": route},
+        occurred_at=timezone.now(),
+    )
+    event.save(force_insert=True)
+    return event
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,6 @@ import pytest
 METERING_MIDDLEWARE = "metering.middleware.ApiCallMeteringMiddleware"
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "postgres: needs PostgreSQL (row locks); skipped on other databases"
-    )
-
-
 @pytest.fixture
 def api_call_metering(settings):
     """The api_calls middleware in place, right after Django's AuthenticationMiddleware."""

@@ -4,13 +4,6 @@ from decimal import Decimal
 
 import pytest
 
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "postgres: needs PostgreSQL (row locks); skipped on other databases"
-    )
-
-
 PRICE = Decimal("100.00")
 
 
