@@ -69,13 +69,14 @@ class PeriodicJob:
 def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
     """The jobs every serving process runs: market ticks, outbox delivery, expiries.
 
-    All four are singletons sharing one leader lock (from the settings unless given).
+    All are singletons sharing one leader lock (from the settings unless given).
     """
     from django.conf import settings
 
     from config.leader import leadership_from_settings
     from metering.services import usage_deliver_pending
     from oversight.services import approvals_expire_due
+    from realtime.services import event_buffer_prune
     from trades.services import market_tick, orders_expire_day
 
     leadership = leadership or leadership_from_settings()
@@ -88,4 +89,6 @@ def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
         singleton("outbox", settings.OUTBOX_DELIVERY_INTERVAL_MS / 1000, usage_deliver_pending),
         singleton("approval-expiry", 5.0, approvals_expire_due),
         singleton("day-orders", 5.0, orders_expire_day),
+        # Events of agents that went quiet: the buffer keeps 24 h (publishing prunes by size).
+        singleton("event-buffer-prune", 600.0, event_buffer_prune),
     ]

@@ -333,6 +333,7 @@ OVERSIGHT_APPROVAL_TTL = env_int("OVERSIGHT_APPROVAL_TTL", 24 * 3600, minimum=1)
 OUTBOX_DELIVERY_INTERVAL_MS = env_int("OUTBOX_DELIVERY_INTERVAL_MS", 1000, minimum=10)
 WS_IDLE_TIMEOUT_SECONDS = env_int("WS_IDLE_TIMEOUT_SECONDS", 120, minimum=1)
 WS_EVENT_BUFFER_SIZE = env_int("WS_EVENT_BUFFER_SIZE", 1000, minimum=1)
+WS_MAX_MESSAGES_PER_SECOND = env_int("WS_MAX_MESSAGES_PER_SECOND", 20, minimum=1)
 # Leader election of the singleton jobs (config.leader): heartbeat period, and how long a
 # leader that cannot renew keeps running them (also the Redis key's expiry).
 LEADER_RENEW_SECONDS = env_float("LEADER_RENEW_SECONDS", 2.0)

@@ -112,6 +112,9 @@ def test_seed_agents_refuses_an_unknown_owner_and_bad_counts(user_factory):
         call_command("seed_agents", "--count", "1", "--owner", "real", "--budget", "5")
 
 
+# run_market closes stale connections between ticks, as a long-running process must; that
+# ends a test transaction, so this test commits for real.
+@pytest.mark.django_db(transaction=True)
 def test_run_market_ticks_the_prices(settings):
     # given
     from trades.market import price_row
