@@ -10,6 +10,8 @@ app_name = "drf_problems"
 class PublicErrorDocumentationView(ErrorDocumentationView):
     permission_classes = [AllowAny]
     authentication_classes = []
+    # A documentation page, not an API operation: left out of the OpenAPI schema.
+    schema = None
 
 
 urlpatterns = [

@@ -306,6 +306,11 @@ SPECTACULAR_SETTINGS = {
         "TradeStatusEnum": "trades.choices.TradeStatus",
         "ApprovalRequestStatusEnum": "oversight.choices.RequestStatus",
     },
+    # Declares the problem+json error answers of every operation (config.schema).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.add_problem_responses",
+    ],
 }
 
 RATE_LIMIT = env_str("RATE_LIMIT", "100/15m")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,6 +17,9 @@ from agents.api.serializers import (
     PortfolioPointSerializer,
     PortfolioSerializer,
 )
+
+# Declared without content: config.schema gives every error the problem+json document.
+_PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 
 class AgentListCreateView(generics.ListAPIView):
@@ -47,7 +50,7 @@ class AgentDetailView(APIView):
         agent = selectors.agent_get_for(user=request.user, agent_id=agent_id)
         return Response(AgentSerializer(agent).data)
 
-    @extend_schema(request=AgentUpdateSerializer, responses={200: AgentSerializer})
+    @extend_schema(request=AgentUpdateSerializer, responses={200: AgentSerializer, 409: _PROBLEM})
     def patch(self, request, agent_id):
         agent = selectors.agent_get_for(user=request.user, agent_id=agent_id)
         payload = AgentUpdateSerializer(data=request.data, partial=True)

@@ -3,7 +3,7 @@ service."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,6 +20,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Replaying a key with the same body returns the first answer.",
 )
+# Declared without content: config.schema gives every error the problem+json document.
+_PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 
 class AgentTradesView(generics.ListAPIView):
@@ -39,7 +41,14 @@ class AgentTradesView(generics.ListAPIView):
     @extend_schema(
         request=OrderInputSerializer,
         parameters=[IDEMPOTENCY_KEY],
-        responses={201: TradeSerializer, 202: TradeSerializer},
+        responses={
+            201: TradeSerializer,
+            202: TradeSerializer,
+            402: _PROBLEM,
+            409: _PROBLEM,
+            422: _PROBLEM,
+            503: _PROBLEM,
+        },
     )
     def post(self, request, agent_id):
         outcome = services.trade_submit(
@@ -63,6 +72,7 @@ class TradeDetailView(APIView):
         trade = selectors.trade_get_for(user=request.user, agent_id=agent_id, trade_id=trade_id)
         return Response(TradeSerializer(trade).data)
 
+    @extend_schema(responses={200: TradeSerializer, 409: _PROBLEM})
     def delete(self, request, agent_id, trade_id):
         trade = selectors.trade_get_for(user=request.user, agent_id=agent_id, trade_id=trade_id)
         trade = services.trade_cancel(trade=trade, actor=request.user)
