@@ -84,6 +84,9 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.gzip.GZipMiddleware",
+    # Abuse limits (config.limits): 413 over the body limit, 429 over RATE_LIMIT per IP.
+    "config.limits.BodyLimitMiddleware",
+    "config.limits.RateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -142,8 +145,23 @@ def _database_from_env() -> dict:
         "django.db.backends.postgresql_psycopg2",
     }:
         config["ENGINE"] = "django.db.backends.postgresql"
-        config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
         config["CONN_HEALTH_CHECKS"] = True
+        if env_bool("DATABASE_POOL", True):
+            # Under ASGI every request runs its sync code in a thread of its own, and Django's
+            # connections are per thread: without a pool each request opens a PostgreSQL
+            # backend (milliseconds), and persistent ones pile up in dead threads until
+            # "too many clients". psycopg's pool hands the request a warm connection and takes
+            # it back when the request ends. (Pooling excludes CONN_MAX_AGE.)
+            config["CONN_MAX_AGE"] = 0
+            config["OPTIONS"] = {
+                "pool": {
+                    "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=1),
+                    "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
+                    "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+                }
+            }
+        else:
+            config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     return config
 
 
@@ -272,7 +290,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.BoundedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
@@ -316,7 +334,12 @@ SPECTACULAR_SETTINGS = {
 RATE_LIMIT = env_str("RATE_LIMIT", "100/15m")
 RATE_LIMIT_COUNT, RATE_LIMIT_PERIOD_SECONDS = parse_rate(RATE_LIMIT)
 RATE_LIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
+# Order submissions per user (API token or session), on top of the per-IP limit.
+TRADE_RATE_LIMIT = env_str("TRADE_RATE_LIMIT", "600/m")
+parse_rate(TRADE_RATE_LIMIT)  # fail at startup on a malformed rate
 RATELIMIT_USE_CACHE = "default"
+# A cache that cannot count (Redis down) lets requests through: availability first.
+RATELIMIT_FAIL_OPEN = True
 
 # --- gRPC services -----------------------------------------------------------------------------
 

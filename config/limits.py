@@ -1,0 +1,180 @@
+"""Abuse limits at the edge: the request body size and the request rate.
+
+* ``BodyLimitMiddleware`` answers 413 ``payload-too-large`` for a body over
+  ``DATA_UPLOAD_MAX_MEMORY_SIZE``. Django enforces that setting only when ``request.body`` is
+  read; DRF's parsers read the stream instead, so without this a JSON body of any size is
+  parsed. Under ASGI, Django buffers the whole body (to disk past 2.5 MB) before any
+  middleware runs, whatever its size, and a chunked body has no Content-Length to check:
+  ``BodyLimitASGIMiddleware`` stops reading at the limit and flags the request, which the
+  Django middleware then answers.
+* ``RateLimitMiddleware`` counts every ``/api/`` request per client IP with django-ratelimit
+  (``RATE_LIMIT``) and answers 429 ``rate-limited`` with ``Retry-After`` = the seconds left
+  in the window. ``enforce_trade_rate`` limits order submission per user (``TRADE_RATE_LIMIT``).
+  Both are off when ``RATE_LIMIT_ENABLED`` is false. The counters live in the default cache
+  (Redis when ``REDIS_URL`` is set, whose INCR is atomic across processes). When the cache
+  cannot be reached the limits fail open: an outage of Redis must not take the API down.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpResponse
+from django_ratelimit.core import get_usage
+from rest_framework.renderers import JSONRenderer
+
+from config import problems
+
+logger = logging.getLogger("trading_demo.limits")
+
+BODY_TOO_LARGE_SCOPE_KEY = "trading_demo.body_too_large"
+
+
+def problem_response(request, problem: problems.Problem) -> HttpResponse:
+    """Render a problem document outside DRF (middleware), exactly as the API handler does."""
+    from config.exceptions import problem_exception_handler
+
+    rendered = problem_exception_handler(problem, {"request": request})
+    response = HttpResponse(
+        JSONRenderer().render(rendered.data),
+        status=rendered.status_code,
+        content_type="application/problem+json",
+    )
+    for header, value in rendered.headers.items():
+        if header.lower() != "content-type":
+            response[header] = value
+    return response
+
+
+# --- body size ---------------------------------------------------------------------------------
+
+
+def _declared_length(headers) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class BodyLimitASGIMiddleware:
+    """ASGI wrapper of the Django HTTP app: reads at most the body limit, never more.
+
+    A declared Content-Length over the limit is refused before reading; otherwise the body
+    messages are read and counted (a chunked body too) and replayed to Django. Past the limit
+    the rest is discarded unread by Django, which gets an empty body and a flag in its scope.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if scope["type"] != "http" or limit is None:
+            return await self.app(scope, receive, send)
+        declared = _declared_length(scope.get("headers", ()))
+        too_large = declared is not None and declared > limit
+        buffered: list[dict] = []
+        if not too_large:
+            size = 0
+            while True:
+                message = await receive()
+                buffered.append(message)
+                if message["type"] != "http.request":
+                    break  # http.disconnect: let Django see it
+                size += len(message.get("body", b""))
+                if size > limit:
+                    too_large = True
+                    break
+                if not message.get("more_body", False):
+                    break
+        if too_large:
+            scope = {**scope, BODY_TOO_LARGE_SCOPE_KEY: True}
+            buffered = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def replay():
+            if buffered:
+                return buffered.pop(0)
+            while True:
+                message = await receive()
+                # The rest of a refused body is discarded as it arrives, never stored;
+                # Django only waits for the disconnect once it has the body.
+                if not (too_large and message["type"] == "http.request"):
+                    return message
+
+        return await self.app(scope, replay, send)
+
+
+class BodyLimitMiddleware:
+    """413 ``payload-too-large`` for a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and self._too_large(request, limit):
+            return problem_response(request, problems.PayloadTooLarge())
+        return self.get_response(request)
+
+    @staticmethod
+    def _too_large(request, limit: int) -> bool:
+        if getattr(request, "scope", {}).get(BODY_TOO_LARGE_SCOPE_KEY):
+            return True
+        try:
+            return int(request.META.get("CONTENT_LENGTH") or 0) > limit
+        except ValueError:
+            return False
+
+
+# --- request rate ------------------------------------------------------------------------------
+
+
+def _usage(request, *, group: str, key, rate: str) -> dict | None:
+    """Count this request; None when not limited (off, or the cache is unreachable)."""
+    if not settings.RATE_LIMIT_ENABLED:
+        return None
+    try:
+        return get_usage(request, group=group, key=key, rate=rate, increment=True)
+    except Exception:
+        logger.warning("rate limit not applied: the cache is unavailable", exc_info=True)
+        return None
+
+
+def _rate_limited(usage: dict | None) -> problems.RateLimited | None:
+    if usage is None or not usage["should_limit"]:
+        return None
+    return problems.RateLimited(retry_after=max(1, usage["time_left"]))
+
+
+class RateLimitMiddleware:
+    """Per-IP limit (``RATE_LIMIT``) on every ``/api/`` request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/api/") or request.path == "/api":
+            usage = _usage(request, group="api", key="ip", rate=settings.RATE_LIMIT)
+            problem = _rate_limited(usage)
+            if problem is not None:
+                return problem_response(request, problem)
+        return self.get_response(request)
+
+
+def _user_key(group, request) -> str:
+    return str(request.user.pk)
+
+
+def enforce_trade_rate(request) -> None:
+    """Raise ``RateLimited`` when the caller submits orders faster than ``TRADE_RATE_LIMIT``.
+
+    Keyed by the authenticated user, i.e. by API token (one per user) or session.
+    """
+    usage = _usage(request, group="trade-submit", key=_user_key, rate=settings.TRADE_RATE_LIMIT)
+    problem = _rate_limited(usage)
+    if problem is not None:
+        raise problem
