@@ -1,0 +1,446 @@
+"""The load generator: one process, one asyncio loop, raw HTTP/1.1 keep-alive connections.
+
+Started by ``bench/run.py`` as a separate process (so its CPU is not the server's) with a
+JSON plan; prints one JSON result on stdout. Each phase is bounded both in time (``seconds``)
+and in request count (``max_requests``), whichever comes first.
+
+Why raw asyncio streams rather than an HTTP library: the generator shares the machine's two
+cores with the server, so it must cost as little CPU per request as possible; a keep-alive
+HTTP/1.1 client over ``asyncio.open_connection`` is ~60 lines and needs no extra package.
+WebSocket clients use the ``websockets`` package (a dev dependency already).
+
+Phases (in this order, all against one server run):
+- ``baseline``: ``GET /health/live`` from ``concurrency`` connections: the stack's ceiling.
+- ``trades``: auto-approved market buys ``POST /api/v1/agents/{id}/trades``, each connection
+  cycling over the agents: trades/s, latency percentiles, errors (any status but 201).
+- ``reads``: ``GET /api/v1/agents/{id}/trades?page_size=50``.
+- ``fanout``: ``ws_clients`` WebSocket clients subscribe to the market and to one agent's
+  ``trades`` stream, then the trade load runs again. Each ``trade.filled`` event carries the
+  server's commit time (``timestamp``, stamped in the on-commit callback); the client
+  subtracts it from its receive time (same machine, same clock). Delivered is compared with
+  what should have arrived: for each order the load answered 201, one event per client
+  watching that agent.
+- ``scrape`` helpers read ``/metrics`` before and after a phase (gRPC call time and count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import sys
+import time
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import websockets
+
+SYMBOLS = ["AAPL", "GOOGL", "MSFT", "AMZN", "TSLA"]
+
+
+# --- a minimal keep-alive HTTP/1.1 client ---------------------------------------------------
+
+
+class HttpConnection:
+    """One keep-alive connection; ``request`` sends and reads one exchange (no pipelining)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(
+        self, method: str, path: str, *, headers: dict | None = None, body: bytes = b""
+    ) -> tuple[int, bytes]:
+        if self.writer is None:
+            await self._connect()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        if body or method in {"POST", "PUT", "PATCH"}:
+            lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin1") + body)
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.close()
+            raise
+        status_line, *header_lines = head.decode("latin1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        length, chunked, close = None, False, False
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        if chunked:
+            data = bytearray()
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                data += await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                del data[-2:]
+            payload = bytes(data[:-2]) if data.endswith(b"\r\n") else bytes(data)
+        elif length is not None:
+            payload = await self.reader.readexactly(length)
+        else:
+            payload = await self.reader.read()
+            close = True
+        if close:
+            await self.close()
+        return status, payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):  # the peer may already be gone
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def summarize(latencies: list[float], errors: int, elapsed: float, statuses: dict) -> dict:
+    values = sorted(latencies)
+    ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
+    return {
+        "requests": len(values) + errors,
+        "ok": len(values),
+        "errors": errors,
+        "statuses": statuses,
+        "seconds": round(elapsed, 2),
+        "rps": round(len(values) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": ms(percentile(values, 50)),
+        "p99_ms": ms(percentile(values, 99)),
+        "p999_ms": ms(percentile(values, 99.9)),
+        "max_ms": ms(values[-1] if values else None),
+    }
+
+
+# --- HTTP phases ------------------------------------------------------------------------------
+
+
+async def run_http_phase(
+    *, host: str, port: int, concurrency: int, seconds: float, max_requests: int, make_request
+) -> tuple[dict, list]:
+    """Run ``concurrency`` connections, each sending ``make_request(i)`` back to back, until
+    ``seconds`` elapse or ``max_requests`` were sent. ``make_request`` returns (method, path,
+    headers, body, expected_status, tag); the tags of successful requests are returned."""
+    counter = itertools.count()
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    tags: list = []
+    errors = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        connection = HttpConnection(host, port)
+        try:
+            while time.perf_counter() < deadline:
+                n = next(counter)
+                if n >= max_requests:
+                    return
+                method, path, headers, body, expected, tag = make_request(n)
+                t0 = time.perf_counter()
+                try:
+                    status, payload = await connection.request(
+                        method, path, headers=headers, body=body
+                    )
+                except Exception:
+                    errors += 1
+                    statuses["exception"] = statuses.get("exception", 0) + 1
+                    await asyncio.sleep(0.01)
+                    continue
+                elapsed = time.perf_counter() - t0
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status == expected:
+                    latencies.append(elapsed)
+                    if tag is not None:
+                        tags.append((tag, payload))
+                else:
+                    errors += 1
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return summarize(latencies, errors, time.perf_counter() - started, statuses), tags
+
+
+def trade_requests(plan: dict):
+    """A market buy of one share, cycling over every agent (and its owner's token)."""
+    pairs = [(owner["token"], agent) for owner in plan["owners"] for agent in owner["agents"]]
+    rng = random.Random(7)
+
+    def make(n: int):
+        token, agent = pairs[n % len(pairs)]
+        body = json.dumps(
+            {"symbol": rng.choice(SYMBOLS), "side": "buy", "type": "market", "quantity": "1"}
+        ).encode()
+        headers = {
+            "Authorization": f"Token {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        return "POST", f"/api/v1/agents/{agent}/trades", headers, body, 201, agent
+
+    return make
+
+
+def read_requests(plan: dict):
+    pairs = [(owner["token"], agent) for owner in plan["owners"] for agent in owner["agents"]]
+
+    def make(n: int):
+        token, agent = pairs[n % len(pairs)]
+        headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+        return "GET", f"/api/v1/agents/{agent}/trades?page_size=50", headers, b"", 200, None
+
+    return make
+
+
+def health_requests(_plan: dict):
+    def make(_n: int):
+        return "GET", "/health/live", {"Accept": "application/json"}, b"", 200, None
+
+    return make
+
+
+# --- /metrics ---------------------------------------------------------------------------------
+
+
+async def scrape_grpc(host: str, port: int, attempts: int) -> dict:
+    """gRPC client time and call count per ``service/method``, summed over server processes.
+
+    With several worker processes behind one port, each new connection may land on any of
+    them; every process exposes its own ``process_start_time_seconds``, which tells them
+    apart. ``attempts`` fresh connections are made and the last scrape of each process kept.
+    """
+    per_process: dict[str, dict] = {}
+    for _ in range(attempts):
+        connection = HttpConnection(host, port)
+        try:
+            status, payload = await connection.request("GET", "/metrics")
+        finally:
+            await connection.close()
+        if status != 200:
+            continue
+        text = payload.decode()
+        identity, values = "?", {}
+        for line in text.splitlines():
+            if line.startswith("process_start_time_seconds "):
+                identity = line.split()[1]
+            elif line.startswith(
+                (
+                    "trading_grpc_call_duration_seconds_sum{",
+                    "trading_grpc_call_duration_seconds_count{",
+                )
+            ):
+                name, _, rest = line.partition("{")
+                labels, _, value = rest.rpartition("} ")
+                fields = dict(item.split("=", 1) for item in labels.split(",") if "=" in item)
+                key = f"{fields['service'].strip(chr(34))}/{fields['method'].strip(chr(34))}"
+                kind = "sum" if name.endswith("_sum") else "count"
+                entry = values.setdefault(key, {"sum": 0.0, "count": 0.0})
+                entry[kind] += float(value)
+        per_process[identity] = values
+    total: dict[str, dict] = {}
+    for values in per_process.values():
+        for key, entry in values.items():
+            agg = total.setdefault(key, {"sum": 0.0, "count": 0.0})
+            agg["sum"] += entry["sum"]
+            agg["count"] += entry["count"]
+    return {"processes": len(per_process), "calls": total}
+
+
+def grpc_delta(before: dict, after: dict, trades: int) -> dict:
+    out = {"processes_seen": [before["processes"], after["processes"]], "per_method": {}}
+    total_seconds = 0.0
+    total_calls = 0.0
+    for key, entry in after["calls"].items():
+        prior = before["calls"].get(key, {"sum": 0.0, "count": 0.0})
+        seconds = entry["sum"] - prior["sum"]
+        calls = entry["count"] - prior["count"]
+        if calls <= 0:
+            continue
+        total_seconds += seconds
+        total_calls += calls
+        out["per_method"][key] = {
+            "calls": int(calls),
+            "mean_ms": round(seconds / calls * 1000, 3),
+            "calls_per_trade": round(calls / trades, 3) if trades else None,
+        }
+    out["ms_per_trade"] = round(total_seconds / trades * 1000, 3) if trades else None
+    out["calls_per_trade"] = round(total_calls / trades, 3) if trades else None
+    return out
+
+
+# --- WebSocket fan-out ------------------------------------------------------------------------
+
+
+class FanoutClient:
+    """One WebSocket client watching the market and one agent's ``trades`` stream."""
+
+    def __init__(self, url: str, token: str, agent: str, origin: str):
+        self.url = f"{url}?token={token}"
+        self.agent = agent
+        self.origin = origin
+        self.latencies: list[float] = []
+        self.received: set[str] = set()
+        self.market_ticks = 0
+        self.ready = asyncio.Event()
+        self.failed: str | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            async with websockets.connect(
+                self.url, origin=self.origin, open_timeout=60, max_queue=None, ping_interval=None
+            ) as ws:
+                await ws.send(json.dumps({"action": "subscribe", "channel": "market"}))
+                await ws.send(
+                    json.dumps({"action": "subscribe", "channel": "trades", "agent_id": self.agent})
+                )
+                subscribed = 0
+                while not stop.is_set():
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    received_at = time.time()
+                    message = json.loads(raw)
+                    kind = message.get("type")
+                    if kind == "subscribed":
+                        subscribed += 1
+                        if subscribed == 2:
+                            self.ready.set()
+                    elif kind == "event":
+                        if message["event"] == "trade.filled":
+                            committed = datetime.fromisoformat(message["timestamp"]).timestamp()
+                            self.latencies.append(received_at - committed)
+                            self.received.add(message["data"]["id"])
+                        elif message["event"] == "market.price":
+                            self.market_ticks += 1
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ready.set()
+
+
+async def run_fanout(plan: dict, host: str, port: int) -> dict:
+    owners = plan["owners"]
+    pairs = [(owner["token"], agent) for owner in owners for agent in owner["agents"]]
+    url = f"ws://{host}:{port}/ws/"
+    origin = f"http://{host}:{port}"
+    clients = [
+        FanoutClient(url, *pairs[i % len(pairs)], origin=origin) for i in range(plan["ws_clients"])
+    ]
+    stop = asyncio.Event()
+    # Connect in batches: a thousand simultaneous handshakes only measure the accept backlog.
+    tasks = []
+    connect_started = time.perf_counter()
+    for start in range(0, len(clients), 100):
+        batch = clients[start : start + 100]
+        tasks += [asyncio.create_task(c.run(stop)) for c in batch]
+        await asyncio.wait([asyncio.create_task(c.ready.wait()) for c in batch], timeout=60)
+    connect_seconds = time.perf_counter() - connect_started
+    for client in clients:
+        if not client.ready.is_set() and client.failed is None:
+            client.failed = "not subscribed within 60 s"
+    connected = [c for c in clients if c.failed is None]
+    summary, tags = await run_http_phase(
+        host=host,
+        port=port,
+        concurrency=plan["concurrency"],
+        seconds=plan["fanout_seconds"],
+        max_requests=plan["max_requests"],
+        make_request=trade_requests(plan),
+    )
+    filled_by_agent: dict[str, set[str]] = {}
+    for agent, payload in tags:
+        filled_by_agent.setdefault(agent, set()).add(json.loads(payload)["id"])
+    expected = sum(len(filled_by_agent.get(c.agent, ())) for c in connected)
+
+    def delivered_now() -> int:
+        return sum(len(c.received & filled_by_agent.get(c.agent, set())) for c in connected)
+
+    # Let in-flight events drain (bounded).
+    drain_deadline = time.perf_counter() + plan["drain_seconds"]
+    while delivered_now() < expected and time.perf_counter() < drain_deadline:
+        await asyncio.sleep(0.2)
+    delivered = delivered_now()
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = sorted(v for c in connected for v in c.latencies)
+    ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
+    return {
+        "clients": len(clients),
+        "connected": len(connected),
+        "failed": [c.failed for c in clients if c.failed][:5],
+        "connect_seconds": round(connect_seconds, 2),
+        "trades": summary,
+        "events_expected": expected,
+        "events_delivered": delivered,
+        "delivered_pct": round(100 * delivered / expected, 2) if expected else None,
+        "latency_p50_ms": ms(percentile(latencies, 50)),
+        "latency_p99_ms": ms(percentile(latencies, 99)),
+        "latency_max_ms": ms(latencies[-1] if latencies else None),
+        "market_ticks_received": sum(c.market_ticks for c in connected),
+    }
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+async def main(plan: dict) -> dict:
+    parts = urlsplit(plan["base_url"])
+    host, port = parts.hostname, parts.port
+    common = {
+        "host": host,
+        "port": port,
+        "concurrency": plan["concurrency"],
+        "max_requests": plan["max_requests"],
+    }
+    results: dict = {}
+    phases = plan["phases"]
+    if "baseline" in phases:
+        results["baseline"], _ = await run_http_phase(
+            **common, seconds=plan["seconds"], make_request=health_requests(plan)
+        )
+    if "trades" in phases:
+        before = await scrape_grpc(host, port, plan["scrape_attempts"])
+        results["trades"], _ = await run_http_phase(
+            **common, seconds=plan["seconds"], make_request=trade_requests(plan)
+        )
+        after = await scrape_grpc(host, port, plan["scrape_attempts"])
+        results["grpc"] = grpc_delta(before, after, results["trades"]["ok"])
+    if "reads" in phases:
+        results["reads"], _ = await run_http_phase(
+            **common, seconds=plan["seconds"], make_request=read_requests(plan)
+        )
+    if "fanout" in phases and plan["ws_clients"] > 0:
+        results["fanout"] = await run_fanout(plan, host, port)
+    return results
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as plan_file:
+        plan = json.load(plan_file)
+    print(json.dumps(asyncio.run(main(plan))))

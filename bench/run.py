@@ -1,0 +1,502 @@
+"""``make bench``: start the server as in production, load it from another process, report.
+
+What one run does, in order (every step bounded in time):
+
+1. Picks the backend: PostgreSQL + Redis when both listen on 127.0.0.1 (a dedicated database
+   ``bench``, dropped and created fresh, and Redis db 6, flushed), else the embedded default,
+   SQLite in a temporary file with the in-memory channel layer. It prints which.
+2. Migrates that database, starts the reference gRPC services in their own process
+   (``python -m reference_services``), seeds owners, tokens and agents that auto-approve
+   (``bench/seed.py``), and measures SQL queries and gRPC calls per order in process
+   (``bench/inprocess.py``).
+3. Starts ``manage.py serve`` in production mode (``DJANGO_ENV=production``, a generated
+   ``SECRET_KEY``, no rate limits, ``LOG_LEVEL=WARNING``, external gRPC services), plus the
+   arguments in ``BENCH_SERVE_ARGS`` (e.g. ``--workers 2``).
+4. Runs the load generator (``bench/load.py``) as a separate process: baseline, trades,
+   reads, WebSocket fan-out, gRPC overhead from ``/metrics``. Meanwhile it samples the RSS of
+   every server process and the load average.
+5. Stops everything, writes ``bench/results/latest.json`` and ``latest.md`` and prints the
+   table with the ratios trade-path/baseline and reads/baseline.
+
+Knobs (environment): ``BENCH_SECONDS`` (each HTTP phase, default 8), ``BENCH_FANOUT_SECONDS``
+(default 8), ``BENCH_CONCURRENCY`` (64), ``BENCH_AGENTS`` (50), ``BENCH_OWNERS`` (10),
+``BENCH_WS_CLIENTS`` (1000), ``BENCH_MAX_REQUESTS`` (per phase, 100000),
+``BENCH_BACKEND`` (``auto``, ``sqlite``, ``postgres``), ``BENCH_DATABASE_URL`` (PostgreSQL
+server URL whose ``bench`` database is recreated; default ``postgres://postgres@127.0.0.1:5432/bench``),
+``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/6``), ``BENCH_SERVE_ARGS``,
+``BENCH_RESULTS`` (output directory), ``BENCH_LABEL`` (a note stored with the results).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+TARGETS = {
+    "trades_rps": 300,
+    "trades_p99_ms": 50,
+    "trades_ratio": 0.25,
+    "reads_rps": 800,
+    "reads_p99_ms": 30,
+    "fanout_p99_ms": 100,
+    "queries_per_order": 12,
+    "grpc_calls_per_order": 2,
+    "rss_mb": 300,
+}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+# --- backend ----------------------------------------------------------------------------------
+
+
+def choose_backend(tmp: Path) -> dict:
+    """The database and channel layer of this run, prepared fresh."""
+    wanted = os.environ.get("BENCH_BACKEND", "auto")
+    pg_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+    pg, rd = urlsplit(pg_url), urlsplit(redis_url)
+    available = listening(pg.hostname, pg.port or 5432) and listening(rd.hostname, rd.port or 6379)
+    if wanted == "postgres" or (wanted == "auto" and available):
+        import psycopg
+        import redis
+
+        name = pg.path.lstrip("/")
+        admin = urlunsplit(pg._replace(path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        redis.Redis.from_url(redis_url).flushdb()
+        return {
+            "name": "postgresql+redis",
+            "env": {"DATABASE_URL": pg_url, "REDIS_URL": redis_url},
+        }
+    path = tmp / "bench.sqlite3"
+    return {
+        "name": "sqlite (embedded default, in-memory channel layer)",
+        "env": {"DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": ""},
+    }
+
+
+# --- process sampling -------------------------------------------------------------------------
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (from /proc, no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class Sampler(threading.Thread):
+    """Samples the server processes' RSS and the load average every half second."""
+
+    def __init__(self, root: int):
+        super().__init__(daemon=True)
+        self.root = root
+        self.max_rss: dict[int, float] = {}
+        self.max_total = 0.0
+        self.loads: list[float] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            total = 0.0
+            for pid in process_tree(self.root):
+                rss = rss_mb(pid)
+                if rss is None:
+                    continue
+                total += rss
+                self.max_rss[pid] = max(self.max_rss.get(pid, 0.0), rss)
+            self.max_total = max(self.max_total, total)
+            self.loads.append(os.getloadavg()[0])
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def run_checked(args: list[str], env: dict, timeout: float, what: str) -> str:
+    done = subprocess.run(
+        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"bench: {what} failed (exit {done.returncode})")
+    return done.stdout
+
+
+def stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    started = time.monotonic()
+    settings = {
+        "seconds": env_float("BENCH_SECONDS", 8),
+        "fanout_seconds": env_float("BENCH_FANOUT_SECONDS", 8),
+        "concurrency": env_int("BENCH_CONCURRENCY", 64),
+        "agents": env_int("BENCH_AGENTS", 50),
+        "owners": env_int("BENCH_OWNERS", 10),
+        "ws_clients": env_int("BENCH_WS_CLIENTS", 1000),
+        "max_requests": env_int("BENCH_MAX_REQUESTS", 100_000),
+        "serve_args": os.environ.get("BENCH_SERVE_ARGS", ""),
+    }
+    results_dir = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results"))
+    tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
+    backend = choose_backend(tmp)
+    print(f"bench: backend {backend['name']}", flush=True)
+
+    port, metering_port, oversight_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        **backend["env"],
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "RATE_LIMIT_ENABLED": "false",
+        "TRADE_RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "EMBEDDED_SERVICES": "false",
+        "METERING_GRPC_ADDRESS": f"127.0.0.1:{metering_port}",
+        "OVERSIGHT_GRPC_ADDRESS": f"127.0.0.1:{oversight_port}",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
+    if not env["REDIS_URL"]:
+        del env["REDIS_URL"]
+
+    processes: list[subprocess.Popen] = []
+    try:
+        run_checked([PY, "manage.py", "migrate", "--noinput"], env, 300, "migrate")
+        services = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "reference_services",
+                "--metering",
+                env["METERING_GRPC_ADDRESS"],
+                "--oversight",
+                env["OVERSIGHT_GRPC_ADDRESS"],
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(services)
+        wait_until(
+            lambda: all(listening("127.0.0.1", p) for p in (metering_port, oversight_port)),
+            30,
+            "the reference services",
+        )
+        seed_path = tmp / "seed.json"
+        run_checked(
+            [
+                PY,
+                "bench/seed.py",
+                str(seed_path),
+                str(settings["agents"]),
+                str(settings["owners"]),
+            ],
+            env,
+            300,
+            "seeding",
+        )
+        print(f"bench: seeded {settings['agents']} agents", flush=True)
+        inprocess = json.loads(
+            run_checked([PY, "bench/inprocess.py", str(seed_path)], env, 120, "in-process counts")
+        )
+
+        serve_log = (tmp / "serve.log").open("w")
+        server = subprocess.Popen(
+            [PY, "manage.py", "serve", *shlex.split(settings["serve_args"])],
+            env=env,
+            cwd=ROOT,
+            stdout=serve_log,
+            stderr=subprocess.STDOUT,
+        )
+        processes.append(server)
+
+        def healthy() -> bool:
+            if server.poll() is not None:
+                raise SystemExit(f"bench: the server exited; see {tmp / 'serve.log'}")
+            try:
+                url = f"http://127.0.0.1:{port}/health/live"
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, 60, "the server")
+        time.sleep(1.0)  # every worker of a multi-process server finishes starting
+        print(f"bench: server up on 127.0.0.1:{port} ({settings['serve_args'] or 'defaults'})")
+
+        seed = json.loads(seed_path.read_text())
+        plan = {
+            **settings,
+            "base_url": f"http://127.0.0.1:{port}",
+            "owners": seed["owners"],
+            "phases": ["baseline", "trades", "reads", "fanout"],
+            "drain_seconds": 10,
+            "scrape_attempts": 12,
+        }
+        plan_path = tmp / "plan.json"
+        plan_path.write_text(json.dumps(plan))
+        sampler = Sampler(server.pid)
+        sampler.start()
+        load_started = time.monotonic()
+        print("bench: running the load (baseline, trades, reads, fan-out)…", flush=True)
+        load = json.loads(
+            run_checked([PY, "bench/load.py", str(plan_path)], env, 480, "the load generator")
+        )
+        load_seconds = time.monotonic() - load_started
+        sampler.stopped.set()
+        sampler.join()
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+    results = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": os.environ.get("BENCH_LABEL", ""),
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip(),
+        "machine": machine(),
+        "backend": backend["name"],
+        "settings": settings,
+        "server": {
+            "rss_mb_max_per_process": round(max(sampler.max_rss.values(), default=0), 1),
+            "rss_mb_max_total": round(sampler.max_total, 1),
+            "processes": len(sampler.max_rss),
+        },
+        "load_average": {
+            "before": round(sampler.loads[0], 2) if sampler.loads else None,
+            "max": round(max(sampler.loads), 2) if sampler.loads else None,
+        },
+        "load_seconds": round(load_seconds, 1),
+        "inprocess": {k: v for k, v in inprocess.items() if k != "sql_of_one_order"},
+        "sql_of_one_order": inprocess["sql_of_one_order"],
+        **load,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (results_dir / "latest.md").write_text(table)
+    print(table)
+    return 0
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def markdown(r: dict) -> str:
+    base, trades, reads = r.get("baseline", {}), r.get("trades", {}), r.get("reads", {})
+    fan, grpc, inproc = r.get("fanout", {}), r.get("grpc", {}), r["inprocess"]
+    ratio = lambda a, b: round(a / b, 3) if a and b else None  # noqa: E731
+    trade_ratio = ratio(trades.get("rps"), base.get("rps"))
+    read_ratio = ratio(reads.get("rps"), base.get("rps"))
+
+    def check(ok) -> str:
+        return "" if ok is None else ("✅" if ok else "❌")
+
+    def le(value, target):
+        return None if value is None else value <= target
+
+    def ge(value, target):
+        return None if value is None else value >= target
+
+    t = TARGETS
+    fan_trades = fan.get("trades", {})
+    rows = [
+        (
+            "baseline `GET /health/live`",
+            f"{base.get('rps')} req/s, p99 {base.get('p99_ms')} ms",
+            "—",
+            "",
+        ),
+        (
+            "trade path (auto-approved market orders)",
+            f"{trades.get('rps')} trades/s; p50 {trades.get('p50_ms')} / p99 "
+            f"{trades.get('p99_ms')} / p99.9 {trades.get('p999_ms')} ms; "
+            f"{trades.get('errors')} errors of {trades.get('requests')}",
+            f"≥ {t['trades_rps']}/s, p99 ≤ {t['trades_p99_ms']} ms, 0 errors",
+            check(
+                ge(trades.get("rps"), t["trades_rps"])
+                and le(trades.get("p99_ms"), t["trades_p99_ms"])
+                and trades.get("errors") == 0
+            ),
+        ),
+        (
+            "trade path / baseline",
+            f"{trade_ratio}",
+            f"≥ {t['trades_ratio']}",
+            check(ge(trade_ratio, t["trades_ratio"])),
+        ),
+        (
+            "reads `GET …/trades?page_size=50`",
+            f"{reads.get('rps')} req/s, p99 {reads.get('p99_ms')} ms, {reads.get('errors')} errors",
+            f"≥ {t['reads_rps']}/s, p99 ≤ {t['reads_p99_ms']} ms",
+            check(
+                ge(reads.get("rps"), t["reads_rps"]) and le(reads.get("p99_ms"), t["reads_p99_ms"])
+            ),
+        ),
+        ("reads / baseline", f"{read_ratio}", "—", ""),
+        (
+            f"fan-out to {fan.get('connected')}/{fan.get('clients')} WebSocket clients",
+            f"commit→receipt p50 {fan.get('latency_p50_ms')} / p99 {fan.get('latency_p99_ms')} "
+            f"ms; delivered {fan.get('events_delivered')}/{fan.get('events_expected')} "
+            f"({fan.get('delivered_pct')} %); trades meanwhile {fan_trades.get('rps')}/s, "
+            f"p99 {fan_trades.get('p99_ms')} ms, {fan_trades.get('errors')} errors",
+            f"p99 ≤ {t['fanout_p99_ms']} ms, 100 %",
+            check(
+                le(fan.get("latency_p99_ms"), t["fanout_p99_ms"])
+                and fan.get("delivered_pct") == 100.0
+            ),
+        ),
+        (
+            "gRPC per trade (client side, from /metrics)",
+            f"{grpc.get('calls_per_trade')} calls, {grpc.get('ms_per_trade')} ms: "
+            + ", ".join(
+                f"{k} {v['calls_per_trade']}x {v['mean_ms']} ms"
+                for k, v in sorted(grpc.get("per_method", {}).items())
+            ),
+            "—",
+            "",
+        ),
+        (
+            "SQL queries per order (whole request, in process)",
+            f"{inproc['queries_per_order']}",
+            f"≤ {t['queries_per_order']}",
+            check(le(inproc["queries_per_order"], t["queries_per_order"])),
+        ),
+        (
+            "synchronous gRPC calls per order",
+            f"{inproc['grpc_calls_per_order']} ({', '.join(sorted(inproc['grpc_methods']))})",
+            f"≤ {t['grpc_calls_per_order']}",
+            check(le(inproc["grpc_calls_per_order"], t["grpc_calls_per_order"])),
+        ),
+        (
+            "server RSS under load",
+            f"max {r['server']['rss_mb_max_per_process']} MB per process, "
+            f"{r['server']['rss_mb_max_total']} MB total ({r['server']['processes']} processes)",
+            f"≤ {t['rss_mb']} MB per process",
+            check(le(r["server"]["rss_mb_max_per_process"], t["rss_mb"])),
+        ),
+    ]
+    m = r["machine"]
+    lines = [
+        f"Benchmark {r['when']} (git {r['git']}{', ' + r['label'] if r['label'] else ''}): "
+        f"{m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']}; "
+        f"backend {r['backend']}; serve {r['settings']['serve_args'] or '(defaults)'}; "
+        f"{r['settings']['concurrency']} connections, {r['settings']['seconds']} s per phase; "
+        f"load average {r['load_average']['before']} before, max {r['load_average']['max']}; "
+        f"wall time {r['wall_seconds']} s.",
+        "",
+        "| measure | result | target | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
