@@ -1,0 +1,164 @@
+"""Abuse limits: per-IP rate limit on /api/, per-user limit on order submission, page size
+cap. (The WebSocket frame size and message rate caps are tested in tests/realtime.)"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import zlib
+from decimal import Decimal
+
+import pytest
+from django.core.cache import cache
+from django.test import RequestFactory, override_settings
+
+from tests.foundation.test_problems import assert_problem
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def seconds_left_in_window(ip: str, period: int) -> int:
+    """django-ratelimit's window end for this key (a per-key offset into the period)."""
+    now = int(time.time())
+    end = now - (now % period) + (zlib.crc32(ip.encode()) % period)
+    return (end + period if end < now else end) - now
+
+
+@pytest.mark.django_db
+@override_settings(RATE_LIMIT_ENABLED=True, RATE_LIMIT="3/m")
+def test_api_requests_over_the_per_ip_limit_are_429_with_seconds_left(mine):
+    # given three requests allowed per minute per IP
+    for _ in range(3):
+        assert mine.client.get("/api/v1/agents").status_code == 200
+    # when
+    response = mine.client.get("/api/v1/agents", REMOTE_ADDR="127.0.0.1")
+    # then
+    assert_problem(response, 429, "rate-limited")
+    retry_after = int(response["Retry-After"])
+    expected = seconds_left_in_window("127.0.0.1", 60)
+    assert 1 <= retry_after <= 60
+    assert abs(retry_after - max(1, expected)) <= 1
+    # every /api/ route counts, authenticated or not
+    assert_problem(mine.client.post("/api/v1/auth/token", {}, format="json"), 429, "rate-limited")
+    # another client IP has its own budget; non-API routes are not limited
+    assert mine.client.get("/api/v1/agents", REMOTE_ADDR="10.9.8.7").status_code == 200
+    assert mine.client.get("/health/live").status_code == 200
+
+
+@pytest.mark.django_db
+@override_settings(RATE_LIMIT_ENABLED=False, RATE_LIMIT="1/m")
+def test_rate_limit_switched_off(mine):
+    for _ in range(5):
+        assert mine.client.get("/api/v1/agents").status_code == 200
+
+
+@pytest.mark.django_db
+@override_settings(RATE_LIMIT_ENABLED=True, RATE_LIMIT="1000/m", TRADE_RATE_LIMIT="2/m")
+def test_order_submission_is_limited_per_token(mine, theirs):
+    # given two orders allowed per minute per user
+    order = {
+        "symbol": "AAPL",
+        "side": "buy",
+        "type": "limit",
+        "limit_price": "10.00",
+        "quantity": "1",
+        "time_in_force": "gtc",
+    }
+    path = f"/api/v1/agents/{mine.agent_id}/trades"
+    from trades.models import Trade
+
+    for _ in range(2):
+        assert mine.client.post(path, order, format="json").status_code == 201
+    before = Trade.objects.count()
+    # when
+    response = mine.client.post(path, order, format="json")
+    # then
+    assert_problem(response, 429, "rate-limited")
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert Trade.objects.count() == before
+    # reads are not order submissions; another token (same IP) has its own budget
+    assert mine.client.get(path).status_code == 200
+    theirs_path = f"/api/v1/agents/{theirs.agent_id}/trades"
+    assert theirs.client.post(theirs_path, order, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+@override_settings(
+    RATE_LIMIT_ENABLED=True,
+    RATE_LIMIT="1/m",
+    RATELIMIT_USE_CACHE="unreachable",
+    CACHES={
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "unreachable": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        },
+    },
+)
+def test_rate_limit_fails_open_when_its_cache_is_down(mine):
+    for _ in range(3):
+        assert mine.client.get("/api/v1/agents").status_code == 200
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (Redis cache)")
+@pytest.mark.django_db
+def test_per_ip_limit_is_exact_under_concurrency_on_redis(settings):
+    # given the Redis cache, a limit of 10 and 40 threads released together from one IP
+    from config.limits import RateLimitMiddleware
+
+    assert "RedisCache" in settings.CACHES["default"]["BACKEND"]
+    settings.RATE_LIMIT_ENABLED = True
+    settings.RATE_LIMIT = "10/h"
+    ip = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    middleware = RateLimitMiddleware(lambda request: "allowed")
+    barrier = threading.Barrier(40)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def client():
+        request = RequestFactory().get("/api/v1/agents", REMOTE_ADDR=ip)
+        barrier.wait()
+        outcome = middleware(request)
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=client) for _ in range(40)]
+    # when
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    # then exactly ten got through and thirty were told to retry
+    allowed = [o for o in outcomes if o == "allowed"]
+    refused = [o for o in outcomes if o != "allowed"]
+    assert len(outcomes) == 40
+    assert len(allowed) == 10
+    assert {r.status_code for r in refused} == {429}
+
+
+@pytest.mark.django_db
+def test_page_size_is_capped_at_200(owner, owner_client):
+    # given 205 agents
+    from agents.models import Agent
+
+    Agent.objects.bulk_create(
+        Agent(owner=owner, name=f"bulk {i}", budget=Decimal("1000"), cash_balance=Decimal("1000"))
+        for i in range(205)
+    )
+    # when
+    response = owner_client.get("/api/v1/agents?page_size=100000")
+    # then
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 205
+    assert len(body["results"]) == 200
+    assert "page_size=100000" in body["next"]
