@@ -99,6 +99,55 @@ def usage_record(
     return event
 
 
+def usage_build(
+    *,
+    agent: Agent,
+    code: str,
+    quantity: int | Decimal,
+    event_type: str = "api_call",
+    symbol: str = "",
+    properties: dict[str, Any] | None = None,
+    transaction_id: str | None = None,
+) -> UsageEvent:
+    """A validated, unsaved usage event, for ``usage_bulk_record`` (same rules as
+    ``usage_record``)."""
+    if event_type not in metering_api.USAGE_EVENT_TYPES:
+        raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
+    event = UsageEvent(
+        transaction_id=transaction_id or uuid.uuid4().hex,
+        agent=agent,
+        event_type=event_type,
+        code=code,
+        quantity=_whole_quantity(quantity),
+        symbol=symbol or "",
+        properties={str(k): str(v) for k, v in (properties or {}).items()},
+        occurred_at=timezone.now(),
+    )
+    if event.quantity < 0:
+        raise ValidationError({"quantity": ["Quantity must not be negative."]})
+    event.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
+    return event
+
+
+def usage_bulk_record(events: list[UsageEvent]) -> None:
+    """Write events built by ``usage_build`` to the outbox in one INSERT, inside the caller's
+    transaction. Their ``transaction_id`` values must be new (e.g. derived from a row created
+    in this transaction): a duplicate fails the whole transaction, with no savepoint."""
+    if events:
+        UsageEvent.objects.bulk_create(events)
+
+
+def api_call_usage(request) -> dict:
+    """``usage_build`` arguments of the ``api_calls`` event that ``request`` counts for."""
+    route = getattr(getattr(request, "resolver_match", None), "route", "") or ""
+    return {
+        "code": MetricCode.API_CALLS,
+        "quantity": 1,
+        "event_type": "api_call",
+        "properties": {"method": request.method, "route": route},
+    }
+
+
 def api_call_record(*, agent_id, request) -> UsageEvent:
     """Count one ``api_calls`` unit for an authenticated request made for an agent.
 

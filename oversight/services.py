@@ -123,17 +123,22 @@ def _submit_to_oversight(
     )
 
 
-def approval_evaluate(*, agent: Agent, trade: Trade, notional: Decimal) -> Evaluation:
+def approval_evaluate(
+    *, agent: Agent, trade: Trade, notional: Decimal, held_value: Decimal | None = None
+) -> Evaluation:
     """Submit the order to the oversight service and return its decision with a risk score.
 
     ``trade`` may be unsaved; it needs symbol, side, quantity and prices. The request id is
     chosen here (a new UUID) and becomes the ``ApprovalRequest`` id if a human must decide; it
     expires after ``OVERSIGHT_APPROVAL_TTL`` on the service as it does locally. Writes nothing
     locally. ``grpc_clients.errors.ServiceUnavailable`` propagates: the order must fail closed.
+    ``held_value`` is the cost basis the agent holds in the symbol, read when not given.
     """
     notional = Decimal(notional)
     config = agent.effective_config
-    held = agent.positions.filter(symbol=trade.symbol).aggregate(v=Sum("cost_basis"))["v"]
+    held = held_value
+    if held is None:
+        held = agent.positions.filter(symbol=trade.symbol).aggregate(v=Sum("cost_basis"))["v"]
     risk = assess_trade_risk(
         agent=agent, trade=trade, notional=notional, held_value=held or Decimal("0")
     )

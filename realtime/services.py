@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -77,24 +79,24 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise RuntimeError("publish_agent_event must run inside the business transaction")
-    Agent.objects.filter(pk=agent_id).update(event_seq=F("event_seq") + 1)
-    seq = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).get()
     payload = _plain(data)
-    AgentEvent.objects.create(
-        agent_id=agent_id, seq=seq, event=event, channel=channel, data=payload
-    )
-    buffer_size = settings.WS_EVENT_BUFFER_SIZE
-    if seq % _prune_interval(buffer_size) == 0:
-        AgentEvent.objects.filter(agent_id=agent_id).filter(
-            Q(seq__lte=seq - buffer_size) | Q(created_at__lt=timezone.now() - EVENT_BUFFER_MAX_AGE)
-        ).delete()
+    batch = _active_batch(agent_id)
+    if batch is not None:
+        seq = batch.add(event=event, channel=channel, payload=payload)
+    else:
+        Agent.objects.filter(pk=agent_id).update(event_seq=F("event_seq") + 1)
+        seq = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).get()
+        AgentEvent.objects.create(
+            agent_id=agent_id, seq=seq, event=event, channel=channel, data=payload
+        )
+        if seq % _prune_interval(settings.WS_EVENT_BUFFER_SIZE) == 0:
+            _prune(agent_id, seq)
     message = {
         "type": "agent.event",
         "event": event,
         "channel": channel,
         "agent_id": str(agent_id),
         "data": payload,
-        "timestamp": _now(),
         "seq": seq,
     }
     groups = [agent_group(agent_id, channel)]
@@ -102,8 +104,107 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
         groups.append(oversight_feed_group())
     if event in CONTROL_EVENTS:
         groups.append(agent_control_group(agent_id))
-    transaction.on_commit(lambda: _send(groups, message))
+    # The timestamp is the commit's: taken in the on-commit callback, so a client can measure
+    # how long the event took to reach it after the change became visible.
+    transaction.on_commit(lambda: _send(groups, {**message, "timestamp": _now()}))
     return seq
+
+
+def _prune(agent_id, seq: int) -> None:
+    from realtime.models import AgentEvent
+
+    AgentEvent.objects.filter(agent_id=agent_id).filter(
+        Q(seq__lte=seq - settings.WS_EVENT_BUFFER_SIZE)
+        | Q(created_at__lt=timezone.now() - EVENT_BUFFER_MAX_AGE)
+    ).delete()
+
+
+class _EventBatch:
+    """The events one transaction publishes for one agent whose row it holds locked."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.first_seq = agent.event_seq
+        self.saved_seq = agent.event_seq
+        self.rows: list = []
+
+    def add(self, *, event: str, channel: str, payload) -> int:
+        from realtime.models import AgentEvent
+
+        self.agent.event_seq += 1
+        seq = self.agent.event_seq
+        self.rows.append(
+            AgentEvent(
+                agent_id=self.agent.pk,
+                seq=seq,
+                event=event,
+                channel=channel,
+                data=payload,
+                created_at=timezone.now(),
+            )
+        )
+        return seq
+
+    def flush(self) -> None:
+        from agents.models import Agent
+        from realtime.models import AgentEvent
+
+        if not self.rows:
+            return
+        AgentEvent.objects.bulk_create(self.rows)
+        if self.agent.event_seq != self.saved_seq:
+            Agent.objects.filter(pk=self.agent.pk).update(event_seq=self.agent.event_seq)
+        interval = _prune_interval(settings.WS_EVENT_BUFFER_SIZE)
+        last = self.agent.event_seq
+        if last // interval != self.first_seq // interval:
+            _prune(self.agent.pk, last)
+
+
+_batches = threading.local()
+
+
+def _active_batch(agent_id) -> _EventBatch | None:
+    batch = getattr(_batches, "current", None)
+    if batch is not None and str(batch.agent.pk) == str(agent_id):
+        return batch
+    return None
+
+
+@contextmanager
+def agent_events_batch(*, agent):
+    """Publish ``agent``'s events of this block with two writes instead of three per event.
+
+    ``agent`` must be the row locked (``select_for_update``) by the enclosing transaction, so
+    its ``event_seq`` is current and nobody else can take a seq meanwhile. Inside the block,
+    ``publish_agent_event`` for this agent takes seqs from ``agent.event_seq`` in memory and
+    keeps the rows; at the end of the block (still in the transaction) one INSERT stores
+    them and the counter is written unless the caller saved it with the agent
+    (``event_seq_fields``). Sending is unchanged: on commit, in seq order. An exception
+    leaves nothing written (the transaction rolls back). Use it only where no savepoint is
+    rolled back inside the block while the transaction goes on.
+    """
+    if getattr(_batches, "current", None) is not None:
+        yield  # nested: the outer batch collects
+        return
+    batch = _EventBatch(agent)
+    _batches.current = batch
+    try:
+        yield
+    except BaseException:
+        _batches.current = None
+        raise
+    _batches.current = None
+    batch.flush()
+
+
+def event_seq_fields(agent) -> list[str]:
+    """``["event_seq"]`` when ``agent`` has a batch open, for the caller's ``save`` of the
+    agent to write the counter too (saving a query); ``[]`` otherwise."""
+    batch = _active_batch(agent.pk)
+    if batch is None or batch.agent is not agent:
+        return []
+    batch.saved_seq = agent.event_seq
+    return ["event_seq"]
 
 
 def publish_market_price(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -76,11 +76,24 @@ def _trade_json(trade: Trade) -> dict:
 
 
 def _publish_trade(trade: Trade, event: str) -> None:
+    publish_trade_data(trade, event, _trade_json(trade))
+
+
+def publish_trade_data(trade: Trade, event: str, data: dict) -> None:
     from realtime.services import publish_agent_event
 
-    publish_agent_event(
-        agent_id=trade.agent_id, event=event, channel="trades", data=_trade_json(trade)
-    )
+    publish_agent_event(agent_id=trade.agent_id, event=event, channel="trades", data=data)
+
+
+@dataclass
+class _Loaded:
+    """What a submission read under the agent lock, reused instead of read again: every
+    position of the agent (locked) by symbol, the prices of their symbols and of the order's,
+    and the usage rows to insert together at the end."""
+
+    positions: dict[str, Position]
+    prices: dict[str, Decimal]
+    usage: list = field(default_factory=list)
 
 
 def _set_approval_cache(trade: Trade, approval_request) -> None:
@@ -106,24 +119,35 @@ def _lock_for_trade(trade: Trade) -> tuple[Agent, Position | None, Trade]:
     return agent, position, trade
 
 
-def _save(*, agent: Agent, trade: Trade, position: Position | None) -> None:
+def _save(
+    *, agent: Agent, trade: Trade, position: Position | None, save_agent: bool = True
+) -> None:
     trade.save()
     if position is not None and (position.pk is not None or position.quantity > 0):
         position.save()
-    agent.save(update_fields=BALANCE_FIELDS)
+    if save_agent:
+        _save_agent(agent)
+
+
+def _save_agent(agent: Agent) -> None:
+    from realtime.services import event_seq_fields
+
+    # In an events batch the seq counter is written with the balances (one UPDATE).
+    agent.save(update_fields=BALANCE_FIELDS + event_seq_fields(agent))
 
 
 # --- rule 4: reservations ----------------------------------------------------------------------
 
 
-def _reserve(*, agent: Agent, trade: Trade, price: Decimal) -> Position | None:
+def _reserve(
+    *, agent: Agent, trade: Trade, price: Decimal, position: Position | None
+) -> Position | None:
     """Check and reserve the cash of a buy or the shares of a sell (in memory; saved later).
 
-    Raises 402 ``insufficient-funds``, 422 ``insufficient-position`` or 422
-    ``position-limit``. Returns the (locked) position of the symbol, a new unsaved one for a
-    first buy.
+    ``position`` is the agent's locked position in the symbol (None if it has none). Raises
+    402 ``insufficient-funds``, 422 ``insufficient-position`` or 422 ``position-limit``.
+    Returns the position, a new unsaved one for a first buy.
     """
-    position = _lock_position(agent, trade.symbol)
     if trade.side == Side.SELL:
         free = position.quantity - position.reserved_quantity if position else ZERO
         if trade.quantity > free:
@@ -189,13 +213,28 @@ def _fill_price(trade: Trade, price: Decimal) -> Decimal | None:
     return max(price, trade.limit_price) if price >= trade.limit_price else None
 
 
-def _fill(*, agent: Agent, trade: Trade, position: Position | None, price: Decimal) -> Trade:
+def _fill(
+    *,
+    agent: Agent,
+    trade: Trade,
+    position: Position | None,
+    price: Decimal,
+    loaded: _Loaded | None = None,
+) -> Trade:
     """Execute the whole order at ``price``: cash, position, realized P&L, reservation, the
     fill row, ``trade_volume`` usage, a portfolio snapshot and the live events — all in the
     caller's transaction. A buy whose cost outgrew reservation plus free cash (a stop that
-    triggered higher) is rejected instead."""
-    from metering.services import usage_record
+    triggered higher) is rejected instead.
 
+    ``loaded`` (an order being submitted): the trade is not saved yet and is inserted
+    already filled, ``trade.created`` is published before ``trade.filled``, the portfolio is
+    valued from the rows the submission loaded, and the usage row joins ``loaded.usage``.
+    """
+    from metering.services import usage_build, usage_record
+
+    new = loaded is not None
+    if new:
+        opened = _trade_json(trade)
     now = timezone.now()
     position = position or Position(agent=agent, symbol=trade.symbol)
     price = cents(price)
@@ -204,6 +243,8 @@ def _fill(*, agent: Agent, trade: Trade, position: Position | None, price: Decim
     if trade.side == Side.BUY:
         spendable = agent.available_cash + trade.reserved_amount
         if notional > spendable:
+            if new:
+                _insert_new(trade)
             return _release(
                 agent=agent,
                 trade=trade,
@@ -235,31 +276,63 @@ def _fill(*, agent: Agent, trade: Trade, position: Position | None, price: Decim
     trade.avg_fill_price = price
     trade.notional = notional
     trade.filled_at = now
-    _save(agent=agent, trade=trade, position=position)
+    # The agent row is written last, after the events took their seqs (one UPDATE for both).
+    _save(agent=agent, trade=trade, position=position, save_agent=False)
     Fill.objects.create(
         trade=trade, quantity=trade.quantity, price=price, notional=notional, realized_pnl=realized
     )
-    usage_record(
-        agent=agent,
-        code=TRADE_VOLUME,
-        quantity=whole_dollars(notional),
-        symbol=trade.symbol,
-        properties={"trade_id": trade.pk, "side": trade.side},
-        transaction_id=f"{TRADE_VOLUME}:{trade.pk}",
-    )
-    _publish_trade(trade, "trade.filled")
-    _publish_portfolio(agent)
+    volume = {
+        "agent": agent,
+        "code": TRADE_VOLUME,
+        "quantity": whole_dollars(notional),
+        "symbol": trade.symbol,
+        "properties": {"trade_id": trade.pk, "side": trade.side},
+        "transaction_id": f"{TRADE_VOLUME}:{trade.pk}",
+    }
+    if new:
+        loaded.usage.append(usage_build(**volume))
+        filled = _trade_json(trade)
+        # The order as it was accepted, stamped with its creation (the row's first version).
+        created = {**opened, "created_at": filled["created_at"], "updated_at": filled["created_at"]}
+        publish_trade_data(trade, "trade.created", created)
+        publish_trade_data(trade, "trade.filled", filled)
+        if position.pk is not None and position.symbol not in loaded.positions:
+            loaded.positions[position.symbol] = position
+        _publish_portfolio(agent, positions=list(loaded.positions.values()), prices=loaded.prices)
+    else:
+        usage_record(**volume)
+        _publish_trade(trade, "trade.filled")
+        _publish_portfolio(agent)
+    _save_agent(agent)
     return trade
 
 
-def _publish_portfolio(agent: Agent) -> None:
-    """Snapshot the agent's valuation into its history and publish ``portfolio.update``."""
+def _insert_new(trade: Trade) -> None:
+    """Insert a submitted order as accepted and publish ``trade.created`` (the paths where it
+    does not fill at once)."""
+    trade.save(force_insert=True)
+    _publish_trade(trade, "trade.created")
+
+
+def _publish_portfolio(
+    agent: Agent,
+    *,
+    positions: list[Position] | None = None,
+    prices: dict[str, Decimal] | None = None,
+) -> None:
+    """Snapshot the agent's valuation into its history and publish ``portfolio.update``.
+
+    ``positions`` (all the agent's, current) and ``prices`` (covering their symbols) value it
+    without a query; otherwise they are read."""
     from agents.api.serializers import PortfolioSerializer
-    from agents.selectors import portfolio_for
+    from agents.selectors import portfolio_for, portfolio_valuation
     from agents.services import portfolio_snapshot_record
     from realtime.services import publish_agent_event
 
-    valuation = portfolio_for(agent)
+    if positions is not None and prices is not None:
+        valuation = portfolio_valuation(agent=agent, positions=positions, prices=prices)
+    else:
+        valuation = portfolio_for(agent)
     portfolio_snapshot_record(agent=agent, valuation=valuation)
     publish_agent_event(
         agent_id=agent.pk,
@@ -292,12 +365,21 @@ def _release(
     return trade
 
 
-def _execute(*, agent: Agent, trade: Trade, position: Position | None, price: Decimal) -> Trade:
+def _execute(
+    *,
+    agent: Agent,
+    trade: Trade,
+    position: Position | None,
+    price: Decimal,
+    loaded: _Loaded | None = None,
+) -> Trade:
     """Rule 6 for an approved order: fill now, cancel an ioc/fok that cannot fill at once, or
-    leave it resting ``open`` with its reservation."""
+    leave it resting ``open`` with its reservation. ``loaded``: see ``_fill``."""
     fill_price = _fill_price(trade, price)
     if fill_price is not None:
-        return _fill(agent=agent, trade=trade, position=position, price=fill_price)
+        return _fill(agent=agent, trade=trade, position=position, price=fill_price, loaded=loaded)
+    if loaded is not None:
+        _insert_new(trade)
     if trade.time_in_force in IMMEDIATE:
         return _release(
             agent=agent,
@@ -343,7 +425,14 @@ def _replay(record: IdempotencyRecord, request_hash: str) -> SubmitOutcome:
     )
 
 
-def trade_submit(*, agent_id, user, data, idempotency_key: str | None = None) -> SubmitOutcome:
+def trade_submit(
+    *,
+    agent_id,
+    user,
+    data,
+    idempotency_key: str | None = None,
+    api_call: dict | None = None,
+) -> SubmitOutcome:
     """Place an order for the agent, applying the rules 1-7 of SPEC §5 in order.
 
     1 validation (400) → 2 agent active (409) → 3 ``trade_executions`` quota (429) → 4 funds
@@ -353,12 +442,20 @@ def trade_submit(*, agent_id, user, data, idempotency_key: str | None = None) ->
     (``replayed``) if the body is the same and 409 ``idempotency-conflict`` otherwise, and
     creates nothing. A failure at any rule, or a dependency that is down (503), persists
     nothing. Every accepted order records one ``trade_executions`` usage event; another
-    owner's agent is 404.
+    owner's agent is 404. ``api_call`` (``usage_build`` arguments of the request's
+    ``api_calls`` event) is recorded with the order's usage when the order is accepted.
     """
     key = _idempotency_key(idempotency_key, data)
     request_hash = _request_hash(data)
     try:
-        return _submit(agent_id=agent_id, user=user, data=data, key=key, request_hash=request_hash)
+        return _submit(
+            agent_id=agent_id,
+            user=user,
+            data=data,
+            key=key,
+            request_hash=request_hash,
+            api_call=api_call,
+        )
     except IntegrityError:
         # Backstop: a concurrent request with the same key committed first (possible when the
         # agent lock is not a real lock, e.g. across databases); answer as its replay.
@@ -372,55 +469,78 @@ def trade_submit(*, agent_id, user, data, idempotency_key: str | None = None) ->
         raise
 
 
-def _submit(*, agent_id, user, data, key: str | None, request_hash: str) -> SubmitOutcome:
-    from metering.services import quota_check, usage_record
-    from oversight.services import approval_evaluate, approval_request_open
+def _submit(
+    *, agent_id, user, data, key: str | None, request_hash: str, api_call: dict | None
+) -> SubmitOutcome:
+    from realtime.services import agent_events_batch
 
     with transaction.atomic():
         agent = agent_get_for(user=user, agent_id=agent_id, lock=True)
-        if key:
-            record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
-            if record is not None:
-                return _replay(record, request_hash)
-        # 1. validation
-        order = order_validate(agent=agent, data=data)
-        # 2. agent active
-        if agent.status != AgentStatus.ACTIVE:
-            raise problems.AgentNotActive(
-                f"The agent is {agent.status}; only active agents can trade.",
-                agent_status=agent.status,
+        with agent_events_batch(agent=agent):
+            return _submit_locked(
+                agent=agent, data=data, key=key, request_hash=request_hash, api_call=api_call
             )
-        # No record under this key, yet the client_order_id names an order: it was placed
-        # under another Idempotency-Key. Never a second order with the same client id.
-        if (
-            order.client_order_id
-            and Trade.objects.filter(agent=agent, client_order_id=order.client_order_id).exists()
-        ):
-            raise problems.IdempotencyConflict("This client_order_id was already used.")
-        # 3. quota
-        quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1)
-        # 4. funds / position
-        now = timezone.now()
-        price = market.current_price(order.symbol)
-        trade = _new_trade(agent=agent, order=order, price=price, now=now)
-        position = _reserve(agent=agent, trade=trade, price=price)
-        # 5. oversight
-        evaluation = approval_evaluate(agent=agent, trade=trade, notional=trade.notional)
-        agent.last_active_at = now
-        if evaluation.auto_approved:
-            status_code = 201
-            trade.save(force_insert=True)
-            _publish_trade(trade, "trade.created")
-            # 6. execution
-            _execute(agent=agent, trade=trade, position=position, price=price)
-        else:
-            status_code = 202
-            trade.status = TradeStatus.PENDING_APPROVAL
-            _save(agent=agent, trade=trade, position=position)
-            approval = approval_request_open(trade=trade, agent=agent, evaluation=evaluation)
-            _set_approval_cache(trade, approval)
-            _publish_trade(trade, "trade.created")
-        usage_record(
+
+
+def _submit_locked(
+    *, agent: Agent, data, key: str | None, request_hash: str, api_call: dict | None
+) -> SubmitOutcome:
+    """Rules 1-7 with the agent row locked. The rows needed twice (positions, prices) are read
+    once; usage rows go in one INSERT at the end; live events in one (``agent_events_batch``)."""
+    from metering.services import quota_check, usage_build, usage_bulk_record
+    from oversight.services import approval_evaluate, approval_request_open
+
+    if key:
+        record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
+        if record is not None:
+            return _replay(record, request_hash)
+    # 1. validation
+    order = order_validate(agent=agent, data=data)
+    # 2. agent active
+    if agent.status != AgentStatus.ACTIVE:
+        raise problems.AgentNotActive(
+            f"The agent is {agent.status}; only active agents can trade.",
+            agent_status=agent.status,
+        )
+    # No record under this key, yet the client_order_id names an order: it was placed
+    # under another Idempotency-Key. Never a second order with the same client id.
+    if (
+        order.client_order_id
+        and Trade.objects.filter(agent=agent, client_order_id=order.client_order_id).exists()
+    ):
+        raise problems.IdempotencyConflict("This client_order_id was already used.")
+    # 3. quota
+    quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1)
+    # 4. funds / position
+    now = timezone.now()
+    positions = {p.symbol: p for p in Position.objects.select_for_update().filter(agent=agent)}
+    prices = market.prices_for({order.symbol, *positions})
+    loaded = _Loaded(positions=positions, prices=prices)
+    price = prices[order.symbol]
+    trade = _new_trade(agent=agent, order=order, price=price, now=now)
+    held = positions.get(order.symbol)
+    position = _reserve(agent=agent, trade=trade, price=price, position=held)
+    # 5. oversight
+    evaluation = approval_evaluate(
+        agent=agent,
+        trade=trade,
+        notional=trade.notional,
+        held_value=held.cost_basis if held is not None else ZERO,
+    )
+    agent.last_active_at = now
+    if evaluation.auto_approved:
+        status_code = 201
+        # 6. execution
+        _execute(agent=agent, trade=trade, position=position, price=price, loaded=loaded)
+    else:
+        status_code = 202
+        trade.status = TradeStatus.PENDING_APPROVAL
+        _save(agent=agent, trade=trade, position=position)
+        approval = approval_request_open(trade=trade, agent=agent, evaluation=evaluation)
+        _set_approval_cache(trade, approval)
+        _publish_trade(trade, "trade.created")
+    loaded.usage.append(
+        usage_build(
             agent=agent,
             code=TRADE_EXECUTIONS,
             quantity=1,
@@ -428,17 +548,21 @@ def _submit(*, agent_id, user, data, key: str | None, request_hash: str) -> Subm
             properties={"trade_id": trade.pk, "side": trade.side, "type": trade.type},
             transaction_id=f"{TRADE_EXECUTIONS}:{trade.pk}",
         )
-        body = _plain(_trade_json(trade))
-        # 7. idempotency
-        if key:
-            IdempotencyRecord.objects.create(
-                agent=agent,
-                key=key,
-                request_hash=request_hash,
-                response_status=status_code,
-                response_body=body,
-                trade=trade,
-            )
+    )
+    if api_call is not None:
+        loaded.usage.append(usage_build(agent=agent, **api_call))
+    usage_bulk_record(loaded.usage)
+    body = _plain(_trade_json(trade))
+    # 7. idempotency
+    if key:
+        IdempotencyRecord.objects.create(
+            agent=agent,
+            key=key,
+            request_hash=request_hash,
+            response_status=status_code,
+            response_body=body,
+            trade=trade,
+        )
     return SubmitOutcome(status_code=status_code, body=body, replayed=False, trade=trade)
 
 

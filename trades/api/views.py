@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from agents.selectors import agent_get_for
 from config.limits import enforce_trade_rate
+from metering.services import api_call_usage
 from trades import market, selectors, services
 from trades.api.filters import TradeFilter
 from trades.api.serializers import MarketPriceSerializer, OrderInputSerializer, TradeSerializer
@@ -58,7 +59,11 @@ class AgentTradesView(generics.ListAPIView):
             user=request.user,
             data=request.data,
             idempotency_key=request.headers.get("Idempotency-Key"),
+            api_call=api_call_usage(request),
         )
+        if not outcome.replayed:
+            # Counted with the order's usage, in its transaction: the middleware skips it.
+            request._request.api_call_recorded = True
         response = Response(outcome.body, status=outcome.status_code)
         if outcome.replayed:
             response["Idempotent-Replayed"] = "true"
