@@ -359,7 +359,11 @@ LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_context": {"()": "config.request_context.RequestContextFilter"}},
+    "filters": {
+        "request_context": {"()": "config.request_context.RequestContextFilter"},
+        # Masks ?token=, passwords and Authorization values; the request becomes its path.
+        "redact_secrets": {"()": "config.log_redaction.RedactSecretsFilter"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -373,7 +377,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": sys.stderr,
             "formatter": LOG_FORMAT if LOG_FORMAT in {"json", "text"} else "text",
-            "filters": ["request_context"],
+            "filters": ["request_context", "redact_secrets"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
