@@ -6,18 +6,22 @@ invariant ``cash_balance + Σ position.cost_basis == budget + realized_pnl``.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Prefetch, Q
+from django.db.models import Max, Prefetch, Q, Sum
 from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
 from agents.models import DEFAULT_AGENT_CONFIG, Agent, PortfolioSnapshot, Position
-from agents.money import cents
+from agents.money import ZERO, cents
 from config import problems
+
+logger = logging.getLogger("trading_demo.agents")
 
 # Fields of the agent row a balance change writes (never event_seq: realtime owns it).
 BALANCE_FIELDS = ["cash_balance", "reserved_cash", "realized_pnl", "last_active_at", "updated_at"]
@@ -301,3 +305,144 @@ def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN
         )
     PortfolioSnapshot.objects.bulk_create(snapshots)
     return len(snapshots)
+
+
+# --- startup reconciliation --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What ``reservations_reconcile`` found and fixed."""
+
+    agents_checked: int
+    agents_fixed: int
+    positions_fixed: int
+    trades_fixed: int
+
+
+def _expected_holds(agent_ids=None) -> tuple[dict, dict]:
+    """Cash held by open/pending buys per agent, shares held by open/pending sells per
+    (agent, symbol): what the reservations must be."""
+    from trades.choices import OPEN_STATUSES, Side
+    from trades.models import Trade
+
+    live = Trade.objects.filter(status__in=OPEN_STATUSES)
+    if agent_ids is not None:
+        live = live.filter(agent_id__in=agent_ids)
+    cash = dict(
+        live.filter(side=Side.BUY)
+        .values("agent_id")
+        .annotate(total=Sum("reserved_amount"))
+        .values_list("agent_id", "total")
+    )
+    shares = {
+        (agent_id, symbol): total
+        for agent_id, symbol, total in live.filter(side=Side.SELL)
+        .values("agent_id", "symbol")
+        .annotate(total=Sum("reserved_quantity"))
+        .values_list("agent_id", "symbol", "total")
+    }
+    return cash, shares
+
+
+def reservations_reconcile() -> ReconcileReport:
+    """Make every reservation equal the holds of the orders still live; log each drift fixed.
+
+    Run at server start (``serve``) and by ``manage.py reconcile_reservations``. For each agent
+    whose ``reserved_cash`` differs from the sum of its open and pending buys'
+    ``reserved_amount``, whose positions' ``reserved_quantity`` differ from the sum of their
+    open and pending sells' ``reserved_quantity``, or with an ended order still holding
+    something, the agent's rows are locked (agent → positions → trades, the project's lock
+    order), recomputed and fixed in one transaction. Balances, positions and P&L are never
+    touched: only holds. Every balance change commits with its holds, so a healthy database
+    has nothing to fix; this is the safety net for a crash or a manual edit. Finding the
+    suspects costs four queries whatever the number of agents.
+    """
+    from trades.choices import OPEN_STATUSES
+    from trades.models import Trade
+
+    cash, shares = _expected_holds()
+    suspects = {
+        agent_id
+        for agent_id, reserved in Agent.objects.values_list("pk", "reserved_cash")
+        if reserved != cash.get(agent_id, ZERO)
+    }
+    suspects |= {
+        agent_id
+        for agent_id, symbol, reserved in Position.objects.values_list(
+            "agent_id", "symbol", "reserved_quantity"
+        )
+        if reserved != shares.get((agent_id, symbol), ZERO)
+    }
+    suspects |= set(
+        Trade.objects.exclude(status__in=OPEN_STATUSES)
+        .filter(Q(reserved_amount__gt=0) | Q(reserved_quantity__gt=0))
+        .values_list("agent_id", flat=True)
+    )
+    agents_checked = Agent.objects.count()
+    agents_fixed = positions_fixed = trades_fixed = 0
+    for agent_id in sorted(suspects, key=str):
+        with transaction.atomic():
+            agent = Agent.objects.select_for_update().get(pk=agent_id)
+            positions = list(
+                Position.objects.select_for_update().filter(agent=agent).order_by("symbol")
+            )
+            ended = list(
+                Trade.objects.select_for_update()
+                .filter(agent=agent)
+                .exclude(status__in=OPEN_STATUSES)
+                .filter(Q(reserved_amount__gt=0) | Q(reserved_quantity__gt=0))
+            )
+            for trade in ended:
+                logger.warning(
+                    "reconcile: %s trade %s still held %s cash and %s shares; released",
+                    trade.status,
+                    trade.pk,
+                    trade.reserved_amount,
+                    trade.reserved_quantity,
+                )
+                trade.reserved_amount = ZERO
+                trade.reserved_quantity = ZERO
+                trade.save(update_fields=["reserved_amount", "reserved_quantity", "updated_at"])
+                trades_fixed += 1
+            agent_cash, agent_shares = _expected_holds([agent.pk])
+            expected = agent_cash.get(agent.pk, ZERO)
+            changed = False
+            if agent.reserved_cash != expected:
+                logger.warning(
+                    "reconcile: agent %s reserved_cash %s, open buys hold %s; fixed",
+                    agent.pk,
+                    agent.reserved_cash,
+                    expected,
+                )
+                agent.reserved_cash = expected
+                agent.save(update_fields=["reserved_cash", "updated_at"])
+                changed = True
+            for position in positions:
+                held = agent_shares.get((agent.pk, position.symbol), ZERO)
+                if position.reserved_quantity != held:
+                    logger.warning(
+                        "reconcile: agent %s %s reserved_quantity %s, open sells hold %s; fixed",
+                        agent.pk,
+                        position.symbol,
+                        position.reserved_quantity,
+                        held,
+                    )
+                    position.reserved_quantity = held
+                    position.save(update_fields=["reserved_quantity", "updated_at"])
+                    positions_fixed += 1
+                    changed = True
+            agents_fixed += int(changed)
+    if agents_fixed or trades_fixed:
+        logger.warning(
+            "reconcile: fixed %d agents, %d positions, %d ended trades",
+            agents_fixed,
+            positions_fixed,
+            trades_fixed,
+        )
+    return ReconcileReport(
+        agents_checked=agents_checked,
+        agents_fixed=agents_fixed,
+        positions_fixed=positions_fixed,
+        trades_fixed=trades_fixed,
+    )

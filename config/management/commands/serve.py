@@ -41,6 +41,7 @@ class Command(BaseCommand):
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
 
+        from agents.services import reservations_reconcile
         from config.asgi import application
         from config.background import default_jobs
         from config.embedded import start_embedded_services
@@ -58,6 +59,8 @@ class Command(BaseCommand):
                 if services is not None:
                     services.stop(grace=0)
                 raise
+        # Before any job or request moves money: holds left by a crash equal the live orders'.
+        reservations_reconcile()
         jobs = [] if no_jobs else default_jobs()
         for job in jobs:
             job.start()
