@@ -31,8 +31,9 @@ class ServicerBase:
 
     `delay_seconds` makes every call wait that long before answering (the wait ends early when
     the client has gone, so a slowed server still stops promptly); `fail_with` makes every call
-    abort with that status code. Both are plain attributes, meant to be set by fault tests on a
-    running server.
+    abort with that status code; `garbage` makes every answer bytes that are not a protobuf
+    message (see `GarbageInterceptor`). All are plain attributes, meant to be set by fault
+    tests on a running server.
     """
 
     logger: logging.Logger
@@ -40,6 +41,7 @@ class ServicerBase:
     def __init__(self) -> None:
         self.delay_seconds: float = 0.0
         self.fail_with: grpc.StatusCode | None = None
+        self.garbage: bool = False
 
     def _begin(self, method: str, context: grpc.ServicerContext) -> None:
         request_id = next(
@@ -59,3 +61,27 @@ class ServicerBase:
         failure = self.fail_with
         if failure is not None:
             context.abort(failure, f"injected failure: {failure.name}")
+
+
+# Not a protobuf message: a field tag whose varint never ends.
+GARBAGE = b"\xff\xff\xff\xff"
+
+
+class GarbageInterceptor(grpc.ServerInterceptor):
+    """While `servicer.garbage` is set, unary answers of the servicer's service are sent as
+    `GARBAGE` instead of their serialized message: a client sees a reply it cannot parse."""
+
+    def __init__(self, servicer: ServicerBase, service_name: str) -> None:
+        self._servicer = servicer
+        self._prefix = f"/{service_name}/"
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if (
+            handler is None
+            or not self._servicer.garbage
+            or not handler_call_details.method.startswith(self._prefix)
+            or handler.response_streaming
+        ):
+            return handler
+        return handler._replace(response_serializer=lambda _message: GARBAGE)

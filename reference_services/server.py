@@ -14,6 +14,7 @@ from grpc_clients._generated.creto.metering.v1 import metering_pb2_grpc
 from grpc_clients._generated.creto.oversight.v1 import oversight_pb2_grpc
 
 from . import metering, oversight
+from ._common import GarbageInterceptor
 
 logger = logging.getLogger("reference_services")
 
@@ -57,7 +58,11 @@ class _Running:
 
 
 def _serve(servicer, add_to_server, service_name: str, address: str) -> _Running:
-    server = grpc.server(ThreadPoolExecutor(max_workers=MAX_WORKERS), options=SERVER_OPTIONS)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=MAX_WORKERS),
+        options=SERVER_OPTIONS,
+        interceptors=[GarbageInterceptor(servicer, service_name)],
+    )
     add_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,0 +1,242 @@
+"""Faults with real servers stopped, slowed, broken or killed (SPEC §6, §8).
+
+A new order fails closed — 503 ``service-unavailable`` with ``Retry-After`` within the gRPC
+deadline plus 100 ms, and nothing half-done — while reads, fills of resting orders and the
+usage outbox go on; Redis going away costs live events, never a trade; a server killed with
+SIGKILL mid-load restarts with every committed trade and no orphan reservation.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from decimal import Decimal
+
+import grpc
+import pytest
+from django.conf import settings as django_settings
+
+from agents.models import Agent
+from agents.services import reservations_reconcile
+from grpc_clients.errors import ServiceUnavailable
+from grpc_clients.metering import MeteringClient
+from grpc_clients.registry import get_metering_client, reset_clients
+from metering.models import DeliveryState, UsageEvent
+from metering.services import usage_deliver_pending
+from realtime.models import AgentEvent
+from reference_services.server import start_reference_services
+from tests.reliability.conftest import NO_APPROVAL, assert_books_balance, trades_url
+from trades import market
+from trades.models import IdempotencyRecord, Trade
+from trades.services import orders_match
+
+pytestmark = pytest.mark.timeout(120)
+
+SLACK_SECONDS = 0.1
+ORDER = {"symbol": "AAPL", "side": "buy", "quantity": "10"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def problem_slug(response) -> str:
+    return response.json()["type"].rstrip("/").rsplit("/", 1)[-1]
+
+
+def break_service(services, service: str, mode: str) -> None:
+    """Stop, slow past the deadline, or break one reference server."""
+    servicer = getattr(services, service)
+    if mode == "stopped":
+        # stop only this one: the other keeps answering
+        running = services._running[0 if service == "metering" else 1]
+        running.server.stop(0).wait(2)
+    elif mode == "slowed":
+        servicer.delay_seconds = django_settings.GRPC_TIMEOUT_SECONDS + 2.0
+    elif mode == "error":
+        servicer.fail_with = grpc.StatusCode.INTERNAL
+    elif mode == "unavailable":  # retried by the channel, within the same deadline
+        servicer.fail_with = grpc.StatusCode.UNAVAILABLE
+    elif mode == "garbage":
+        servicer.garbage = True
+    else:
+        raise ValueError(mode)
+
+
+def footprint(agent) -> dict:
+    """Everything an order could leave behind, for the "nothing half-done" check."""
+    agent.refresh_from_db()
+    return {
+        "trades": Trade.objects.filter(agent=agent).count(),
+        "reserved": agent.reserved_cash,
+        "cash": agent.cash_balance,
+        "usage": UsageEvent.objects.filter(agent=agent).exclude(code="api_calls").count(),
+        "events": AgentEvent.objects.filter(agent=agent).count(),
+        "keys": IdempotencyRecord.objects.filter(agent=agent).count(),
+    }
+
+
+# --- gRPC dependencies down: fail closed, fast, and leave nothing -----------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("service", ["metering", "oversight"])
+@pytest.mark.parametrize("mode", ["stopped", "slowed", "error", "unavailable", "garbage"])
+def test_a_new_order_fails_closed_within_the_deadline_and_leaves_nothing(
+    service, mode, fresh_reference_services, agent_factory, owner_client, prices
+):
+    # given a funded agent, one order already done, then one dependency failing
+    agent = agent_factory(budget="100000", config=NO_APPROVAL)
+    assert owner_client.post(trades_url(agent), ORDER, format="json").status_code == 201
+    before = footprint(agent)
+    break_service(fresh_reference_services, service, mode)
+
+    # when a new order arrives
+    started = time.monotonic()
+    response = owner_client.post(
+        trades_url(agent), ORDER, format="json", HTTP_IDEMPOTENCY_KEY="during-outage"
+    )
+    elapsed = time.monotonic() - started
+
+    # then 503 with Retry-After inside the deadline, and nothing was persisted
+    print(f"{service} {mode}: {response.status_code} in {elapsed:.3f} s")
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"].startswith("application/problem+json")
+    assert problem_slug(response) == "service-unavailable"
+    assert int(response["Retry-After"]) > 0
+    assert elapsed <= django_settings.GRPC_TIMEOUT_SECONDS + SLACK_SECONDS
+    assert footprint(agent) == before
+    assert_books_balance(agent)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("service", ["metering", "oversight"])
+def test_reads_keep_working_while_a_service_is_down(
+    service, fresh_reference_services, agent_factory, owner_client, prices
+):
+    agent = agent_factory(budget="100000", config=NO_APPROVAL)
+    trade = owner_client.post(trades_url(agent), ORDER, format="json").json()
+    break_service(fresh_reference_services, service, "stopped")
+
+    for url in (
+        f"/api/v1/agents/{agent.pk}",
+        "/api/v1/agents",
+        f"/api/v1/agents/{agent.pk}/portfolio",
+        trades_url(agent),
+        trades_url(agent, trade["id"]),
+        "/api/v1/market/prices",
+        "/api/v1/oversight/requests",
+    ):
+        assert owner_client.get(url).status_code == 200, url
+
+
+# --- the usage outbox across a metering outage ------------------------------------------------
+
+
+def restart_metering(port: int):
+    """A new metering server on the port the old one had (clients reconnect by themselves)."""
+    return start_reference_services(metering_address=f"127.0.0.1:{port}", oversight_address=None)
+
+
+def deliver_until_empty(timeout: float = 10.0) -> dict:
+    """Run the outbox job until nothing is pending (the channel may take a moment to
+    reconnect after the server comes back)."""
+    deadline = time.monotonic() + timeout
+    delivered = 0
+    while True:
+        report = usage_deliver_pending(ignore_backoff=True)
+        delivered += report["delivered"] + report["duplicates"]
+        if report["remaining"] == 0 or time.monotonic() > deadline:
+            return {**report, "total": delivered}
+        time.sleep(0.2)
+
+
+@pytest.mark.django_db
+def test_resting_orders_fill_while_metering_is_down_and_their_usage_is_delivered_once(
+    fresh_reference_services, agent_factory, owner_client, prices
+):
+    # given a resting limit buy and the outbox delivered
+    agent = agent_factory(budget="100000", config=NO_APPROVAL)
+    body = {**ORDER, "type": "limit", "limit_price": "90.00", "time_in_force": "gtc"}
+    trade = owner_client.post(trades_url(agent), body, format="json").json()
+    assert trade["status"] == "open"
+    assert deliver_until_empty()["remaining"] == 0
+    port = fresh_reference_services.metering_port
+
+    # when metering stops and the price crosses the order
+    break_service(fresh_reference_services, "metering", "stopped")
+    market.set_price("AAPL", "89.00")
+    assert orders_match() == 1
+
+    # then the fill happened and its usage waits in the outbox
+    assert Trade.objects.get(pk=trade["id"]).status == "filled"
+    waiting = UsageEvent.objects.filter(agent=agent, delivery_state=DeliveryState.PENDING)
+    assert list(waiting.values_list("code", "quantity")) == [("trade_volume", 890)]
+    report = usage_deliver_pending(ignore_backoff=True)
+    assert report["service_unavailable"] and report["remaining"] >= 1
+    assert_books_balance(agent)
+
+    # when metering comes back on the same port
+    restarted = restart_metering(port)
+    try:
+        reset_clients()
+        drained = deliver_until_empty()
+        again = usage_deliver_pending(ignore_backoff=True)
+
+        # then the outbox drains, exactly once
+        assert drained["remaining"] == 0
+        assert again["delivered"] == again["duplicates"] == 0
+        assert not waiting.exists()
+        status = get_metering_client().get_quota_status(
+            agent_id=str(agent.pk), metric_code="trade_volume"
+        )
+        assert status.current_usage == 890
+    finally:
+        restarted.stop(grace=0)
+
+
+def test_garbage_switch_makes_answers_unparsable(fresh_reference_services):
+    """The reference servicers' ``garbage`` switch: the client sees an unreadable reply."""
+    client = MeteringClient(fresh_reference_services.metering_address, timeout=1.0)
+    try:
+        assert client.check_quota(agent_id="a", metric_code="api_calls", quantity=1).allowed
+        fresh_reference_services.metering.garbage = True
+        with pytest.raises(ServiceUnavailable) as raised:
+            client.check_quota(agent_id="a", metric_code="api_calls", quantity=1)
+        assert raised.value.code == "INTERNAL"
+        fresh_reference_services.metering.garbage = False
+        assert client.check_quota(agent_id="a", metric_code="api_calls", quantity=1).allowed
+    finally:
+        client.close()
+
+
+# --- startup reconciliation --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_reconciliation_fixes_holds_that_drifted_from_the_live_orders(
+    agent_factory, owner_client, prices
+):
+    # given an agent with a resting buy (9,000 held) and a resting sell (5 shares held)
+    agent = agent_factory(budget="100000", config=NO_APPROVAL)
+    owner_client.post(trades_url(agent), {**ORDER, "quantity": "20"}, format="json")
+    resting_buy = {**ORDER, "quantity": "100", "type": "limit", "limit_price": "90.00"}
+    resting_sell = {"symbol": "AAPL", "side": "sell", "quantity": "5", "type": "limit",
+                    "limit_price": "150.00"}  # fmt: skip
+    assert owner_client.post(trades_url(agent), resting_buy, format="json").status_code == 201
+    assert owner_client.post(trades_url(agent), resting_sell, format="json").status_code == 201
+    assert reservations_reconcile().agents_fixed == 0  # healthy books: nothing to fix
+
+    # when the holds drift (as a crash or a manual edit could leave them)
+    Agent.objects.filter(pk=agent.pk).update(reserved_cash=Decimal("12345.00"))
+    agent.positions.filter(symbol="AAPL").update(reserved_quantity=Decimal("0"))
+    report = reservations_reconcile()
+
+    # then they equal the live orders' holds again, and balances are untouched
+    assert (report.agents_fixed, report.positions_fixed) == (1, 1)
+    agent.refresh_from_db()
+    assert agent.reserved_cash == Decimal("9000.00")
+    assert agent.positions.get(symbol="AAPL").reserved_quantity == 5
+    assert_books_balance(agent)
