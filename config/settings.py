@@ -157,6 +157,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -168,7 +170,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # Retry a command once on a fresh connection when a pooled one turns out dead
+                # (Redis restarted): otherwise the first subscribe or publish after Redis comes
+                # back fails on each stale connection.
+                "hosts": [{"address": REDIS_URL, "retry_on_error": [RedisConnectionError]}],
                 "prefix": "trading-demo",
                 "capacity": 2000,
                 "expiry": 30,

@@ -8,16 +8,25 @@ SIGKILL mid-load restarts with every committed trade and no orphan reservation.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import os
 import socket
+import subprocess
 import time
 from decimal import Decimal
 
 import grpc
 import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
 from agents.services import reservations_reconcile
+from config.asgi import application
+from config.metrics import CHANNEL_LAYER_DROPPED
 from grpc_clients.errors import ServiceUnavailable
 from grpc_clients.metering import MeteringClient
 from grpc_clients.registry import get_metering_client, reset_clients
@@ -240,3 +249,128 @@ def test_reconciliation_fixes_holds_that_drifted_from_the_live_orders(
     assert agent.reserved_cash == Decimal("9000.00")
     assert agent.positions.get(symbol="AAPL").reserved_quantity == 5
     assert_books_balance(agent)
+
+
+# --- Redis stopped: REST goes on, WebSockets recover --------------------------------------------
+
+
+class PrivateRedis:
+    """A throwaway redis-server on a free loopback port (never the machine's shared one)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as probe,
+            ):
+                probe.sendall(b"PING\r\n")
+                if probe.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def private_redis(settings):
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("Redis fault test runs when REDIS_URL is set")
+    redis = PrivateRedis()
+    redis.start()
+    # the shipped layer configuration (REDIS_URL is set), pointed at the private server
+    layer = copy.deepcopy(django_settings.CHANNEL_LAYERS["default"])
+    layer["CONFIG"]["hosts"] = [{**layer["CONFIG"]["hosts"][0], "address": redis.url}]
+    layer["CONFIG"]["prefix"] = "reliability"
+    settings.CHANNEL_LAYERS = {"default": layer}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis.url,
+        }
+    }
+    try:
+        yield redis
+    finally:
+        redis.kill()
+
+
+async def _subscribed_socket(token: str, agent_id) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/?token={token}",
+        headers=[(b"host", b"testserver"), (b"origin", b"http://testserver")],
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    await communicator.send_json_to(
+        {"action": "subscribe", "channel": "trades", "agent_id": str(agent_id)}
+    )
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+    return communicator
+
+
+async def _next_trade_event(communicator) -> dict:
+    while True:
+        message = await communicator.receive_json_from(timeout=5)
+        if message.get("type") == "event":
+            return message
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_redis_down_keeps_rest_answering_and_websockets_recover(
+    private_redis, agent_factory, owner, client_for, prices
+):
+    # given an agent, its owner's REST client and a WebSocket watching its trades
+    agent = await database_sync_to_async(agent_factory)(budget="100000", config=NO_APPROVAL)
+    client = await database_sync_to_async(client_for)(owner)
+    token = await database_sync_to_async(lambda: Token.objects.get(user=owner).key)()
+    post = database_sync_to_async(lambda: client.post(trades_url(agent), ORDER, format="json"))
+    socket_before = await _subscribed_socket(token, agent.pk)
+    assert (await post()).status_code == 201
+    assert (await _next_trade_event(socket_before))["event"] == "trade.created"
+    with contextlib.suppress(Exception):
+        await socket_before.disconnect(timeout=2)
+
+    # when Redis dies, orders still succeed; the lost events are counted
+    private_redis.kill()
+    dropped = CHANNEL_LAYER_DROPPED._value.get()
+    started = time.monotonic()
+    responses = [await post() for _ in range(3)]
+    elapsed = time.monotonic() - started
+    print(f"redis down: 3 orders answered {[r.status_code for r in responses]} in {elapsed:.2f} s")
+    assert [r.status_code for r in responses] == [201, 201, 201]
+    assert CHANNEL_LAYER_DROPPED._value.get() > dropped
+    assert await database_sync_to_async(Trade.objects.filter(agent=agent).count)() == 4
+
+    # when Redis is back on the same port, a new subscriber gets live events again
+    private_redis.start()
+    socket_after = await _subscribed_socket(token, agent.pk)
+    try:
+        assert (await post()).status_code == 201
+        event = await _next_trade_event(socket_after)
+        assert event["event"] == "trade.created"
+        # seq continued through the outage: a client resyncs the lost ones with since_seq
+        assert event["seq"] > 4
+    finally:
+        with contextlib.suppress(Exception):
+            await socket_after.disconnect(timeout=2)
