@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
+import random
+import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from decimal import Decimal
 
 import grpc
@@ -21,6 +27,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
@@ -374,3 +381,126 @@ async def test_redis_down_keeps_rest_answering_and_websockets_recover(
     finally:
         with contextlib.suppress(Exception):
             await socket_after.disconnect(timeout=2)
+
+
+# --- SIGKILL mid-load: nothing committed is lost, no orphan hold ------------------------------
+
+
+def _post_order(base: str, token: str, agent_id, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(  # noqa: S310 - a loopback http URL built by the test
+        f"{base}/api/v1/agents/{agent_id}/trades",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, {}
+
+
+def _order_for(rng: random.Random) -> dict:
+    kind = rng.choice(["buy", "buy", "limit-buy", "sell", "limit-sell", "big-buy"])
+    symbol = rng.choice(["AAPL", "GOOGL"])
+    if kind == "buy":
+        return {"symbol": symbol, "side": "buy", "quantity": str(rng.randint(1, 10))}
+    if kind == "big-buy":  # waits for an operator (202)
+        return {"symbol": symbol, "side": "buy", "quantity": "60"}
+    if kind == "limit-buy":
+        return {"symbol": symbol, "side": "buy", "quantity": str(rng.randint(1, 10)),
+                "type": "limit", "limit_price": "40.00", "time_in_force": "gtc"}  # fmt: skip
+    if kind == "sell":
+        return {"symbol": symbol, "side": "sell", "quantity": str(rng.randint(1, 3))}
+    return {"symbol": symbol, "side": "sell", "quantity": str(rng.randint(1, 3)),
+            "type": "limit", "limit_price": "900.00", "time_in_force": "gtc"}  # fmt: skip
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(180)
+def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
+    reference_services, agent_factory, owner, prices
+):
+    from tests.realtime.servers import PYTHON, ServerProcess
+    from tests.realtime.test_multiprocess import _test_database_url
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the server processes share the test's PostgreSQL database")
+    # given three agents, their owner's token and `manage.py serve` on the test database
+    config = {**NO_APPROVAL, "auto_approval_limit": "5000"}
+    agents = [agent_factory(budget="100000", config=config) for _ in range(3)]
+    token = Token.objects.create(user=owner).key
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_ENV="development",
+        DATABASE_URL=_test_database_url(),
+        EMBEDDED_SERVICES="false",
+        METERING_GRPC_ADDRESS=reference_services.metering_address,
+        OVERSIGHT_GRPC_ADDRESS=reference_services.oversight_address,
+        RATE_LIMIT_ENABLED="false",
+        TRADE_RATE_LIMIT="100000/m",
+        MARKET_TICK_MS="100",
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    serve = [str(PYTHON), "manage.py", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    servers: list[ServerProcess] = []
+    try:
+        first = ServerProcess(serve, env)
+        servers.append(first)
+        first.wait_ready()
+
+        # when six clients place orders as fast as they can and the server is SIGKILLed
+        accepted: list[str] = []
+        answered: list[int] = []
+        stop = threading.Event()
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            while not stop.is_set():
+                agent = rng.choice(agents)
+                try:
+                    status, body = _post_order(first.http, token, agent.pk, _order_for(rng))
+                except OSError:
+                    return  # the server is gone
+                answered.append(status)
+                if status in (201, 202):
+                    accepted.append(body["id"])
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while len(accepted) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+
+        # and it is started again (its startup reconciliation runs before anything else)
+        second = ServerProcess([*serve, "--no-jobs"], env)
+        servers.append(second)
+        second.wait_ready()
+        print(f"sigkill: {len(answered)} answers, {len(accepted)} accepted before the kill")
+        print(*[line for line in second.output().splitlines() if "reconcile" in line], sep="\n")
+        assert len(accepted) >= 40, answered
+
+        # then every accepted order is there, the books balance and no hold is orphaned
+        assert Trade.objects.filter(pk__in=accepted).count() == len(set(accepted))
+        for agent in agents:
+            assert_books_balance(agent)
+        assert reservations_reconcile().agents_fixed == 0
+        status, _ = _post_order(second.http, token, agents[0].pk, ORDER)
+        assert status == 201
+    finally:
+        for server in servers:
+            server.stop()
