@@ -7,6 +7,8 @@
   middleware runs, whatever its size, and a chunked body has no Content-Length to check:
   ``BodyLimitASGIMiddleware`` stops reading at the limit and flags the request, which the
   Django middleware then answers.
+* ``NulCharacterMiddleware`` answers 400 for a NUL character in the path or the query
+  string: PostgreSQL text cannot hold one, so a filter or lookup that passed it on was a 500.
 * ``RateLimitMiddleware`` counts every ``/api/`` request per client IP with django-ratelimit
   (``RATE_LIMIT``) and answers 429 ``rate-limited`` with ``Retry-After`` = the seconds left
   in the window. ``enforce_trade_rate`` limits order submission per user (``TRADE_RATE_LIMIT``).
@@ -128,6 +130,22 @@ class BodyLimitMiddleware:
             return int(request.META.get("CONTENT_LENGTH") or 0) > limit
         except ValueError:
             return False
+
+
+class NulCharacterMiddleware:
+    """400 ``validation-error`` for ``%00`` in the path or a query parameter."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        query = request.GET
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in value for value in query.getlist(key)) for key in query
+        ):
+            problem = problems.ValidationFailed("The URL may not contain NUL characters.")
+            return problem_response(request, problem)
+        return self.get_response(request)
 
 
 # --- request rate ------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ MIDDLEWARE = [
     "django.middleware.gzip.GZipMiddleware",
     # Abuse limits (config.limits): 413 over the body limit, 429 over RATE_LIMIT per IP.
     "config.limits.BodyLimitMiddleware",
+    "config.limits.NulCharacterMiddleware",
     "config.limits.RateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

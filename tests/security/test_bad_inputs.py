@@ -198,6 +198,12 @@ def test_unknown_query_values_are_400_or_ignored_never_500(mine):
         "/api/v1/agents?ordering=%00",
         "/api/v1/oversight/requests?agent_id=not-a-uuid",
         "/api/v1/market/prices/%F0%9F%9A%80",
+        "/api/v1/market/prices/AAPL%00",
+        f"/api/v1/agents/{agent}/trades?symbol=AAPL%00",
+        f"/api/v1/agents/{agent}/trades?client_order_id=%00",
+        "/api/v1/agents?name=%00",
+        "/api/v1/agents?status=active%00",
+        f"/api/v1/oversight/requests?agent_id={agent}%00",
     ):
         response = mine.client.get(path)
         assert response.status_code < 500, (path, response.content)

@@ -36,7 +36,16 @@ OPERATOR_ROUTES = ("/approve", "/reject")
 
 @pytest.fixture
 def wsgi_app():
-    return WSGIHandler()
+    """Django's WSGI handler, minus the per-request connection close (as Django's test client
+    does): the test's transaction must survive the requests (CONN_MAX_AGE=0 on PostgreSQL)."""
+    from django.core import signals
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield WSGIHandler()
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
