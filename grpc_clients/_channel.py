@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +32,29 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
+
+
+# The monotonic time by which every call of the current operation must be answered (see
+# `deadline_budget`); None: each call has its own full timeout.
+_budget_deadline: ContextVar[float | None] = ContextVar("grpc_budget_deadline", default=None)
+
+
+@contextmanager
+def deadline_budget(seconds: float) -> Iterator[None]:
+    """Make every gRPC call inside share one deadline, `seconds` from now.
+
+    An operation that calls several services one after the other (a new order asks metering,
+    then oversight) then answers within `seconds` in all, not `seconds` per call: a call's
+    timeout is the smaller of its own and what is left, and a call with nothing left fails at
+    once with DEADLINE_EXCEEDED (ServiceUnavailable). Nested budgets only ever shrink it.
+    """
+    deadline = time.monotonic() + seconds
+    outer = _budget_deadline.get()
+    token = _budget_deadline.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _budget_deadline.reset(token)
 
 
 def channel_options(service_name: str, idempotent_methods: Iterable[str]) -> list[tuple[str, Any]]:
@@ -109,9 +134,20 @@ class ServiceChannel:
         """
         started = time.monotonic()
         code = "OK"
+        timeout = self.timeout
+        budget = _budget_deadline.get()
+        if budget is not None:
+            timeout = min(timeout, budget - started)
         try:
+            if timeout <= 0:
+                raise ServiceUnavailable(
+                    service=self.service,
+                    method=method,
+                    code=grpc.StatusCode.DEADLINE_EXCEEDED.name,
+                    detail="the operation's deadline was spent before this call",
+                )
             try:
-                reply = invoke(request, timeout=self.timeout, metadata=self._metadata())
+                reply = invoke(request, timeout=timeout, metadata=self._metadata())
                 return convert(reply)
             except grpc.RpcError as exc:
                 raise error_from_rpc_error(self.service, method, exc) from exc

@@ -11,10 +11,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ._channel import deadline_budget
 from .metering import MeteringClient
 from .oversight import OversightClient
 
 DEFAULT_TIMEOUT_SECONDS = 2.0
+
+__all__ = ["deadline_budget", "get_metering_client", "get_oversight_client", "reset_clients"]
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}

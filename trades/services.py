@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
@@ -32,6 +33,7 @@ from agents.money import ZERO, cents, whole_dollars
 from agents.selectors import agent_get_for
 from agents.services import BALANCE_FIELDS
 from config import problems
+from grpc_clients.registry import deadline_budget
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, IdempotencyRecord, Trade
@@ -448,14 +450,17 @@ def trade_submit(
     key = _idempotency_key(idempotency_key, data)
     request_hash = _request_hash(data)
     try:
-        return _submit(
-            agent_id=agent_id,
-            user=user,
-            data=data,
-            key=key,
-            request_hash=request_hash,
-            api_call=api_call,
-        )
+        # One deadline for the order's gRPC calls together (quota, then oversight): a slow
+        # dependency makes the order answer 503 within GRPC_TIMEOUT_SECONDS, not twice that.
+        with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+            return _submit(
+                agent_id=agent_id,
+                user=user,
+                data=data,
+                key=key,
+                request_hash=request_hash,
+                api_call=api_call,
+            )
     except IntegrityError:
         # Backstop: a concurrent request with the same key committed first (possible when the
         # agent lock is not a real lock, e.g. across databases); answer as its replay.

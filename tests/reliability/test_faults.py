@@ -128,6 +128,28 @@ def test_a_new_order_fails_closed_within_the_deadline_and_leaves_nothing(
 
 
 @pytest.mark.django_db
+def test_two_slow_dependencies_share_one_deadline(
+    fresh_reference_services, agent_factory, owner_client, prices
+):
+    # given metering slow but within the deadline, and oversight slower than it
+    agent = agent_factory(budget="100000", config=NO_APPROVAL)
+    before = footprint(agent)
+    fresh_reference_services.metering.delay_seconds = 0.6 * django_settings.GRPC_TIMEOUT_SECONDS
+    fresh_reference_services.oversight.delay_seconds = django_settings.GRPC_TIMEOUT_SECONDS + 2
+
+    # when an order needs both
+    started = time.monotonic()
+    response = owner_client.post(trades_url(agent), ORDER, format="json")
+    elapsed = time.monotonic() - started
+
+    # then it answers 503 within one deadline in all (not a deadline per call)
+    print(f"metering 0.6 s + oversight slowed: {response.status_code} in {elapsed:.3f} s")
+    assert response.status_code == 503
+    assert elapsed <= django_settings.GRPC_TIMEOUT_SECONDS + SLACK_SECONDS
+    assert footprint(agent) == before
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("service", ["metering", "oversight"])
 def test_reads_keep_working_while_a_service_is_down(
     service, fresh_reference_services, agent_factory, owner_client, prices
