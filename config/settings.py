@@ -146,8 +146,23 @@ def _database_from_env() -> dict:
         "django.db.backends.postgresql_psycopg2",
     }:
         config["ENGINE"] = "django.db.backends.postgresql"
-        config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
         config["CONN_HEALTH_CHECKS"] = True
+        if env_bool("DATABASE_POOL", True):
+            # Under ASGI every request runs its sync code in a thread of its own, and Django's
+            # connections are per thread: without a pool each request opens a PostgreSQL
+            # backend (milliseconds), and persistent ones pile up in dead threads until
+            # "too many clients". psycopg's pool hands the request a warm connection and takes
+            # it back when the request ends. (Pooling excludes CONN_MAX_AGE.)
+            config["CONN_MAX_AGE"] = 0
+            config["OPTIONS"] = {
+                "pool": {
+                    "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=1),
+                    "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
+                    "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+                }
+            }
+        else:
+            config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     return config
 
 
