@@ -246,8 +246,7 @@ def main() -> int:
         "SECRET_KEY": secrets.token_urlsafe(64),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
-        "RATE_LIMIT_ENABLED": "false",
-        "TRADE_RATE_LIMIT_ENABLED": "false",
+        "RATE_LIMIT_ENABLED": "false",  # the per-IP and the per-user order limits
         "LOG_LEVEL": "WARNING",
         "EMBEDDED_SERVICES": "false",
         "METERING_GRPC_ADDRESS": f"127.0.0.1:{metering_port}",
