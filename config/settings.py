@@ -189,7 +189,23 @@ if REDIS_URL:
                 # Retry a command once on a fresh connection when a pooled one turns out dead
                 # (Redis restarted): otherwise the first subscribe or publish after Redis comes
                 # back fails on each stale connection.
-                "hosts": [{"address": REDIS_URL, "retry_on_error": [RedisConnectionError]}],
+                #
+                # max_connections: channels_redis' core layer takes a pooled connection per
+                # command in flight (group_add/discard on subscribe, the Lua group_send of every
+                # event, the BZPOPMIN receive loop), and redis-py's pool raises "Too many
+                # connections" beyond its limit instead of waiting: the default 100 failed 220 of
+                # 1,000 WebSocket clients subscribing. A consumer handles one message at a time,
+                # so one process needs at most one connection per client plus the receive loop
+                # and the publishers; connections open only on demand.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "retry_on_error": [RedisConnectionError],
+                        "max_connections": env_int(
+                            "REDIS_CHANNEL_LAYER_MAX_CONNECTIONS", 1200, minimum=10
+                        ),
+                    }
+                ],
                 "prefix": "trading-demo",
                 "capacity": 2000,
                 "expiry": 30,
