@@ -231,7 +231,7 @@ async def scrape_grpc(host: str, port: int, attempts: int) -> dict:
     """gRPC client time and call count per ``service/method``, summed over server processes.
 
     With several worker processes behind one port, each new connection may land on any of
-    them; every process exposes its own ``process_start_time_seconds``, which tells them
+    them; every process exposes its own pid (``trading_process_id``), which tells them
     apart. ``attempts`` fresh connections are made and the last scrape of each process kept.
     """
     per_process: dict[str, dict] = {}
@@ -246,7 +246,7 @@ async def scrape_grpc(host: str, port: int, attempts: int) -> dict:
         text = payload.decode()
         identity, values = "?", {}
         for line in text.splitlines():
-            if line.startswith("process_start_time_seconds "):
+            if line.startswith("trading_process_id "):
                 identity = line.split()[1]
             elif line.startswith(
                 (

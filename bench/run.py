@@ -10,8 +10,8 @@ What one run does, in order (every step bounded in time):
    (``bench/seed.py``), and measures SQL queries and gRPC calls per order in process
    (``bench/inprocess.py``).
 3. Starts ``manage.py serve`` in production mode (``DJANGO_ENV=production``, a generated
-   ``SECRET_KEY``, no rate limits, ``LOG_LEVEL=WARNING``, external gRPC services), plus the
-   arguments in ``BENCH_SERVE_ARGS`` (e.g. ``--workers 2``).
+   ``SECRET_KEY``, no rate limits, ``LOG_LEVEL=WARNING``, external gRPC services) with
+   ``--workers`` from ``BENCH_WORKERS``, plus the arguments in ``BENCH_SERVE_ARGS``.
 4. Runs the load generator (``bench/load.py``) as a separate process: baseline, trades,
    reads, WebSocket fan-out, gRPC overhead from ``/metrics``. Meanwhile it samples the RSS of
    every server process and the load average.
@@ -23,8 +23,11 @@ Knobs (environment): ``BENCH_SECONDS`` (each HTTP phase, default 8), ``BENCH_FAN
 ``BENCH_WS_CLIENTS`` (1000), ``BENCH_MAX_REQUESTS`` (per phase, 100000),
 ``BENCH_BACKEND`` (``auto``, ``sqlite``, ``postgres``), ``BENCH_DATABASE_URL`` (PostgreSQL
 server URL whose ``bench`` database is recreated; default ``postgres://postgres@127.0.0.1:5432/bench``),
-``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/6``), ``BENCH_SERVE_ARGS``,
-``BENCH_RESULTS`` (output directory), ``BENCH_LABEL`` (a note stored with the results).
+``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/6``), ``BENCH_WORKERS`` (``serve
+--workers``; default 2 on PostgreSQL + Redis, 1 on SQLite, which cannot be shared by several
+processes), ``BENCH_SERVE_ARGS`` (more ``serve`` arguments; a ``--workers`` there wins),
+``BENCH_RESULTS`` (output directory), ``BENCH_LABEL`` (a note stored with the results),
+``BENCH_NAME`` (also write ``<name>.json`` and ``<name>.md`` next to ``latest``).
 """
 
 from __future__ import annotations
@@ -122,6 +125,21 @@ def choose_backend(tmp: Path) -> dict:
         "name": "sqlite (embedded default, in-memory channel layer)",
         "env": {"DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": ""},
     }
+
+
+# Worker processes of `serve` when BENCH_WORKERS is unset: what the numbers favoured on the
+# 2-core machine (README, "Performance"). SQLite is one process's database: always 1.
+DEFAULT_POSTGRES_WORKERS = 2
+
+
+def choose_workers(backend: dict) -> int | None:
+    """``serve --workers`` of this run, or None when BENCH_SERVE_ARGS already says."""
+    if "--workers" in os.environ.get("BENCH_SERVE_ARGS", ""):
+        return None
+    raw = os.environ.get("BENCH_WORKERS", "").strip()
+    if raw:
+        return int(raw)
+    return DEFAULT_POSTGRES_WORKERS if backend["env"].get("REDIS_URL") else 1
 
 
 # --- process sampling -------------------------------------------------------------------------
@@ -236,6 +254,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
     backend = choose_backend(tmp)
     print(f"bench: backend {backend['name']}", flush=True)
+    workers = choose_workers(backend)
+    if workers is not None:
+        settings["serve_args"] = f"--workers {workers} {settings['serve_args']}".strip()
 
     port, metering_port, oversight_port = free_port(), free_port(), free_port()
     env = {
@@ -377,9 +398,13 @@ def main() -> int:
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (results_dir / "latest.md").write_text(table)
+    names = ["latest"]
+    if os.environ.get("BENCH_NAME"):
+        names.append(os.environ["BENCH_NAME"])
+    for name in names:
+        (results_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (results_dir / f"{name}.md").write_text(table)
     print(table)
     return 0
 

@@ -9,6 +9,7 @@ same deployment-wide values.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -45,6 +46,11 @@ LEADER = Gauge(
     "trading_leader",
     "1 while this process holds the leader lock and runs the singleton background jobs.",
 )
+
+# Tells the processes behind one address apart (`serve --workers N`): their counters are per
+# process, and process_start_time_seconds is the same for workers started in the same second.
+PROCESS_ID = Gauge("trading_process_id", "Operating-system pid of this serving process.")
+PROCESS_ID.set(os.getpid())
 
 
 def observe_grpc_call(service: str, method: str, code: str, seconds: float) -> None:
