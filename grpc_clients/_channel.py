@@ -34,27 +34,43 @@ RETRY_POLICY = {
 }
 
 
-# The monotonic time by which every call of the current operation must be answered (see
-# `deadline_budget`); None: each call has its own full timeout.
-_budget_deadline: ContextVar[float | None] = ContextVar("grpc_budget_deadline", default=None)
+class _Budget:
+    """A shared deadline that starts with the first call made under it (see `deadline_budget`)."""
+
+    __slots__ = ("deadline", "outer", "seconds")
+
+    def __init__(self, seconds: float, outer: _Budget | None):
+        self.seconds = seconds
+        self.outer = outer
+        self.deadline: float | None = None
+
+    def remaining(self, now: float) -> float:
+        if self.deadline is None:
+            self.deadline = now + self.seconds
+        left = self.deadline - now
+        return left if self.outer is None else min(left, self.outer.remaining(now))
+
+
+# The budget every call of the current operation shares; None: each call has its own timeout.
+_budget: ContextVar[_Budget | None] = ContextVar("grpc_budget", default=None)
 
 
 @contextmanager
 def deadline_budget(seconds: float) -> Iterator[None]:
-    """Make every gRPC call inside share one deadline, `seconds` from now.
+    """Make every gRPC call inside share one deadline of `seconds`, from the first call on.
 
     An operation that calls several services one after the other (a new order asks metering,
-    then oversight) then answers within `seconds` in all, not `seconds` per call: a call's
-    timeout is the smaller of its own and what is left, and a call with nothing left fails at
-    once with DEADLINE_EXCEEDED (ServiceUnavailable). Nested budgets only ever shrink it.
+    then oversight) then answers within `seconds` of gRPC time in all, not `seconds` per call:
+    a call's timeout is the smaller of its own and what is left, and a call with nothing left
+    fails at once with DEADLINE_EXCEEDED (ServiceUnavailable). The clock starts at the first
+    call, not at entry, so time spent waiting for a database lock before it is not charged to
+    the dependencies. Nested budgets only ever shrink it.
     """
-    deadline = time.monotonic() + seconds
-    outer = _budget_deadline.get()
-    token = _budget_deadline.set(deadline if outer is None else min(outer, deadline))
+    token = _budget.set(_Budget(seconds, _budget.get()))
     try:
         yield
     finally:
-        _budget_deadline.reset(token)
+        _budget.reset(token)
 
 
 def channel_options(service_name: str, idempotent_methods: Iterable[str]) -> list[tuple[str, Any]]:
@@ -135,9 +151,9 @@ class ServiceChannel:
         started = time.monotonic()
         code = "OK"
         timeout = self.timeout
-        budget = _budget_deadline.get()
+        budget = _budget.get()
         if budget is not None:
-            timeout = min(timeout, budget - started)
+            timeout = min(timeout, budget.remaining(started))
         try:
             if timeout <= 0:
                 raise ServiceUnavailable(

@@ -246,3 +246,22 @@ def test_submit_with_timeout_is_sent_as_duration(services, oversight_client):
 
     assert result.state == "pending"
     assert oversight_client.get_request_status("r-1").state == "expired"
+
+
+def test_calls_under_one_budget_share_one_deadline_from_the_first_call(services):
+    from grpc_clients.registry import deadline_budget
+
+    client = MeteringClient(services.metering_address, timeout=2.0)
+    with deadline_budget(0.5):
+        # time before the first call (e.g. waiting for a row lock) is not charged
+        time.sleep(0.6)
+        check_quota(client)
+        # the second call gets only what the first left
+        services.metering.delay_seconds = 0.3
+        check_quota(client)
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as raised:
+            check_quota(client)
+        assert time.monotonic() - started < 0.3
+        assert raised.value.code == "DEADLINE_EXCEEDED"
+    client.close()
