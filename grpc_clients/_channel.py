@@ -190,3 +190,42 @@ class ServiceChannel:
 
     def close(self) -> None:
         self.channel.close()
+
+
+class ServiceClient:
+    """Base of the service wrappers: one `ServiceChannel` and the generated stub on it.
+
+    Subclasses name their service (`SERVICE`, `SERVICE_NAME`), the methods that are safe to
+    retry (`IDEMPOTENT_METHODS`) and the generated stub class (`STUB`).
+    """
+
+    SERVICE: str
+    SERVICE_NAME: str
+    IDEMPOTENT_METHODS: tuple[str, ...]
+    STUB: Callable[[grpc.Channel], Any]
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float,
+        request_id_provider: RequestIdProvider | None = None,
+        on_call: CallHook | None = None,
+    ) -> None:
+        self._channel = ServiceChannel(
+            service=self.SERVICE,
+            service_name=self.SERVICE_NAME,
+            address=address,
+            timeout=timeout,
+            idempotent_methods=self.IDEMPOTENT_METHODS,
+            request_id_provider=request_id_provider,
+            on_call=on_call,
+        )
+        self._stub = self.STUB(self._channel.channel)
+
+    @property
+    def address(self) -> str:
+        return self._channel.address
+
+    def close(self) -> None:
+        self._channel.close()

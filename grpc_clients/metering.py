@@ -12,7 +12,7 @@ from datetime import datetime
 
 from google.protobuf import json_format
 
-from ._channel import CallHook, RequestIdProvider, ServiceChannel, to_datetime, to_timestamp
+from ._channel import ServiceClient, to_datetime, to_timestamp
 from ._generated.creto.metering.v1 import metering_pb2 as pb
 from ._generated.creto.metering.v1 import metering_pb2_grpc as pb_grpc
 
@@ -156,7 +156,7 @@ def _ingest_status(number: int) -> str:
     return "internal_error" if name == "unspecified" else name
 
 
-class MeteringClient:
+class MeteringClient(ServiceClient):
     """Calls the metering service over one channel; every call has a deadline of `timeout`.
 
     `request_id_provider()` supplies the `x-request-id` metadata (none when it returns None);
@@ -164,28 +164,10 @@ class MeteringClient:
     Every failure raises a `grpc_clients.errors.GrpcClientError` subclass.
     """
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        timeout: float,
-        request_id_provider: RequestIdProvider | None = None,
-        on_call: CallHook | None = None,
-    ) -> None:
-        self._channel = ServiceChannel(
-            service=SERVICE,
-            service_name=SERVICE_NAME,
-            address=address,
-            timeout=timeout,
-            idempotent_methods=IDEMPOTENT_METHODS,
-            request_id_provider=request_id_provider,
-            on_call=on_call,
-        )
-        self._stub = pb_grpc.MeteringServiceStub(self._channel.channel)
-
-    @property
-    def address(self) -> str:
-        return self._channel.address
+    SERVICE = SERVICE
+    SERVICE_NAME = SERVICE_NAME
+    IDEMPOTENT_METHODS = IDEMPOTENT_METHODS
+    STUB = pb_grpc.MeteringServiceStub
 
     def ingest_event(self, event: UsageEvent) -> IngestResult:
         request = pb.IngestEventRequest(event=_event_to_proto(event))
@@ -286,6 +268,3 @@ class MeteringClient:
             request,
             lambda replies: [_event_from_proto(message) for message in replies],
         )
-
-    def close(self) -> None:
-        self._channel.close()

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 
-from ._channel import CallHook, RequestIdProvider, ServiceChannel, to_datetime
+from ._channel import ServiceClient, to_datetime
 from ._generated.creto.oversight.v1 import oversight_pb2 as pb
 from ._generated.creto.oversight.v1 import oversight_pb2_grpc as pb_grpc
 
@@ -170,7 +170,7 @@ def _summary(message: pb.OversightRequest) -> RequestSummary:
     )
 
 
-class OversightClient:
+class OversightClient(ServiceClient):
     """Calls the oversight service over one channel; every call has a deadline of `timeout`.
 
     `request_id_provider()` supplies the `x-request-id` metadata (none when it returns None);
@@ -178,28 +178,10 @@ class OversightClient:
     Every failure raises a `grpc_clients.errors.GrpcClientError` subclass.
     """
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        timeout: float,
-        request_id_provider: RequestIdProvider | None = None,
-        on_call: CallHook | None = None,
-    ) -> None:
-        self._channel = ServiceChannel(
-            service=SERVICE,
-            service_name=SERVICE_NAME,
-            address=address,
-            timeout=timeout,
-            idempotent_methods=IDEMPOTENT_METHODS,
-            request_id_provider=request_id_provider,
-            on_call=on_call,
-        )
-        self._stub = pb_grpc.OversightServiceStub(self._channel.channel)
-
-    @property
-    def address(self) -> str:
-        return self._channel.address
+    SERVICE = SERVICE
+    SERVICE_NAME = SERVICE_NAME
+    IDEMPOTENT_METHODS = IDEMPOTENT_METHODS
+    STUB = pb_grpc.OversightServiceStub
 
     def submit_request(
         self,
@@ -355,6 +337,3 @@ class OversightClient:
                 total_count=reply.total_count,
             ),
         )
-
-    def close(self) -> None:
-        self._channel.close()
