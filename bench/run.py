@@ -24,7 +24,7 @@ Knobs (environment): ``BENCH_SECONDS`` (each HTTP phase, default 8), ``BENCH_FAN
 ``BENCH_BACKEND`` (``auto``, ``sqlite``, ``postgres``), ``BENCH_DATABASE_URL`` (PostgreSQL
 server URL whose ``bench`` database is recreated; default ``postgres://postgres@127.0.0.1:5432/bench``),
 ``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/6``), ``BENCH_WORKERS`` (``serve
---workers``; default 2 on PostgreSQL + Redis, 1 on SQLite, which cannot be shared by several
+--workers``; default 3 on PostgreSQL + Redis, 1 on SQLite, which cannot be shared by several
 processes), ``BENCH_SERVE_ARGS`` (more ``serve`` arguments; a ``--workers`` there wins),
 ``BENCH_RESULTS`` (output directory), ``BENCH_LABEL`` (a note stored with the results),
 ``BENCH_NAME`` (also write ``<name>.json`` and ``<name>.md`` next to ``latest``).
@@ -129,7 +129,7 @@ def choose_backend(tmp: Path) -> dict:
 
 # Worker processes of `serve` when BENCH_WORKERS is unset: what the numbers favoured on the
 # 2-core machine (README, "Performance"). SQLite is one process's database: always 1.
-DEFAULT_POSTGRES_WORKERS = 2
+DEFAULT_POSTGRES_WORKERS = 3
 
 
 def choose_workers(backend: dict) -> int | None:
