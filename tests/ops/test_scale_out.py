@@ -13,7 +13,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import quote
 
 import pytest
 from channels.db import database_sync_to_async
@@ -21,7 +20,13 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from tests.realtime.servers import ServerProcess, ws_open, ws_receive, ws_request
+from tests.realtime.servers import (
+    ServerProcess,
+    shared_database_url,
+    ws_open,
+    ws_receive,
+    ws_request,
+)
 
 TICK_MS = 250
 SERVE = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", "{port}"]
@@ -38,22 +43,13 @@ pytestmark = [
 ]
 
 
-def _test_database_url() -> str:
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}{port}/{db['NAME']}"
-
-
 @pytest.fixture
 def serve_pair(reference_services):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_ENV": "development",
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": shared_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "EMBEDDED_SERVICES": "false",
         "METERING_GRPC_ADDRESS": reference_services.metering_address,

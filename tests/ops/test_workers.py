@@ -26,8 +26,13 @@ from django.core.management.base import CommandError
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from tests.ops.test_scale_out import _test_database_url
-from tests.realtime.servers import ServerProcess, ws_open, ws_receive, ws_request
+from tests.realtime.servers import (
+    ServerProcess,
+    shared_database_url,
+    ws_open,
+    ws_receive,
+    ws_request,
+)
 
 SERVE = [
     sys.executable,
@@ -113,7 +118,7 @@ def workers_server(reference_services):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_ENV": "development",
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": shared_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "EMBEDDED_SERVICES": "false",
         "METERING_GRPC_ADDRESS": reference_services.metering_address,

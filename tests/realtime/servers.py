@@ -24,6 +24,23 @@ START_TIMEOUT_SECONDS = 30
 RECEIVE_TIMEOUT_SECONDS = 10
 
 
+def shared_database_url() -> str:
+    """The URL of the database this test process uses (pytest-django's ``test_<name>``), for
+    server processes that must see the test's committed rows (``django_db(transaction=True)``).
+    """
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    host = db["HOST"] or "127.0.0.1"
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

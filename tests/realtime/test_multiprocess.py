@@ -12,7 +12,6 @@ import json
 import os
 import urllib.error
 import urllib.request
-from urllib.parse import quote
 
 import pytest
 from channels.db import database_sync_to_async
@@ -24,6 +23,7 @@ from tests.realtime.servers import (
     DAPHNE,
     RECEIVE_TIMEOUT_SECONDS,
     ServerProcess,
+    shared_database_url,
     ws_open,
     ws_receive,
     ws_request,
@@ -43,17 +43,6 @@ pytestmark = [
 ]
 
 
-def _test_database_url() -> str:
-    """The URL of the database this test uses (pytest-django's ``test_<name>``)."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = db["HOST"] or "127.0.0.1"
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
-
-
 @pytest.fixture
 def daphne_pair(reference_services):
     """Two server processes on the test's database, Redis and reference gRPC services."""
@@ -61,7 +50,7 @@ def daphne_pair(reference_services):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_ENV": "development",
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": shared_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "EMBEDDED_SERVICES": "false",
         "METERING_GRPC_ADDRESS": reference_services.metering_address,

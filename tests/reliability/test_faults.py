@@ -444,8 +444,7 @@ def _order_for(rng: random.Random) -> dict:
 def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
     reference_services, agent_factory, owner, prices
 ):
-    from tests.realtime.servers import PYTHON, ServerProcess
-    from tests.realtime.test_multiprocess import _test_database_url
+    from tests.realtime.servers import PYTHON, ServerProcess, shared_database_url
 
     if connection.vendor != "postgresql":
         pytest.skip("the server processes share the test's PostgreSQL database")
@@ -461,7 +460,7 @@ def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_ENV="development",
-        DATABASE_URL=_test_database_url(),
+        DATABASE_URL=shared_database_url(),
         EMBEDDED_SERVICES="false",
         METERING_GRPC_ADDRESS=reference_services.metering_address,
         OVERSIGHT_GRPC_ADDRESS=reference_services.oversight_address,
