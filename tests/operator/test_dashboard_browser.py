@@ -9,7 +9,6 @@ Debian Chromium is driven by Playwright.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -21,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.realtime.servers import server_env
 
 pytestmark = pytest.mark.browser
 
@@ -76,21 +77,10 @@ def _http(method: str, url: str, *, token: str | None = None, body: dict | None 
 def live_server_process(reference_services, tmp_path):
     """A seeded server on a free port; yields (base_url, {username: token})."""
     port = _free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "DATABASE_PATH", "REDIS_URL"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_ENV="development",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'dashboard.db'}",
-        EMBEDDED_SERVICES="false",
-        METERING_GRPC_ADDRESS=reference_services.metering_address,
-        OVERSIGHT_GRPC_ADDRESS=reference_services.oversight_address,
-        RATE_LIMIT_ENABLED="false",
+    env = server_env(
+        reference_services,
+        database_url=f"sqlite:///{tmp_path / 'dashboard.db'}",
         MARKET_TICK_MS="500",
-        LOG_LEVEL="WARNING",
     )
     _manage("migrate", "--noinput", env=env)
     seeded = _manage("seed_demo", env=env)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from rest_framework.authtoken.models import Token
 
 from tests.realtime.servers import (
     ServerProcess,
+    server_env,
     shared_database_url,
     ws_open,
     ws_receive,
@@ -45,22 +45,14 @@ pytestmark = [
 
 @pytest.fixture
 def serve_pair(reference_services):
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_ENV": "development",
-        "DATABASE_URL": shared_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "EMBEDDED_SERVICES": "false",
-        "METERING_GRPC_ADDRESS": reference_services.metering_address,
-        "OVERSIGHT_GRPC_ADDRESS": reference_services.oversight_address,
-        "MARKET_TICK_MS": str(TICK_MS),
-        "OUTBOX_DELIVERY_INTERVAL_MS": "200",
-        "LEADER_RENEW_SECONDS": "0.5",
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = server_env(
+        reference_services,
+        database_url=shared_database_url(),
+        redis_url=settings.REDIS_URL,
+        MARKET_TICK_MS=str(TICK_MS),
+        OUTBOX_DELIVERY_INTERVAL_MS="200",
+        LEADER_RENEW_SECONDS="0.5",
+    )
     processes: list[ServerProcess] = []
     try:
         processes = [ServerProcess(SERVE, env), ServerProcess(SERVE, env)]

@@ -28,6 +28,7 @@ from rest_framework.authtoken.models import Token
 
 from tests.realtime.servers import (
     ServerProcess,
+    server_env,
     shared_database_url,
     ws_open,
     ws_receive,
@@ -114,20 +115,12 @@ def _order(server: ServerProcess, agent_id: str, token: str) -> tuple[int, dict]
 
 @pytest.fixture
 def workers_server(reference_services):
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_ENV": "development",
-        "DATABASE_URL": shared_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "EMBEDDED_SERVICES": "false",
-        "METERING_GRPC_ADDRESS": reference_services.metering_address,
-        "OVERSIGHT_GRPC_ADDRESS": reference_services.oversight_address,
-        "LEADER_RENEW_SECONDS": "0.5",
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = server_env(
+        reference_services,
+        database_url=shared_database_url(),
+        redis_url=settings.REDIS_URL,
+        LEADER_RENEW_SECONDS="0.5",
+    )
     server = ServerProcess(SERVE, env)
     try:
         server.wait_ready()

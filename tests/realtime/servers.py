@@ -41,6 +41,32 @@ def shared_database_url() -> str:
     return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
 
 
+def server_env(services, *, database_url: str, redis_url: str | None = None, **overrides) -> dict:
+    """The environment of a server process for tests: development settings on the given
+    database (and Redis, if any), the test session's reference gRPC services, no rate limit,
+    quiet logs. ``overrides`` (strings) are added last."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "DATABASE_URL", "DATABASE_PATH", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_ENV="development",
+        DATABASE_URL=database_url,
+        EMBEDDED_SERVICES="false",
+        METERING_GRPC_ADDRESS=services.metering_address,
+        OVERSIGHT_GRPC_ADDRESS=services.oversight_address,
+        RATE_LIMIT_ENABLED="false",
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(overrides)
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.error
 import urllib.request
 
@@ -23,6 +22,7 @@ from tests.realtime.servers import (
     DAPHNE,
     RECEIVE_TIMEOUT_SECONDS,
     ServerProcess,
+    server_env,
     shared_database_url,
     ws_open,
     ws_receive,
@@ -46,19 +46,9 @@ pytestmark = [
 @pytest.fixture
 def daphne_pair(reference_services):
     """Two server processes on the test's database, Redis and reference gRPC services."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_ENV": "development",
-        "DATABASE_URL": shared_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "EMBEDDED_SERVICES": "false",
-        "METERING_GRPC_ADDRESS": reference_services.metering_address,
-        "OVERSIGHT_GRPC_ADDRESS": reference_services.oversight_address,
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = server_env(
+        reference_services, database_url=shared_database_url(), redis_url=settings.REDIS_URL
+    )
     processes: list[ServerProcess] = []
     try:
         processes = [ServerProcess(DAPHNE_COMMAND, env), ServerProcess(DAPHNE_COMMAND, env)]

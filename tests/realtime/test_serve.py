@@ -4,12 +4,19 @@ a real WebSocket client receives ``market.price`` ticks published by the market 
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
-from tests.realtime.servers import BASE_DIR, PYTHON, ServerProcess, ws_open, ws_receive, ws_request
+from tests.realtime.servers import (
+    BASE_DIR,
+    PYTHON,
+    ServerProcess,
+    server_env,
+    ws_open,
+    ws_receive,
+    ws_request,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -23,21 +30,10 @@ CREATE_TOKEN = (
 @pytest.fixture
 def served(tmp_path, reference_services):
     """A migrated SQLite database of its own, a user's token, and the server on it."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_ENV="development",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'serve.db'}",
-        EMBEDDED_SERVICES="false",
-        METERING_GRPC_ADDRESS=reference_services.metering_address,
-        OVERSIGHT_GRPC_ADDRESS=reference_services.oversight_address,
+    env = server_env(
+        reference_services,
+        database_url=f"sqlite:///{tmp_path / 'serve.db'}",
         MARKET_TICK_MS="200",
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
     )
 
     def manage(*args: str) -> str:

@@ -444,7 +444,7 @@ def _order_for(rng: random.Random) -> dict:
 def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
     reference_services, agent_factory, owner, prices
 ):
-    from tests.realtime.servers import PYTHON, ServerProcess, shared_database_url
+    from tests.realtime.servers import PYTHON, ServerProcess, server_env, shared_database_url
 
     if connection.vendor != "postgresql":
         pytest.skip("the server processes share the test's PostgreSQL database")
@@ -452,23 +452,11 @@ def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
     config = {**NO_APPROVAL, "auto_approval_limit": "5000"}
     agents = [agent_factory(budget="100000", config=config) for _ in range(3)]
     token = Token.objects.create(user=owner).key
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_ENV="development",
-        DATABASE_URL=shared_database_url(),
-        EMBEDDED_SERVICES="false",
-        METERING_GRPC_ADDRESS=reference_services.metering_address,
-        OVERSIGHT_GRPC_ADDRESS=reference_services.oversight_address,
-        RATE_LIMIT_ENABLED="false",
+    env = server_env(
+        reference_services,
+        database_url=shared_database_url(),
         TRADE_RATE_LIMIT="100000/m",
         MARKET_TICK_MS="100",
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
     )
     serve = [str(PYTHON), "manage.py", "serve", "--host", "127.0.0.1", "--port", "{port}"]
     servers: list[ServerProcess] = []
