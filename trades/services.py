@@ -33,6 +33,7 @@ from agents.money import ZERO, cents, whole_dollars
 from agents.selectors import agent_get_for
 from agents.services import BALANCE_FIELDS
 from config import problems
+from config.metrics import TRADES
 from grpc_clients.registry import deadline_budget
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
@@ -82,9 +83,18 @@ def _publish_trade(trade: Trade, event: str) -> None:
 
 
 def publish_trade_data(trade: Trade, event: str, data: dict) -> None:
+    """Publish a trade event and, once committed, count the status it reports.
+
+    Every status change of an order goes through here, so ``trading_trades_total{status}``
+    counts the orders that reached each status (a market order filled at once counts as
+    ``open`` when accepted, then ``filled``).
+    """
     from realtime.services import publish_agent_event
 
     publish_agent_event(agent_id=trade.agent_id, event=event, channel="trades", data=data)
+    status = data.get("status")
+    if status:
+        transaction.on_commit(lambda: TRADES.labels(status).inc())
 
 
 @dataclass
