@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from django.conf import settings
@@ -181,6 +182,25 @@ class RateLimitMiddleware:
             if problem is not None:
                 return problem_response(request, problem)
         return self.get_response(request)
+
+
+def client_ip(request) -> str:
+    """The client's address for the per-IP limit.
+
+    Behind a reverse proxy (``RATE_LIMIT_IP_HEADER``, e.g. ``HTTP_X_FORWARDED_FOR``) it is the
+    last address in that header, the one the nearest proxy — ours — wrote; a missing or
+    malformed header falls back to the connection's address, so a client cannot escape the
+    limit (or break the request) by sending garbage.
+    """
+    header = settings.RATE_LIMIT_IP_HEADER
+    if header:
+        for candidate in reversed(request.META.get(header, "").split(",")):
+            candidate = candidate.strip()
+            try:
+                return str(ipaddress.ip_address(candidate))
+            except ValueError:
+                break
+    return request.META.get("REMOTE_ADDR") or "0.0.0.0"
 
 
 def _user_key(group, request) -> str:

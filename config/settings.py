@@ -360,6 +360,11 @@ RATE_LIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
 TRADE_RATE_LIMIT = env_str("TRADE_RATE_LIMIT", "600/m")
 parse_rate(TRADE_RATE_LIMIT)  # fail at startup on a malformed rate
 RATELIMIT_USE_CACHE = "default"
+# Behind a reverse proxy every client arrives from the proxy's address: name the request
+# header that carries the client's address (e.g. HTTP_X_FORWARDED_FOR) so the per-IP limit
+# counts clients, not the proxy. Only set it when the proxy overwrites that header.
+RATE_LIMIT_IP_HEADER = env_str("RATE_LIMIT_IP_HEADER")
+RATELIMIT_IP_META_KEY = "config.limits.client_ip"
 # A cache that cannot count (Redis down) lets requests through: availability first.
 RATELIMIT_FAIL_OPEN = True
 

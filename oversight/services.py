@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from config import problems
 from grpc_clients.errors import GrpcClientError, RemoteConflict, RemoteNotFound
-from grpc_clients.registry import get_oversight_client
+from grpc_clients.registry import deadline_budget, get_oversight_client
 from oversight.choices import Decision, RequestStatus
 from oversight.models import ApprovalDecision, ApprovalRequest
 from oversight.risk import Risk, assess_trade_risk, review_priority
@@ -346,7 +346,9 @@ def approval_decide(
             "A rejection needs a reason.", errors={"reason": ["A rejection needs a reason."]}
         )
     _ensure_open_for(approval, actor)
-    _send_decision(approval=approval, actor=actor, decision=decision, reason=reason)
+    # One deadline for the decision's gRPC calls together (a resubmission, then the decision).
+    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+        _send_decision(approval=approval, actor=actor, decision=decision, reason=reason)
 
     now = timezone.now()
     with transaction.atomic():

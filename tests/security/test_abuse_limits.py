@@ -162,3 +162,28 @@ def test_page_size_is_capped_at_200(owner, owner_client):
     assert body["count"] == 205
     assert len(body["results"]) == 200
     assert "page_size=100000" in body["next"]
+
+
+@pytest.mark.django_db
+@override_settings(
+    RATE_LIMIT_ENABLED=True, RATE_LIMIT="2/m", RATE_LIMIT_IP_HEADER="HTTP_X_FORWARDED_FOR"
+)
+def test_behind_a_proxy_each_client_address_has_its_own_budget(mine):
+    # given every request arriving from the proxy's address, the client's in X-Forwarded-For
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+
+    def get(forwarded: str | None):
+        extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded is not None else {}
+        return mine.client.get("/api/v1/agents", **proxy, **extra)
+
+    # when one client spends its budget (the proxy appended the address it saw, last)
+    for _ in range(2):
+        assert get("203.0.113.9, 198.51.100.7").status_code == 200
+    # then it is limited, and a client's own claim in front of it does not help
+    assert_problem(get("1.2.3.4, 198.51.100.7"), 429, "rate-limited")
+    # another client is not
+    assert get("198.51.100.8").status_code == 200
+    # a missing or malformed header counts against the connection's address, never a 500
+    assert get("not-an-ip").status_code == 200
+    assert get(None).status_code == 200
+    assert_problem(get(""), 429, "rate-limited")
