@@ -72,24 +72,19 @@ def usage_record(
     ``UsageEventType`` name; ``quantity`` must not be negative (a ``Decimal`` is rounded to
     whole units). A given ``transaction_id`` raises ``IntegrityError`` if already recorded.
     """
-    if event_type not in metering_api.USAGE_EVENT_TYPES:
-        raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
-    event = UsageEvent(
-        transaction_id=transaction_id or uuid.uuid4().hex,
+    event = usage_build(
         agent=agent,
-        event_type=event_type,
         code=code,
-        quantity=_whole_quantity(quantity),
-        symbol=symbol or "",
-        properties={str(k): str(v) for k, v in (properties or {}).items()},
-        occurred_at=occurred_at or timezone.now(),
+        quantity=quantity,
+        event_type=event_type,
+        symbol=symbol,
+        properties=properties,
+        transaction_id=transaction_id,
+        occurred_at=occurred_at,
     )
-    if event.quantity < 0:
-        raise ValidationError({"quantity": ["Quantity must not be negative."]})
     # The unique transaction_id is enforced by the database (callers that accept client ids
     # handle the IntegrityError); skipping the lookups (the agent is a loaded row) keeps the hot
     # path to one INSERT.
-    event.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
     if transaction_id is None:
         event.save(force_insert=True)
     else:
@@ -108,9 +103,14 @@ def usage_build(
     symbol: str = "",
     properties: dict[str, Any] | None = None,
     transaction_id: str | None = None,
+    occurred_at: datetime | None = None,
 ) -> UsageEvent:
-    """A validated, unsaved usage event, for ``usage_bulk_record`` (same rules as
-    ``usage_record``)."""
+    """A validated, unsaved usage event: what ``usage_record`` saves, and what
+    ``usage_bulk_record`` saves many of at once.
+
+    ``event_type`` must be a lower-case Creto ``UsageEventType`` name; ``quantity`` must not be
+    negative (a ``Decimal`` is rounded to whole units). The agent is not looked up again.
+    """
     if event_type not in metering_api.USAGE_EVENT_TYPES:
         raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
     event = UsageEvent(
@@ -121,7 +121,7 @@ def usage_build(
         quantity=_whole_quantity(quantity),
         symbol=symbol or "",
         properties={str(k): str(v) for k, v in (properties or {}).items()},
-        occurred_at=timezone.now(),
+        occurred_at=occurred_at or timezone.now(),
     )
     if event.quantity < 0:
         raise ValidationError({"quantity": ["Quantity must not be negative."]})
