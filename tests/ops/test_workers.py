@@ -28,6 +28,7 @@ from rest_framework.authtoken.models import Token
 
 from tests.realtime.servers import (
     ServerProcess,
+    needs_shared_postgres_and_redis,
     server_env,
     shared_database_url,
     ws_open,
@@ -47,10 +48,7 @@ SERVE = [
     "2",
 ]
 
-multiprocess = pytest.mark.skipif(
-    not settings.REDIS_URL or connection.vendor != "postgresql",
-    reason="needs REDIS_URL and PostgreSQL shared by several processes",
-)
+multiprocess = needs_shared_postgres_and_redis()
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="the refusal of SQLite")

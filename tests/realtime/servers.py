@@ -24,6 +24,19 @@ START_TIMEOUT_SECONDS = 30
 RECEIVE_TIMEOUT_SECONDS = 10
 
 
+def needs_shared_postgres_and_redis():
+    """Skip unless the test database is PostgreSQL and REDIS_URL is set: what several server
+    processes need to share one database and one channel layer."""
+    import pytest
+    from django.conf import settings
+    from django.db import connection
+
+    return pytest.mark.skipif(
+        not settings.REDIS_URL or connection.vendor != "postgresql",
+        reason="needs REDIS_URL and PostgreSQL shared by several processes",
+    )
+
+
 def shared_database_url() -> str:
     """The URL of the database this test process uses (pytest-django's ``test_<name>``), for
     server processes that must see the test's committed rows (``django_db(transaction=True)``).

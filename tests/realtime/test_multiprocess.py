@@ -15,13 +15,13 @@ import urllib.request
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connection
 
 from tests.realtime.helpers import publish
 from tests.realtime.servers import (
     DAPHNE,
     RECEIVE_TIMEOUT_SECONDS,
     ServerProcess,
+    needs_shared_postgres_and_redis,
     server_env,
     shared_database_url,
     ws_open,
@@ -35,10 +35,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.redis,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not settings.REDIS_URL or connection.vendor != "postgresql",
-        reason="needs REDIS_URL and PostgreSQL shared by several processes",
-    ),
+    needs_shared_postgres_and_redis(),
     pytest.mark.timeout(120),
 ]
 
