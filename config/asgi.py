@@ -7,9 +7,9 @@ module; background services (embedded gRPC servers, market feed, outbox) are sta
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from config.handlers import get_asgi_application
 
 # Set up Django (apps, settings) before importing anything that touches models.
 django_asgi_app = get_asgi_application()

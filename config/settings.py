@@ -48,6 +48,13 @@ if PRODUCTION and not ALLOWED_HOSTS:
 
 HOST = env_str("HOST", "0.0.0.0")
 PORT = env_int("PORT", 3000, minimum=0)
+# Garbage collection in `serve` (config/management/commands/serve.py, _tune_gc): freeze what
+# exists at startup, and collect the first generation every GC_THRESHOLD[0] allocations.
+GC_FREEZE = env_bool("GC_FREEZE", True)
+GC_THRESHOLD = tuple(int(v) for v in env_list("GC_THRESHOLD", "50000,20,100"))
+# HTTP requests of one serving process that run their (synchronous) Django part at once; the
+# rest wait their turn on the event loop (config/handlers.py).
+SYNC_REQUEST_SLOTS = env_int("SYNC_REQUEST_SLOTS", 8, minimum=1)
 
 # --- applications ------------------------------------------------------------------------------
 
@@ -182,36 +189,56 @@ if REDIS_URL:
             "KEY_PREFIX": "trading-demo",
         }
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # Retry a command once on a fresh connection when a pooled one turns out dead
-                # (Redis restarted): otherwise the first subscribe or publish after Redis comes
-                # back fails on each stale connection.
-                #
-                # max_connections: channels_redis' core layer takes a pooled connection per
-                # command in flight (group_add/discard on subscribe, the Lua group_send of every
-                # event, the BZPOPMIN receive loop), and redis-py's pool raises "Too many
-                # connections" beyond its limit instead of waiting: the default 100 failed 220 of
-                # 1,000 WebSocket clients subscribing. A consumer handles one message at a time,
-                # so one process needs at most one connection per client plus the receive loop
-                # and the publishers; connections open only on demand.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "retry_on_error": [RedisConnectionError],
-                        "max_connections": env_int(
-                            "REDIS_CHANNEL_LAYER_MAX_CONNECTIONS", 1200, minimum=10
-                        ),
-                    }
-                ],
-                "prefix": "trading-demo",
-                "capacity": 2000,
-                "expiry": 30,
-            },
-        }
+    # Redis pub/sub (the default): a group send is one PUBLISH, and each serving process
+    # receives it once and hands it to its own subscribed consumers. The list-based core layer
+    # ("core") writes one message per subscribed channel in a Lua script and every consumer
+    # pops its own: with 1,000 WebSocket clients on one market tick, a thousand writes and a
+    # thousand reads instead of one. Neither keeps a message for a consumer that is gone or
+    # reconnecting; agent events are replayed from the seq buffer (realtime/), the market
+    # streams anew. README, "Performance", has the figures.
+    CHANNEL_LAYER_KIND = env_str("CHANNEL_LAYER", "pubsub")
+    if CHANNEL_LAYER_KIND not in {"pubsub", "core"}:
+        raise ImproperlyConfigured("CHANNEL_LAYER must be 'pubsub' or 'core'")
+    _redis_host = {
+        "address": REDIS_URL,
+        # Retry a command once on a fresh connection when a pooled one turns out dead (Redis
+        # restarted): otherwise the first subscribe or publish after Redis comes back fails on
+        # each stale connection.
+        "retry_on_error": [RedisConnectionError],
     }
+    if CHANNEL_LAYER_KIND == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [_redis_host], "prefix": "trading-demo"},
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    # max_connections: the core layer takes a pooled connection per command in
+                    # flight (group_add/discard on subscribe, the Lua group_send of every event,
+                    # the BZPOPMIN receive loop), and redis-py's pool raises "Too many
+                    # connections" beyond its limit instead of waiting: the default 100 failed
+                    # 220 of 1,000 WebSocket clients subscribing. A consumer handles one message
+                    # at a time, so one process needs at most one connection per client plus
+                    # the receive loop and the publishers; connections open only on demand.
+                    "hosts": [
+                        {
+                            **_redis_host,
+                            "max_connections": env_int(
+                                "REDIS_CHANNEL_LAYER_MAX_CONNECTIONS", 1200, minimum=10
+                            ),
+                        }
+                    ],
+                    "prefix": "trading-demo",
+                    "capacity": 2000,
+                    "expiry": 30,
+                },
+            }
+        }
 else:
     CACHES = {
         "default": {
