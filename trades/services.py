@@ -73,9 +73,9 @@ def _request_hash(data) -> str:
 
 
 def _trade_json(trade: Trade) -> dict:
-    from trades.api.serializers import TradeSerializer
+    from trades.api.serializers import trade_json
 
-    return TradeSerializer(trade).data
+    return trade_json(trade)
 
 
 def _publish_trade(trade: Trade, event: str) -> None:
