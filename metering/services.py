@@ -10,6 +10,7 @@ answer never double counts, and an outage only delays delivery.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -467,15 +468,38 @@ def _save_outcomes(events: list[UsageEvent]) -> None:
         )
 
 
+@dataclass
+class _KnownApiCalls:
+    """An agent's ``api_calls`` usage as the deliverer last knew it (period, used, limit)."""
+
+    period_start: datetime
+    used: int
+    limit: int
+    asked_at: float
+
+
+# Per process: only the leader delivers, so in practice only the leader's memory is used.
+_known_api_calls: dict[str, _KnownApiCalls] = {}
+# How long a known usage is trusted without asking the metering service again.
+API_CALLS_STATUS_MAX_AGE_SECONDS = 60.0
+
+
 def _warn_crossed_api_call_quotas(events: list[UsageEvent], *, now: datetime) -> None:
-    """Publish ``quota.warning`` for agents whose just-delivered API calls crossed 80 %.
+    """Publish ``quota.warning`` for agents whose delivered API calls crossed 80 %.
 
     API calls are not checked before they happen (that would cost a CheckQuota per request),
-    so their quota is watched here, once per agent per delivered batch. Trade executions are
-    warned about by ``quota_check`` instead, before the trade.
+    so their quota is watched here. Asking ``GetQuotaStatus`` for every agent of every
+    delivered batch cost about one call per order under load; instead the deliverer remembers
+    each agent's usage as of its last answer, adds what it delivered since, and asks again
+    only when that reaches the warning threshold, the period changed, an event set a new limit
+    (``quota_limit``), or the answer is older than ``API_CALLS_STATUS_MAX_AGE_SECONDS`` (usage
+    recorded by anyone else shows up then).
+    The warning is published once, when an answer first shows the threshold crossed since the
+    usage last known. Trade executions are warned about by ``quota_check``, before the trade.
     """
     period_start, period_end = period_window(QUOTA_PERIODS[MetricCode.API_CALLS], now)
     added: dict[Any, int] = {}
+    reconfigured: set[str] = set()
     for event in events:
         if (
             event.code == MetricCode.API_CALLS
@@ -483,7 +507,25 @@ def _warn_crossed_api_call_quotas(events: list[UsageEvent], *, now: datetime) ->
             and period_start <= event.occurred_at < period_end
         ):
             added[event.agent_id] = added.get(event.agent_id, 0) + event.quantity
+            if "quota_limit" in (event.properties or {}):
+                reconfigured.add(str(event.agent_id))
+    clock = time.monotonic()
     for agent_id, quantity in added.items():
+        known = _known_api_calls.get(str(agent_id))
+        if (
+            known is not None
+            and str(agent_id) not in reconfigured
+            and known.period_start == period_start
+            and clock - known.asked_at < API_CALLS_STATUS_MAX_AGE_SECONDS
+        ):
+            if known.limit <= 0 or (known.used + quantity) * 100 < (
+                QUOTA_WARNING_PERCENT * known.limit
+            ):
+                known.used += quantity
+                continue
+            used_before = known.used
+        else:
+            used_before = None
         try:
             status = get_metering_client().get_quota_status(
                 agent_id=str(agent_id), metric_code=MetricCode.API_CALLS
@@ -492,7 +534,12 @@ def _warn_crossed_api_call_quotas(events: list[UsageEvent], *, now: datetime) ->
             logger.info("no api_calls quota status for %s: %s", agent_id, exc)
             continue
         used = status.current_usage
-        if _crossed_warning(used - quantity, used, status.limit):
+        _known_api_calls[str(agent_id)] = _KnownApiCalls(
+            period_start=period_start, used=used, limit=status.limit, asked_at=clock
+        )
+        if used_before is None:
+            used_before = used - quantity
+        if _crossed_warning(used_before, used, status.limit):
             _publish_quota_warning(
                 agent_id=agent_id, metric_code=MetricCode.API_CALLS, used=used, limit=status.limit
             )
