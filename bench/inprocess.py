@@ -28,6 +28,8 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from config.metrics import GRPC_CALLS  # noqa: E402
 
 ORDERS = 5
+# Transaction control is counted apart: the order's one transaction costs a BEGIN and a COMMIT.
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
 
 
 def grpc_calls() -> dict[str, float]:
@@ -58,9 +60,13 @@ def main(seed_path: str) -> None:
         assert response.status_code == 201, response.content
         assert response.json()["status"] == "filled", response.json()
         calls = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+        control = [
+            q for q in queries.captured_queries if q["sql"].upper().startswith(TRANSACTION_CONTROL)
+        ]
         samples.append(
             {
-                "queries": len(queries),
+                "queries": len(queries) - len(control),
+                "transaction_control": len(control),
                 "sql": [q["sql"][:160] for q in queries.captured_queries],
                 "grpc_calls": sum(calls.values()),
                 "grpc_methods": calls,
@@ -72,6 +78,7 @@ def main(seed_path: str) -> None:
             {
                 "orders": ORDERS,
                 "queries_per_order": max(s["queries"] for s in samples),
+                "transaction_control_per_order": max(s["transaction_control"] for s in samples),
                 "grpc_calls_per_order": max(s["grpc_calls"] for s in samples),
                 "grpc_methods": last["grpc_methods"],
                 "sql_of_one_order": last["sql"],

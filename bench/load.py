@@ -409,6 +409,26 @@ async def run_fanout(plan: dict, host: str, port: int) -> dict:
 # --- main -------------------------------------------------------------------------------------
 
 
+class PhaseClock:
+    """Wall-clock bounds and this process's CPU time of each phase (``results["phase_times"]``),
+    so ``bench/run.py`` can tell how the machine's cores were shared during it."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, dict] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start, cpu = time.time(), time.process_time()
+        try:
+            yield
+        finally:
+            self.times[name] = {
+                "start": start,
+                "end": time.time(),
+                "load_cpu_seconds": round(time.process_time() - cpu, 3),
+            }
+
+
 async def main(plan: dict) -> dict:
     parts = urlsplit(plan["base_url"])
     host, port = parts.hostname, parts.port
@@ -419,24 +439,30 @@ async def main(plan: dict) -> dict:
         "max_requests": plan["max_requests"],
     }
     results: dict = {}
+    clock = PhaseClock()
     phases = plan["phases"]
     if "baseline" in phases:
-        results["baseline"], _ = await run_http_phase(
-            **common, seconds=plan["seconds"], make_request=health_requests(plan)
-        )
+        with clock.phase("baseline"):
+            results["baseline"], _ = await run_http_phase(
+                **common, seconds=plan["seconds"], make_request=health_requests(plan)
+            )
     if "trades" in phases:
         before = await scrape_grpc(host, port, plan["scrape_attempts"])
-        results["trades"], _ = await run_http_phase(
-            **common, seconds=plan["seconds"], make_request=trade_requests(plan)
-        )
+        with clock.phase("trades"):
+            results["trades"], _ = await run_http_phase(
+                **common, seconds=plan["seconds"], make_request=trade_requests(plan)
+            )
         after = await scrape_grpc(host, port, plan["scrape_attempts"])
         results["grpc"] = grpc_delta(before, after, results["trades"]["ok"])
     if "reads" in phases:
-        results["reads"], _ = await run_http_phase(
-            **common, seconds=plan["seconds"], make_request=read_requests(plan)
-        )
+        with clock.phase("reads"):
+            results["reads"], _ = await run_http_phase(
+                **common, seconds=plan["seconds"], make_request=read_requests(plan)
+            )
     if "fanout" in phases and plan["ws_clients"] > 0:
-        results["fanout"] = await run_fanout(plan, host, port)
+        with clock.phase("fanout"):
+            results["fanout"] = await run_fanout(plan, host, port)
+    results["phase_times"] = clock.times
     return results
 
 

@@ -175,21 +175,48 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-class Sampler(threading.Thread):
-    """Samples the server processes' RSS and the load average every half second."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, root: int):
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine spent busy so far (all processes)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+class Sampler(threading.Thread):
+    """Every half second: the server processes' RSS, the load average, and the CPU time used
+    by the server processes, the reference services and the whole machine."""
+
+    def __init__(self, root: int, services: int):
         super().__init__(daemon=True)
         self.root = root
+        self.services = services
         self.max_rss: dict[int, float] = {}
         self.max_total = 0.0
         self.loads: list[float] = []
+        # (wall time, server CPU s, reference services CPU s, machine busy s)
+        self.cpu: list[tuple[float, float, float, float]] = []
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(0.5):
             total = 0.0
-            for pid in process_tree(self.root):
+            tree = process_tree(self.root)
+            for pid in tree:
                 rss = rss_mb(pid)
                 if rss is None:
                     continue
@@ -197,6 +224,32 @@ class Sampler(threading.Thread):
                 self.max_rss[pid] = max(self.max_rss.get(pid, 0.0), rss)
             self.max_total = max(self.max_total, total)
             self.loads.append(os.getloadavg()[0])
+            self.cpu.append(
+                (
+                    time.time(),
+                    cpu_seconds(tree),
+                    cpu_seconds(process_tree(self.services)),
+                    machine_busy_seconds(),
+                )
+            )
+
+    def cores_during(self, start: float, end: float, load_cpu_seconds: float) -> dict | None:
+        """Cores used on average between ``start`` and ``end`` (wall time), by part."""
+        inside = [s for s in self.cpu if start <= s[0] <= end]
+        if len(inside) < 2:
+            return None
+        (t0, server0, services0, busy0), (t1, server1, services1, busy1) = inside[0], inside[-1]
+        seconds = t1 - t0
+        server, services = (server1 - server0) / seconds, (services1 - services0) / seconds
+        load = load_cpu_seconds / (end - start)
+        busy = (busy1 - busy0) / seconds
+        return {
+            "server": round(server, 2),
+            "reference_services": round(services, 2),
+            "load_generator": round(load, 2),
+            "other": round(max(busy - server - services - load, 0.0), 2),
+            "machine": round(busy, 2),
+        }
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -355,7 +408,7 @@ def main() -> int:
         }
         plan_path = tmp / "plan.json"
         plan_path.write_text(json.dumps(plan))
-        sampler = Sampler(server.pid)
+        sampler = Sampler(server.pid, services.pid)
         sampler.start()
         load_started = time.monotonic()
         print("bench: running the load (baseline, trades, reads, fan-out)…", flush=True)
@@ -392,6 +445,10 @@ def main() -> int:
             "max": round(max(sampler.loads), 2) if sampler.loads else None,
         },
         "load_seconds": round(load_seconds, 1),
+        "cores": {
+            name: sampler.cores_during(t["start"], t["end"], t["load_cpu_seconds"])
+            for name, t in load.get("phase_times", {}).items()
+        },
         "inprocess": {k: v for k, v in inprocess.items() if k != "sql_of_one_order"},
         "sql_of_one_order": inprocess["sql_of_one_order"],
         **load,
@@ -487,8 +544,20 @@ def markdown(r: dict) -> str:
             "",
         ),
         (
+            "cores used (server / reference services / load generator / other)",
+            "; ".join(
+                f"{phase} {c['server']} / {c['reference_services']} / {c['load_generator']} / "
+                f"{c['other']}"
+                for phase, c in r.get("cores", {}).items()
+                if c
+            ),
+            f"of {r['machine']['nproc']}",
+            "",
+        ),
+        (
             "SQL queries per order (whole request, in process)",
-            f"{inproc['queries_per_order']}",
+            f"{inproc['queries_per_order']} (+ {inproc.get('transaction_control_per_order', 0)} "
+            "transaction control: BEGIN, COMMIT)",
             f"≤ {t['queries_per_order']}",
             check(le(inproc["queries_per_order"], t["queries_per_order"])),
         ),
