@@ -336,7 +336,7 @@ def _publish_portfolio(
 
     ``positions`` (all the agent's, current) and ``prices`` (covering their symbols) value it
     without a query; otherwise they are read."""
-    from agents.api.serializers import PortfolioSerializer
+    from agents.api.serializers import portfolio_json
     from agents.selectors import portfolio_for, portfolio_valuation
     from agents.services import portfolio_snapshot_record
     from realtime.services import publish_agent_event
@@ -350,7 +350,7 @@ def _publish_portfolio(
         agent_id=agent.pk,
         event="portfolio.update",
         channel="portfolio",
-        data=PortfolioSerializer(valuation).data,
+        data=portfolio_json(valuation),
     )
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
-
 from django.core.exceptions import ObjectDoesNotExist
-from django.utils import timezone
 from rest_framework import serializers
 
+from config.representation import datetime_text, decimal_text
 from trades.models import MarketPrice, Trade
 from trades.validation import OrderInputSerializer
 
@@ -16,25 +14,8 @@ QUANTITY = {"max_digits": 20, "decimal_places": 6}
 
 __all__ = ["MarketPriceSerializer", "OrderInputSerializer", "TradeSerializer", "trade_json"]
 
-_MONEY_EXP = Decimal(1).scaleb(-MONEY["decimal_places"])
-_QUANTITY_EXP = Decimal(1).scaleb(-QUANTITY["decimal_places"])
-
-
-def _decimal(value, exp: Decimal) -> str | None:
-    # DRF's DecimalField: quantized half-even to the field's places, fixed-point string.
-    if value is None:
-        return None
-    if not isinstance(value, Decimal):
-        value = Decimal(str(value).strip())
-    return f"{value.quantize(exp, rounding=ROUND_HALF_EVEN):f}"
-
-
-def _datetime(value) -> str | None:
-    # DRF's DateTimeField: in the current time zone, ISO 8601, "Z" for UTC.
-    if value is None:
-        return None
-    text = timezone.localtime(value).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+_MONEY_PLACES = MONEY["decimal_places"]
+_QUANTITY_PLACES = QUANTITY["decimal_places"]
 
 
 def _approval_request_id(trade: Trade) -> str | None:
@@ -61,21 +42,21 @@ def trade_json(trade: Trade) -> dict:
         "side": trade.side,
         "type": trade.type,
         "time_in_force": trade.time_in_force,
-        "quantity": _decimal(trade.quantity, _QUANTITY_EXP),
-        "limit_price": _decimal(trade.limit_price, _MONEY_EXP),
-        "stop_price": _decimal(trade.stop_price, _MONEY_EXP),
+        "quantity": decimal_text(trade.quantity, _QUANTITY_PLACES),
+        "limit_price": decimal_text(trade.limit_price, _MONEY_PLACES),
+        "stop_price": decimal_text(trade.stop_price, _MONEY_PLACES),
         "status": trade.status,
-        "filled_quantity": _decimal(trade.filled_quantity, _QUANTITY_EXP),
-        "avg_fill_price": _decimal(trade.avg_fill_price, _MONEY_EXP),
-        "notional": _decimal(trade.notional, _MONEY_EXP),
-        "reserved_amount": _decimal(trade.reserved_amount, _MONEY_EXP),
+        "filled_quantity": decimal_text(trade.filled_quantity, _QUANTITY_PLACES),
+        "avg_fill_price": decimal_text(trade.avg_fill_price, _MONEY_PLACES),
+        "notional": decimal_text(trade.notional, _MONEY_PLACES),
+        "reserved_amount": decimal_text(trade.reserved_amount, _MONEY_PLACES),
         "approval_request_id": _approval_request_id(trade),
         "rejection_reason": trade.rejection_reason,
         "metadata": trade.metadata,
-        "created_at": _datetime(trade.created_at),
-        "updated_at": _datetime(trade.updated_at),
-        "filled_at": _datetime(trade.filled_at),
-        "cancelled_at": _datetime(trade.cancelled_at),
+        "created_at": datetime_text(trade.created_at),
+        "updated_at": datetime_text(trade.updated_at),
+        "filled_at": datetime_text(trade.filled_at),
+        "cancelled_at": datetime_text(trade.cancelled_at),
     }
 
 

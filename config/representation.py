@@ -1,0 +1,33 @@
+"""Values as the API's JSON shows them, built without DRF's field machinery.
+
+The hot documents (an order, a portfolio) are serialized on every order, several times, and
+DRF's ``Serializer.data`` costs milliseconds each (field copies, per-field lookups). Their fast
+builders (``trades.api.serializers.trade_json``, ``agents.api.serializers.portfolio_json``) use
+these helpers, which format exactly as DRF's ``DecimalField`` and ``DateTimeField`` do with this
+project's settings; tests hold each builder equal to its serializer's fields.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from django.utils import timezone
+
+_EXPONENTS = {places: Decimal(1).scaleb(-places) for places in range(13)}
+
+
+def decimal_text(value, places: int) -> str | None:
+    """DRF's ``DecimalField(decimal_places=places)``: half-even to ``places``, fixed point."""
+    if value is None:
+        return None
+    if not isinstance(value, Decimal):
+        value = Decimal(str(value).strip())
+    return f"{value.quantize(_EXPONENTS[places], rounding=ROUND_HALF_EVEN):f}"
+
+
+def datetime_text(value) -> str | None:
+    """DRF's ``DateTimeField``: in the current time zone, ISO 8601, ``Z`` for UTC."""
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
