@@ -255,6 +255,18 @@ class Sampler(threading.Thread):
 # --- the run ----------------------------------------------------------------------------------
 
 
+def calibrate(seconds: float = 1.0) -> float:
+    """Millions of iterations per second of a fixed pure-Python loop, on one core.
+
+    The machine's speed drifts (a shared virtual machine): the same commit measured half the
+    requests/s an hour apart, with this figure halved too. Compare runs with it in mind."""
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(10_000):
+            count += 1
+    return round(count / seconds / 1e6, 2)
+
+
 def machine() -> dict:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -268,6 +280,7 @@ def machine() -> dict:
         "memory_gb": round(mem_kb / 1024 / 1024, 1),
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "calibration_mloops_per_s": calibrate(),
     }
 
 
@@ -304,6 +317,7 @@ def main() -> int:
         "serve_args": os.environ.get("BENCH_SERVE_ARGS", ""),
     }
     results_dir = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results"))
+    host = machine()  # before anything starts: the calibration loop has the machine to itself
     tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
     backend = choose_backend(tmp)
     print(f"bench: backend {backend['name']}", flush=True)
@@ -432,7 +446,7 @@ def main() -> int:
             text=True,
             check=False,
         ).stdout.strip(),
-        "machine": machine(),
+        "machine": host,
         "backend": backend["name"],
         "settings": settings,
         "server": {
@@ -578,7 +592,8 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [
         f"Benchmark {r['when']} (git {r['git']}{', ' + r['label'] if r['label'] else ''}): "
-        f"{m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']}; "
+        f"{m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']} "
+        f"(speed {m.get('calibration_mloops_per_s')} M loops/s); "
         f"backend {r['backend']}; serve {r['settings']['serve_args'] or '(defaults)'}; "
         f"{r['settings']['concurrency']} connections, {r['settings']['seconds']} s per phase; "
         f"load average {r['load_average']['before']} before, max {r['load_average']['max']}; "
