@@ -247,7 +247,7 @@ else:
         }
     }
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2000}}
+        "default": {"BACKEND": "realtime.layers.LocalChannelLayer", "CONFIG": {"capacity": 2000}}
     }
     # django-ratelimit refuses a cache that is not shared between processes (E003) and warns
     # about one without atomic increments (W001). The embedded default is one process, where
