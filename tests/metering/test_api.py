@@ -418,3 +418,35 @@ def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_fa
     (warning,) = AgentEvent.objects.filter(agent=agent, event="quota.warning")
     assert warning.data["used"] == 80
     assert 1 <= grpc_calls().get("metering/GetQuotaStatus", 0) - asked <= 10
+
+
+def test_pending_usage_sums_only_the_agents_undelivered_usage_of_the_metric_since_a_time(
+    agent_factory,
+):
+    from django.db.models import Sum
+
+    from metering.services import pending_usage
+
+    # given: usage of two agents, two metrics, delivered or not, before and after a moment
+    agent, other = agent_factory(), agent_factory()
+    moment = timezone.now() - timedelta(hours=1)
+    for who, code, quantity, when in [
+        (agent, "trade_executions", 1, moment + timedelta(minutes=5)),
+        (agent, "trade_executions", 2, moment + timedelta(minutes=6)),
+        (agent, "trade_executions", 4, moment - timedelta(minutes=5)),  # before the moment
+        (agent, "api_calls", 8, moment + timedelta(minutes=5)),  # another metric
+        (other, "trade_executions", 16, moment + timedelta(minutes=5)),  # another agent
+    ]:
+        usage_record(agent=who, code=code, quantity=quantity, occurred_at=when)
+    delivered = usage_record(agent=agent, code="trade_executions", quantity=32)
+    UsageEvent.objects.filter(pk=delivered.pk).update(delivery_state="delivered")
+
+    # then
+    assert pending_usage(agent_id=agent.pk, metric_code="trade_executions", since=moment) == 3
+    assert pending_usage(agent_id=agent.pk, metric_code="trade_executions", since=None) == 7
+    assert pending_usage(agent_id=agent.pk, metric_code="api_calls", since=moment) == 8
+    assert pending_usage(agent_id=other.pk, metric_code="api_calls", since=None) == 0
+    orm = UsageEvent.objects.filter(
+        agent=agent, code="trade_executions", delivery_state="pending", occurred_at__gte=moment
+    ).aggregate(total=Sum("quantity"))["total"]
+    assert orm == 3
