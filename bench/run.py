@@ -540,7 +540,9 @@ def markdown(r: dict) -> str:
             f"commit→receipt p50 {fan.get('latency_p50_ms')} / p99 {fan.get('latency_p99_ms')} "
             f"ms; delivered {fan.get('events_delivered')}/{fan.get('events_expected')} "
             f"({fan.get('delivered_pct')} %); trades meanwhile {fan_trades.get('rps')}/s, "
-            f"p99 {fan_trades.get('p99_ms')} ms, {fan_trades.get('errors')} errors",
+            f"p99 {fan_trades.get('p99_ms')} ms, {fan_trades.get('errors')} errors; the load "
+            f"generator's own loop lag p50 {fan.get('generator_loop_lag_p50_ms')} / p99 "
+            f"{fan.get('generator_loop_lag_p99_ms')} ms",
             f"p99 ≤ {t['fanout_p99_ms']} ms, 100 %",
             check(
                 le(fan.get("latency_p99_ms"), t["fanout_p99_ms"])
