@@ -54,21 +54,13 @@ amounts = st.decimals(
 @pytest.mark.django_db
 def test_amounts_round_as_drf_does(values, symbols):
     # given a valuation with arbitrary amounts (halfway cases included) and 0-3 positions
-    money = dict(
-        zip(
-            (
-                "cash_balance",
-                "reserved_cash",
-                "available_cash",
-                "positions_value",
-                "total_value",
-                "realized_pnl",
-                "unrealized_pnl",
-            ),
-            values,
-            strict=False,
-        )
-    )
+    money_fields = [
+        name
+        for name, field in PortfolioSerializer().fields.items()
+        if isinstance(field, serializers.DecimalField)
+    ]
+    assert len(money_fields) == 7
+    money = dict(zip(money_fields, values, strict=False))
     position = dict(
         zip(
             ("quantity", "reserved_quantity", "avg_price", "cost_basis", "current_price"),
