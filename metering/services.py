@@ -9,6 +9,7 @@ answer never double counts, and an outage only delays delivery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -414,7 +415,8 @@ def _postpone(events: list[UsageEvent], *, now: datetime, error: str) -> None:
         event.attempts += 1
         event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts))
         event.last_error = error[:2000]
-    UsageEvent.objects.bulk_update(events, ["attempts", "next_attempt_at", "last_error"])
+    with transaction.atomic(savepoint=False):
+        UsageEvent.objects.bulk_update(events, ["attempts", "next_attempt_at", "last_error"])
 
 
 def _deliver_batch(events: list[UsageEvent], *, now: datetime, report: DeliveryReport) -> bool:
@@ -479,10 +481,11 @@ def _save_outcomes(events: list[UsageEvent]) -> None:
     groups: dict[tuple, list] = {}
     for event in events:
         groups.setdefault(tuple(getattr(event, f) for f in _OUTCOME_FIELDS), []).append(event.pk)
-    for values, ids in groups.items():
-        UsageEvent.objects.filter(pk__in=ids).update(
-            attempts=F("attempts") + 1, **dict(zip(_OUTCOME_FIELDS, values, strict=True))
-        )
+    with transaction.atomic(savepoint=False):
+        for values, ids in groups.items():
+            UsageEvent.objects.filter(pk__in=ids).update(
+                attempts=F("attempts") + 1, **dict(zip(_OUTCOME_FIELDS, values, strict=True))
+            )
 
 
 @dataclass
@@ -571,10 +574,11 @@ def usage_deliver_pending(
 ) -> dict[str, Any]:
     """Deliver up to ``limit`` pending outbox rows to the metering service, oldest first.
 
-    Guarantees: each row is sent in id order within ``IngestEventBatch`` batches while its row
-    is locked (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers), so
-    two deliverers never send the same row at once; accepted and duplicate answers mark it
-    delivered, validation errors mark it rejected, anything else leaves it pending with
+    Guarantees: each row is sent in id order within ``IngestEventBatch`` batches; on PostgreSQL
+    while its row is locked (``SELECT … FOR UPDATE SKIP LOCKED``), so two deliverers never send
+    the same row at once (on SQLite they may, and the second is answered ``duplicate``);
+    accepted and duplicate answers mark it delivered, validation errors mark it rejected,
+    anything else leaves it pending with
     ``attempts + 1`` and an exponential ``next_attempt_at`` (capped at 60 s). Delivery stops at
     the first failed batch. API calls whose delivery makes usage cross 80 % of the quota
     publish ``quota.warning``. ``ignore_backoff`` sends rows whose retry time has not come yet.
@@ -584,8 +588,16 @@ def usage_deliver_pending(
     now = now or timezone.now()
     report = DeliveryReport()
     handled = 0
+    # PostgreSQL: a batch's rows stay locked (FOR UPDATE SKIP LOCKED) while they are sent, so
+    # concurrent deliverers never send the same row. SQLite has one writer at a time, taken at
+    # BEGIN (IMMEDIATE): holding it through IngestEventBatch stalled every order of the process
+    # for the call, up to the gRPC deadline with a slow metering service. There a batch is read
+    # and sent outside a transaction and its outcomes saved in a short one; a row that two
+    # deliverers send (the server's job and the deliver_usage command) is answered `duplicate`
+    # by the metering service, and marked delivered.
+    lock_rows = connection.vendor == "postgresql"
     while handled < limit:
-        with transaction.atomic():
+        with transaction.atomic() if lock_rows else contextlib.nullcontext():
             events = _due_events(
                 now=now, ignore_backoff=ignore_backoff, batch_size=min(batch_size, limit - handled)
             )

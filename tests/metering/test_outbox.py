@@ -291,3 +291,31 @@ def test_two_deliverers_never_send_the_same_row(agent_factory, metering_client):
     assert not UsageEvent.objects.filter(agent=agent, delivery_state="pending").exists()
     status = metering_client.get_quota_status(agent_id=str(agent.pk), metric_code="api_calls")
     assert status.current_usage == 300
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_is_sent_holding_row_locks_on_postgresql_and_no_write_lock_on_sqlite(
+    agent_factory, monkeypatch
+):
+    # given: pending usage, and the real metering client watched as it sends
+    agent = agent_factory()
+    for _ in range(3):
+        usage_record(agent=agent, code="api_calls", quantity=1)
+    client = get_metering_client()
+    send = client.ingest_batch
+    in_transaction: list[bool] = []
+
+    def watched(*args, **kwargs):
+        in_transaction.append(connection.in_atomic_block)
+        return send(*args, **kwargs)
+
+    monkeypatch.setattr(client, "ingest_batch", watched)
+
+    # when
+    report = usage_deliver_pending()
+
+    # then: on PostgreSQL the rows stay locked in a transaction during the call; on SQLite,
+    # whose one write lock every order needs, no transaction is open during the call
+    assert in_transaction == [connection.vendor == "postgresql"]
+    assert report["delivered"] == 3 and report["remaining"] == 0
+    assert not UsageEvent.objects.filter(delivery_state=DeliveryState.PENDING).exists()
