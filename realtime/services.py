@@ -104,9 +104,12 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
         groups.append(oversight_feed_group())
     if event in CONTROL_EVENTS:
         groups.append(agent_control_group(agent_id))
-    # The timestamp is the commit's: taken in the on-commit callback, so a client can measure
-    # how long the event took to reach it after the change became visible.
-    transaction.on_commit(lambda: _send(groups, {**message, "timestamp": _now()}))
+    if batch is not None:
+        batch.sends.append((groups, message))
+    else:
+        # The timestamp is the commit's: taken in the on-commit callback, so a client can
+        # measure how long the event took to reach it after the change became visible.
+        transaction.on_commit(lambda: _send_all([(groups, message)]))
     return seq
 
 
@@ -127,6 +130,8 @@ class _EventBatch:
         self.first_seq = agent.event_seq
         self.saved_seq = agent.event_seq
         self.rows: list = []
+        # (groups, message) of each event, sent together once the transaction commits.
+        self.sends: list[tuple[list[str], dict]] = []
 
     def add(self, *, event: str, channel: str, payload) -> int:
         from realtime.models import AgentEvent
@@ -151,6 +156,10 @@ class _EventBatch:
 
         if not self.rows:
             return
+        # One on-commit send for the block's events, in seq order: one hand-over to the
+        # serving loop per order instead of one per event.
+        sends = self.sends
+        transaction.on_commit(lambda: _send_all(sends))
         AgentEvent.objects.bulk_create(self.rows)
         if self.agent.event_seq != self.saved_seq:
             Agent.objects.filter(pk=self.agent.pk).update(event_seq=self.agent.event_seq)
@@ -250,30 +259,43 @@ def bind_event_loop(loop: asyncio.AbstractEventLoop | None = None) -> None:
 
 
 def _send(groups: list[str], message: dict) -> None:
+    _send_all([(groups, message)], stamp=False)
+
+
+def _send_all(sends: list[tuple[list[str], dict]], *, stamp: bool = True) -> None:
+    """Send messages to their groups, in order; ``stamp`` adds the commit ``timestamp``."""
     layer = get_channel_layer()
     if layer is None:
         return
+    if stamp:
+        now = _now()
+        sends = [(groups, {**message, "timestamp": now}) for groups, message in sends]
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     if running is not None:
         # Synchronous code on an event-loop thread: never block the loop, send in a task.
-        task = running.create_task(_group_send(layer, groups, message))
+        task = running.create_task(_group_send_all(layer, sends))
         _pending_sends.add(task)
         task.add_done_callback(_pending_sends.discard)
         return
     loop = _serving_loop
     if loop is not None and loop.is_running() and not loop.is_closed():
-        future = asyncio.run_coroutine_threadsafe(_group_send(layer, groups, message), loop)
+        future = asyncio.run_coroutine_threadsafe(_group_send_all(layer, sends), loop)
         try:
             future.result(timeout=SEND_TIMEOUT_SECONDS)
         except Exception:
             future.cancel()
             CHANNEL_LAYER_DROPPED.inc()
-            logger.warning("timed out publishing %s", message.get("event"), exc_info=True)
+            logger.warning("timed out publishing %d events", len(sends), exc_info=True)
         return
-    async_to_sync(_group_send)(layer, groups, message)
+    async_to_sync(_group_send_all)(layer, sends)
+
+
+async def _group_send_all(layer, sends: list[tuple[list[str], dict]]) -> None:
+    for groups, message in sends:
+        await _group_send(layer, groups, message)
 
 
 async def _group_send(layer, groups: list[str], message: dict) -> None:
