@@ -25,21 +25,11 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from config.metrics import GRPC_CALLS  # noqa: E402
+from config.metrics import grpc_call_counts  # noqa: E402
 
 ORDERS = 5
 # Transaction control is counted apart: the order's one transaction costs a BEGIN and a COMMIT.
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
-
-
-def grpc_calls() -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for metric in GRPC_CALLS.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                key = f"{sample.labels['service']}/{sample.labels['method']}"
-                counts[key] = counts.get(key, 0) + sample.value
-    return counts
 
 
 def main(seed_path: str) -> None:
@@ -53,10 +43,10 @@ def main(seed_path: str) -> None:
     assert client.post(path, body, content_type="application/json").status_code == 201
     samples = []
     for _ in range(ORDERS):
-        before = grpc_calls()
+        before = grpc_call_counts()
         with CaptureQueriesContext(connection) as queries:
             response = client.post(path, body, content_type="application/json")
-        after = grpc_calls()
+        after = grpc_call_counts()
         assert response.status_code == 201, response.content
         assert response.json()["status"] == "filled", response.json()
         calls = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}

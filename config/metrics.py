@@ -59,6 +59,17 @@ def observe_grpc_call(service: str, method: str, code: str, seconds: float) -> N
     GRPC_CALL_SECONDS.labels(service, method, code).observe(seconds)
 
 
+def grpc_call_counts() -> dict[str, float]:
+    """gRPC calls made by this process's clients so far, by ``service/method`` (all codes)."""
+    counts: dict[str, float] = {}
+    for metric in GRPC_CALLS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                key = f"{sample.labels['service']}/{sample.labels['method']}"
+                counts[key] = counts.get(key, 0) + sample.value
+    return counts
+
+
 class DomainStateCollector(Collector):
     """Scrape-time gauges from cheap aggregate queries; a failing query never fails a scrape.
 

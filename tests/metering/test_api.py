@@ -386,7 +386,7 @@ def test_api_calls_crossing_80_percent_on_delivery_publish_one_warning(agent_fac
 
 
 def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_factory):
-    from tests.trades.test_hot_path import grpc_calls
+    from config.metrics import grpc_call_counts
 
     # given: an api_calls quota of 100 per day, known to the deliverer after a first delivery
     agent = agent_factory()
@@ -398,7 +398,7 @@ def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_fa
     )
     usage_record(agent=agent, code="api_calls", quantity=1)
     usage_deliver_pending()
-    asked = grpc_calls().get("metering/GetQuotaStatus", 0)
+    asked = grpc_call_counts().get("metering/GetQuotaStatus", 0)
 
     # when: 70 more calls are delivered one batch at a time (71 of 100, below 80 %)
     for _ in range(70):
@@ -406,7 +406,7 @@ def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_fa
         usage_deliver_pending()
 
     # then: the status was not asked again, and no warning was published
-    assert grpc_calls().get("metering/GetQuotaStatus", 0) == asked
+    assert grpc_call_counts().get("metering/GetQuotaStatus", 0) == asked
     assert not AgentEvent.objects.filter(agent=agent, event="quota.warning").exists()
 
     # when: calls go on past 80 %
@@ -417,7 +417,7 @@ def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_fa
     # then: the deliverer asked as usage neared the threshold and warned exactly once, at 80
     (warning,) = AgentEvent.objects.filter(agent=agent, event="quota.warning")
     assert warning.data["used"] == 80
-    assert 1 <= grpc_calls().get("metering/GetQuotaStatus", 0) - asked <= 10
+    assert 1 <= grpc_call_counts().get("metering/GetQuotaStatus", 0) - asked <= 10
 
 
 def test_pending_usage_sums_only_the_agents_undelivered_usage_of_the_metric_since_a_time(

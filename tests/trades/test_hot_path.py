@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from config.metrics import GRPC_CALLS
+from config.metrics import grpc_call_counts
 from metering.models import UsageEvent
 from realtime.models import AgentEvent
 from tests.trades.conftest import submit
@@ -14,23 +14,12 @@ from trades.models import Trade
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
 
 
-def grpc_calls() -> dict[str, float]:
-    """Calls made by this process's gRPC clients so far, by ``service/method``."""
-    counts: dict[str, float] = {}
-    for metric in GRPC_CALLS.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                key = f"{sample.labels['service']}/{sample.labels['method']}"
-                counts[key] = counts.get(key, 0) + sample.value
-    return counts
-
-
 def test_an_auto_approved_market_order_costs_at_most_12_queries_and_2_grpc_calls(
     owner_client, agent, django_assert_max_num_queries
 ):
     # given an agent that already holds a position (its second order of a symbol updates it)
     assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
-    before = grpc_calls()
+    before = grpc_call_counts()
 
     # when it places another market order
     with (
@@ -47,7 +36,7 @@ def test_an_auto_approved_market_order_costs_at_most_12_queries_and_2_grpc_calls
     statements = [q["sql"] for q in queries.captured_queries]
     data = [sql for sql in statements if not sql.upper().startswith(TRANSACTION_CONTROL)]
     assert len(data) <= 12, "\n".join(data)
-    after = grpc_calls()
+    after = grpc_call_counts()
     made = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     assert made == {"metering/CheckQuota": 1, "oversight/SubmitRequest": 1}
 
