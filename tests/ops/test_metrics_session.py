@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
-from config.asgi import application
+from tests.realtime.helpers import open_socket
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -47,12 +46,7 @@ async def test_metrics_move_after_a_scripted_session(owner, client_for, agent_fa
         (await sync_to_async(lambda: client_for(owner).get("/metrics"))()).content.decode()
     )
     token = await sync_to_async(session)()
-    socket = WebsocketCommunicator(
-        application,
-        f"/ws/?token={token}",
-        headers=[(b"host", b"testserver"), (b"origin", b"http://testserver")],
-    )
-    connected, _ = await socket.connect(timeout=5)
+    socket, connected = await open_socket(token)
     assert connected
     try:
         response = await sync_to_async(lambda: client_for(owner).get("/metrics"))()

@@ -14,8 +14,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
-from config.asgi import application
-from tests.realtime.helpers import ORIGIN
+from tests.realtime.helpers import ORIGIN, open_socket
 
 
 @pytest.fixture(autouse=True)
@@ -64,14 +63,7 @@ async def ws():
         cookie: str | None = None,
         expect_accept: bool = True,
     ) -> WebsocketCommunicator:
-        headers = [(b"host", b"testserver")]
-        if origin:
-            headers.append((b"origin", origin.encode()))
-        if cookie:
-            headers.append((b"cookie", cookie.encode()))
-        path = f"/ws/?token={token}" if token else "/ws/"
-        communicator = WebsocketCommunicator(application, path, headers=headers)
-        connected, _ = await communicator.connect(timeout=5)
+        communicator, connected = await open_socket(token, origin=origin, cookie=cookie)
         opened.append(communicator)
         assert connected is expect_accept
         return communicator

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
+from config.asgi import application
 from realtime.services import publish_agent_event
 
 ORIGIN = "http://testserver"
+
+
+async def open_socket(
+    token: str | None = None, *, origin: str | None = ORIGIN, cookie: str | None = None
+) -> tuple[WebsocketCommunicator, bool]:
+    """Open ``/ws/`` on the project's ASGI application as a browser on the test host would;
+    returns the communicator and whether the server accepted the connection."""
+    headers = [(b"host", b"testserver")]
+    if origin:
+        headers.append((b"origin", origin.encode()))
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    path = f"/ws/?token={token}" if token else "/ws/"
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    return communicator, connected
 
 
 async def subscribe(communicator, **message) -> dict:

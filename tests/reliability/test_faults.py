@@ -32,7 +32,6 @@ from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
 from agents.services import reservations_reconcile
-from config.asgi import application
 from config.metrics import CHANNEL_LAYER_DROPPED
 from grpc_clients.errors import ServiceUnavailable
 from grpc_clients.metering import MeteringClient
@@ -41,6 +40,7 @@ from metering.models import DeliveryState, UsageEvent
 from metering.services import usage_deliver_pending
 from realtime.models import AgentEvent
 from reference_services.server import start_reference_services
+from tests.realtime.helpers import open_socket
 from tests.reliability.conftest import NO_APPROVAL, assert_books_balance, trades_url
 from trades import market
 from trades.models import IdempotencyRecord, Trade
@@ -343,12 +343,7 @@ def private_redis(settings):
 
 
 async def _subscribed_socket(token: str, agent_id) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
-        application,
-        f"/ws/?token={token}",
-        headers=[(b"host", b"testserver"), (b"origin", b"http://testserver")],
-    )
-    connected, _ = await communicator.connect(timeout=5)
+    communicator, connected = await open_socket(token)
     assert connected
     await communicator.send_json_to(
         {"action": "subscribe", "channel": "trades", "agent_id": str(agent_id)}

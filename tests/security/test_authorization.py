@@ -350,20 +350,14 @@ async def test_websocket_subscription_to_another_owners_agent_is_refused(
     owner, other_owner, agent_factory
 ):
     from channels.db import database_sync_to_async
-    from channels.testing import WebsocketCommunicator
     from rest_framework.authtoken.models import Token
 
-    from config.asgi import application
+    from tests.realtime.helpers import open_socket
 
     # given
     theirs = await database_sync_to_async(agent_factory)(user=other_owner, name="Theirs")
     token, _ = await database_sync_to_async(Token.objects.get_or_create)(user=owner)
-    communicator = WebsocketCommunicator(
-        application,
-        f"/ws/?token={token.key}",
-        headers=[(b"host", b"testserver"), (b"origin", b"http://testserver")],
-    )
-    connected, _ = await communicator.connect(timeout=5)
+    communicator, connected = await open_socket(token.key)
     assert connected
     try:
         for channel in ("portfolio", "trades", "oversight"):

@@ -21,9 +21,9 @@ from django.urls import path as url_path
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-# Imported at collection: importing it runs django.setup(), whose logging dictConfig would
-# drop the capturing handlers if it happened inside the test.
-from config.asgi import application
+# Imported at collection: it imports config.asgi, which runs django.setup(), whose logging
+# dictConfig would drop the capturing handlers if it happened inside the test.
+from tests.realtime.helpers import open_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -193,7 +193,6 @@ def test_tokens_passwords_and_the_secret_key_never_reach_the_logs(
     user_factory, agent_factory, every_log_line
 ):
     from asgiref.sync import async_to_sync
-    from channels.testing import WebsocketCommunicator
 
     # given a user who logs in with a password and receives a token
     password = "correct-horse-" + secrets.token_hex(8)
@@ -225,12 +224,7 @@ def test_tokens_passwords_and_the_secret_key_never_reach_the_logs(
     assert bad.get("/api/v1/agents").status_code == 401
 
     async def websocket():
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/?token={token}",
-            headers=[(b"host", b"testserver"), (b"origin", b"http://testserver")],
-        )
-        connected, _ = await communicator.connect(timeout=5)
+        communicator, connected = await open_socket(token)
         assert connected
         await communicator.send_json_to(
             {"action": "subscribe", "channel": "portfolio", "agent_id": str(agent.pk)}
