@@ -155,11 +155,13 @@ def _database_from_env() -> dict:
         config["ENGINE"] = "django.db.backends.postgresql"
         config["CONN_HEALTH_CHECKS"] = True
         if env_bool("DATABASE_POOL", True):
-            # Under ASGI every request runs its sync code in a thread of its own, and Django's
-            # connections are per thread: without a pool each request opens a PostgreSQL
-            # backend (milliseconds), and persistent ones pile up in dead threads until
-            # "too many clients". psycopg's pool hands the request a warm connection and takes
-            # it back when the request ends. (Pooling excludes CONN_MAX_AGE.)
+            # Django's connections are per thread: the request threads (config/handlers.py),
+            # the thread of the WebSocket consumers' queries and each background job. The
+            # pool bounds what a process holds (DATABASE_POOL_MAX_SIZE), hands out a warm
+            # connection, checked first (CONN_HEALTH_CHECKS), and takes it back when the
+            # request or the job's step ends, so an idle thread holds none. A thread that
+            # comes and goes (a test's, a command's) never strands a backend either.
+            # (Pooling excludes CONN_MAX_AGE.)
             config["CONN_MAX_AGE"] = 0
             config["OPTIONS"] = {
                 "pool": {
