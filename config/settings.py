@@ -209,10 +209,16 @@ if REDIS_URL:
         "retry_on_error": [RedisConnectionError],
     }
     if CHANNEL_LAYER_KIND == "pubsub":
+        # Pub/sub channels belong to the whole Redis server, not to a database: the prefix
+        # names the database so that deployments sharing a server (redis://…/1, …/2) stay
+        # apart, as their keys do.
+        from redis.connection import parse_url as _parse_redis_url
+
+        _redis_db = _parse_redis_url(REDIS_URL).get("db", 0)
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [_redis_host], "prefix": "trading-demo"},
+                "CONFIG": {"hosts": [_redis_host], "prefix": f"trading-demo:{_redis_db}"},
             }
         }
     else:

@@ -69,3 +69,23 @@ def test_production_without_allowed_hosts_refuses_to_start():
     assert result.returncode != 0
     assert result.returncode == 2
     assert "ALLOWED_HOSTS is required" in result.stderr
+
+
+def _channel_prefix(redis_url: str) -> str:
+    result = _manage(
+        {"REDIS_URL": redis_url},
+        "shell",
+        "-c",
+        "from django.conf import settings; "
+        "print(settings.CHANNEL_LAYERS['default']['CONFIG']['prefix'])",
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_deployments_on_two_databases_of_one_redis_publish_apart():
+    # Redis pub/sub ignores the database number: the channel prefix must not.
+    first = _channel_prefix("redis://127.0.0.1:6379/1")
+    second = _channel_prefix("redis://127.0.0.1:6379/2")
+    assert first != second
+    assert _channel_prefix("redis://127.0.0.1:6379/1") == first
