@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ObjectDoesNotExist
+from django.utils import timezone
 from rest_framework import serializers
 
 from config.representation import datetime_text, decimal_text
@@ -34,6 +35,7 @@ def trade_json(trade: Trade) -> dict:
     per trade on the benchmark machine, this costs a few hundredths of that. The serializer
     keeps describing the shape for the OpenAPI schema, and a test holds the two equal.
     """
+    tz = timezone.get_current_timezone()
     return {
         "id": str(trade.pk),
         "agent_id": str(trade.agent_id),
@@ -53,10 +55,10 @@ def trade_json(trade: Trade) -> dict:
         "approval_request_id": _approval_request_id(trade),
         "rejection_reason": trade.rejection_reason,
         "metadata": trade.metadata,
-        "created_at": datetime_text(trade.created_at),
-        "updated_at": datetime_text(trade.updated_at),
-        "filled_at": datetime_text(trade.filled_at),
-        "cancelled_at": datetime_text(trade.cancelled_at),
+        "created_at": datetime_text(trade.created_at, tz),
+        "updated_at": datetime_text(trade.updated_at, tz),
+        "filled_at": datetime_text(trade.filled_at, tz),
+        "cancelled_at": datetime_text(trade.cancelled_at, tz),
     }
 
 
