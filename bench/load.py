@@ -227,25 +227,26 @@ def health_requests(_plan: dict):
 # --- /metrics ---------------------------------------------------------------------------------
 
 
-async def scrape_grpc(host: str, port: int, attempts: int) -> dict:
+async def scrape_grpc(host: str, port: int, attempts: int, processes: int = 1) -> dict:
     """gRPC client time and call count per ``service/method``, summed over server processes.
 
     With several worker processes behind one port, each new connection may land on any of
-    them; every process exposes its own pid (``trading_process_id``), which tells them
-    apart. ``attempts`` fresh connections are made and the last scrape of each process kept.
+    them (and an idle one tends to win every accept); every process exposes its own pid
+    (``trading_process_id``), which tells them apart. Up to ``attempts`` rounds of
+    ``processes`` + 1 connections opened together, until every process has answered; the last
+    scrape of each is kept.
     """
     per_process: dict[str, dict] = {}
-    for _ in range(attempts):
-        connection = HttpConnection(host, port)
+
+    async def scrape_once(connection: HttpConnection) -> None:
         try:
             status, payload = await connection.request("GET", "/metrics")
         finally:
             await connection.close()
         if status != 200:
-            continue
-        text = payload.decode()
+            return
         identity, values = "?", {}
-        for line in text.splitlines():
+        for line in payload.decode().splitlines():
             if line.startswith("trading_process_id "):
                 identity = line.split()[1]
             elif line.startswith(
@@ -262,6 +263,14 @@ async def scrape_grpc(host: str, port: int, attempts: int) -> dict:
                 entry = values.setdefault(key, {"sum": 0.0, "count": 0.0})
                 entry[kind] += float(value)
         per_process[identity] = values
+
+    for _ in range(attempts):
+        connections = [HttpConnection(host, port) for _ in range(processes + 1)]
+        for connection in connections:  # all connected before any asks: spread over workers
+            await connection._connect()
+        await asyncio.gather(*(scrape_once(c) for c in connections))
+        if len(per_process) >= processes:
+            break
     total: dict[str, dict] = {}
     for values in per_process.values():
         for key, entry in values.items():
@@ -466,12 +475,12 @@ async def main(plan: dict) -> dict:
                 **common, seconds=plan["seconds"], make_request=health_requests(plan)
             )
     if "trades" in phases:
-        before = await scrape_grpc(host, port, plan["scrape_attempts"])
+        before = await scrape_grpc(host, port, plan["scrape_attempts"], plan["processes"])
         with clock.phase("trades"):
             results["trades"], _ = await run_http_phase(
                 **common, seconds=plan["seconds"], make_request=trade_requests(plan)
             )
-        after = await scrape_grpc(host, port, plan["scrape_attempts"])
+        after = await scrape_grpc(host, port, plan["scrape_attempts"], plan["processes"])
         results["grpc"] = grpc_delta(before, after, results["trades"]["ok"])
     if "reads" in phases:
         with clock.phase("reads"):

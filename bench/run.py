@@ -145,6 +145,17 @@ def choose_workers(backend: dict) -> int | None:
 # --- process sampling -------------------------------------------------------------------------
 
 
+def workers_of(serve_args: str) -> int:
+    """The serving processes ``serve`` runs with these arguments (``--workers``, default 1)."""
+    args = shlex.split(serve_args)
+    for i, arg in enumerate(args):
+        if arg == "--workers" and i + 1 < len(args):
+            return int(args[i + 1])
+        if arg.startswith("--workers="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
 def process_tree(root: int) -> list[int]:
     """``root`` and its descendants (from /proc, no psutil needed)."""
     children: dict[int, list[int]] = {}
@@ -419,6 +430,7 @@ def main() -> int:
             "phases": ["baseline", "trades", "reads", "fanout"],
             "drain_seconds": 10,
             "scrape_attempts": 12,
+            "processes": workers_of(settings["serve_args"]),
         }
         plan_path = tmp / "plan.json"
         plan_path.write_text(json.dumps(plan))
@@ -551,7 +563,8 @@ def markdown(r: dict) -> str:
         ),
         (
             "gRPC per trade (client side, from /metrics)",
-            f"{grpc.get('calls_per_trade')} calls, {grpc.get('ms_per_trade')} ms: "
+            f"{grpc.get('calls_per_trade')} calls, {grpc.get('ms_per_trade')} ms "
+            f"(processes scraped before/after: {grpc.get('processes_seen')}): "
             + ", ".join(
                 f"{k} {v['calls_per_trade']}x {v['mean_ms']} ms"
                 for k, v in sorted(grpc.get("per_method", {}).items())
