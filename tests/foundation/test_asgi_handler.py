@@ -15,7 +15,12 @@ from django.core import signals
 from config.handlers import get_asgi_application
 from tests.foundation import asgi_urls
 
-pytestmark = pytest.mark.urls("tests.foundation.asgi_urls")
+# The request threads outlive a test, and close_old_connections at a request's start checks the
+# connection an earlier test left in that thread.
+pytestmark = [
+    pytest.mark.urls("tests.foundation.asgi_urls"),
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def _scope(path: str) -> dict:
