@@ -189,12 +189,14 @@ def rss_mb(pid: int) -> float | None:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes used so far."""
+def cpu_seconds(pids: list[int], *, main_threads: bool = False) -> float:
+    """User + system CPU time the processes used so far; ``main_threads``: only their main
+    threads (a serving process's event loop: daphne, the WebSockets, the live events)."""
     total = 0
     for pid in pids:
+        path = f"/proc/{pid}/task/{pid}/stat" if main_threads else f"/proc/{pid}/stat"
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(path).read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])
@@ -219,8 +221,9 @@ class Sampler(threading.Thread):
         self.max_rss: dict[int, float] = {}
         self.max_total = 0.0
         self.loads: list[float] = []
-        # (wall time, server CPU s, reference services CPU s, machine busy s)
-        self.cpu: list[tuple[float, float, float, float]] = []
+        # (wall time, server CPU s, reference services CPU s, machine busy s, server event
+        # loops CPU s)
+        self.cpu: list[tuple[float, float, float, float, float]] = []
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -241,6 +244,7 @@ class Sampler(threading.Thread):
                     cpu_seconds(tree),
                     cpu_seconds(process_tree(self.services)),
                     machine_busy_seconds(),
+                    cpu_seconds(tree, main_threads=True),
                 )
             )
 
@@ -249,13 +253,15 @@ class Sampler(threading.Thread):
         inside = [s for s in self.cpu if start <= s[0] <= end]
         if len(inside) < 2:
             return None
-        (t0, server0, services0, busy0), (t1, server1, services1, busy1) = inside[0], inside[-1]
+        (t0, server0, services0, busy0, loops0) = inside[0]
+        (t1, server1, services1, busy1, loops1) = inside[-1]
         seconds = t1 - t0
         server, services = (server1 - server0) / seconds, (services1 - services0) / seconds
         load = load_cpu_seconds / (end - start)
         busy = (busy1 - busy0) / seconds
         return {
             "server": round(server, 2),
+            "server_event_loops": round((loops1 - loops0) / seconds, 2),
             "reference_services": round(services, 2),
             "load_generator": round(load, 2),
             "other": round(max(busy - server - services - load, 0.0), 2),
@@ -573,10 +579,11 @@ def markdown(r: dict) -> str:
             "",
         ),
         (
-            "cores used (server / reference services / load generator / other)",
+            "cores used (server, of which its event loops / reference services / load "
+            "generator / other)",
             "; ".join(
-                f"{phase} {c['server']} / {c['reference_services']} / {c['load_generator']} / "
-                f"{c['other']}"
+                f"{phase} {c['server']}, {c.get('server_event_loops', '?')} / "
+                f"{c['reference_services']} / {c['load_generator']} / {c['other']}"
                 for phase, c in r.get("cores", {}).items()
                 if c
             ),
