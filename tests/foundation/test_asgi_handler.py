@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core import signals
 
 from config.handlers import get_asgi_application
+from tests.asgi import http_scope
 from tests.foundation import asgi_urls
 
 # The request threads outlive a test, and close_old_connections at a request's start checks the
@@ -23,25 +24,8 @@ pytestmark = [
 ]
 
 
-def _scope(path: str) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 80),
-    }
-
-
 async def _get(application, path: str) -> tuple[int, bytes]:
-    communicator = ApplicationCommunicator(application, _scope(path))
+    communicator = ApplicationCommunicator(application, http_scope(path))
     await communicator.send_input({"type": "http.request", "body": b""})
     start = await communicator.receive_output(5)
     body = b""
@@ -105,7 +89,7 @@ async def test_a_streamed_body_is_sent_whole_then_closed(signal_threads):
 async def test_a_request_whose_client_left_is_still_closed(signal_threads):
     application = get_asgi_application()
     asgi_urls.release.clear()
-    communicator = ApplicationCommunicator(application, _scope("/slow"))
+    communicator = ApplicationCommunicator(application, http_scope("/slow"))
     await communicator.send_input({"type": "http.request", "body": b""})
     try:
         # given a request still in its view

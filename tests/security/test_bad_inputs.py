@@ -215,6 +215,7 @@ async def _asgi_post(path: str, chunks: list[bytes], headers: list[tuple[bytes, 
     """POST through the real ASGI application, the body sent in chunks; returns
     (status, headers, body)."""
     from config.asgi import application
+    from tests.asgi import http_scope
 
     pending = [
         {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
@@ -230,19 +231,7 @@ async def _asgi_post(path: str, chunks: list[bytes], headers: list[tuple[bytes, 
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(path, method="POST", headers=headers)
     await asyncio.wait_for(application(scope, receive, send), 30)
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
