@@ -232,7 +232,7 @@ def publish_market_price(
         "timestamp": timestamp or _now(),
         "seq": seq,
     }
-    _send([market_group(), market_group(symbol)], message)
+    _send_all([([market_group(), market_group(symbol)], message)], stamp=False)
 
 
 def event_buffer_prune(*, now: datetime | None = None) -> int:
@@ -256,10 +256,6 @@ def bind_event_loop(loop: asyncio.AbstractEventLoop | None = None) -> None:
     """
     global _serving_loop
     _serving_loop = loop or asyncio.get_running_loop()
-
-
-def _send(groups: list[str], message: dict) -> None:
-    _send_all([(groups, message)], stamp=False)
 
 
 def _send_all(sends: list[tuple[list[str], dict]], *, stamp: bool = True) -> None:
