@@ -154,6 +154,16 @@ def _database_from_env() -> dict:
     }:
         config["ENGINE"] = "django.db.backends.postgresql"
         config["CONN_HEALTH_CHECKS"] = True
+        # Parameters bound by the server, and each statement prepared on a connection the
+        # first time it runs there (after DATABASE_PREPARE_THRESHOLD runs): PostgreSQL then
+        # parses and plans an order's statements once per connection, not on every order.
+        # Behind a pooler in transaction mode, set DATABASE_SERVER_SIDE_BINDING=false.
+        options = {}
+        if env_bool("DATABASE_SERVER_SIDE_BINDING", True):
+            options = {
+                "server_side_binding": True,
+                "prepare_threshold": env_int("DATABASE_PREPARE_THRESHOLD", 0, minimum=0),
+            }
         if env_bool("DATABASE_POOL", True):
             # Django's connections are per thread: the request threads (config/handlers.py),
             # the thread of the WebSocket consumers' queries and each background job. The
@@ -164,14 +174,16 @@ def _database_from_env() -> dict:
             # (Pooling excludes CONN_MAX_AGE.)
             config["CONN_MAX_AGE"] = 0
             config["OPTIONS"] = {
+                **options,
                 "pool": {
                     "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=1),
                     "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
                     "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
-                }
+                },
             }
         else:
             config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+            config["OPTIONS"] = options
     return config
 
 
