@@ -308,6 +308,18 @@ def test_trade_list_is_filtered_paginated_newest_first(owner_client, agent):
     assert owner_client.get(trades_url(agent), {"status": "bogus"}).status_code == 400
 
 
+def test_trade_list_without_a_filter_or_with_an_empty_one_lists_everything(owner_client, agent):
+    for symbol in ["AAPL", "MSFT"]:
+        submit(owner_client, agent, symbol=symbol, side="buy", quantity="1")
+
+    # no filter parameter (the FilterSet is skipped), an unknown one, and empty values
+    for query in ({}, {"page_size": 10}, {"colour": "red"}, {"symbol": "", "status": ""}):
+        assert owner_client.get(trades_url(agent), query).json()["count"] == 2, query
+    # a filter parameter still filters and is still validated
+    assert owner_client.get(trades_url(agent), {"symbol": "msft"}).json()["count"] == 1
+    assert owner_client.get(trades_url(agent), {"side": "sideways"}).status_code == 400
+
+
 def test_trade_list_query_count_does_not_grow(
     owner_client, agent_factory, prices, django_assert_max_num_queries
 ):
