@@ -13,7 +13,7 @@ from django.utils import timezone
 from agents.models import Agent, PortfolioSnapshot, Position
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
-from config import problems
+from config import lean, problems
 
 
 def agent_queryset_for(user) -> QuerySet[Agent]:
@@ -31,12 +31,14 @@ def agent_get_for(*, user, agent_id: UUID | str, lock: bool = False) -> Agent:
     ``transaction.atomic``): the first lock of every balance-changing operation. Another
     owner's agent answers exactly like a missing one, so its existence is not disclosed.
     """
-    queryset = Agent.objects.select_for_update() if lock else Agent.objects.select_related("owner")
     try:
-        agent = queryset.get(pk=agent_id)
+        if lock:  # the first statement of every order: without the query compiler
+            (agent,) = lean.select(Agent, lock=True, id=UUID(str(agent_id))) or [None]
+        else:
+            agent = Agent.objects.select_related("owner").get(pk=agent_id)
     except (Agent.DoesNotExist, ValidationError, ValueError):
         raise problems.NotFound("No such agent.") from None
-    if agent.owner_id != user.pk and not is_operator(user):
+    if agent is None or (agent.owner_id != user.pk and not is_operator(user)):
         raise problems.NotFound("No such agent.")
     return agent
 

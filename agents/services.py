@@ -19,7 +19,7 @@ from django.utils import timezone
 from agents.choices import AgentStatus, Strategy
 from agents.models import DEFAULT_AGENT_CONFIG, Agent, PortfolioSnapshot, Position
 from agents.money import ZERO, cents
-from config import problems
+from config import lean, problems
 
 logger = logging.getLogger("trading_demo.agents")
 
@@ -259,13 +259,15 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
 
 def portfolio_snapshot_record(*, agent: Agent, valuation: dict) -> PortfolioSnapshot:
     """Store the valuation (``agents.selectors.portfolio_valuation``) as a history point."""
-    return PortfolioSnapshot.objects.create(
+    snapshot = PortfolioSnapshot(
         agent=agent,
         timestamp=valuation["updated_at"],
         cash_balance=valuation["cash_balance"],
         positions_value=valuation["positions_value"],
         total_value=valuation["total_value"],
     )
+    lean.insert([snapshot])
+    return snapshot
 
 
 def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN_INTERVAL) -> int:

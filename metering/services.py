@@ -23,7 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config import problems
+from config import lean, problems
 from grpc_clients import metering as metering_api
 from grpc_clients.errors import GrpcClientError, ServiceUnavailable
 from grpc_clients.registry import get_metering_client
@@ -135,8 +135,7 @@ def usage_bulk_record(events: list[UsageEvent]) -> None:
     """Write events built by ``usage_build`` to the outbox in one INSERT, inside the caller's
     transaction. Their ``transaction_id`` values must be new (e.g. derived from a row created
     in this transaction): a duplicate fails the whole transaction, with no savepoint."""
-    if events:
-        UsageEvent.objects.bulk_create(events)
+    lean.insert(events)
 
 
 def api_call_usage(request) -> dict:

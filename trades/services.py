@@ -32,7 +32,7 @@ from agents.models import Agent, Position
 from agents.money import ZERO, cents, whole_dollars
 from agents.selectors import agent_get_for
 from agents.services import BALANCE_FIELDS
-from config import problems
+from config import lean, problems
 from config.metrics import TRADES
 from grpc_clients.registry import deadline_budget
 from trades import market
@@ -134,9 +134,9 @@ def _lock_for_trade(trade: Trade) -> tuple[Agent, Position | None, Trade]:
 def _save(
     *, agent: Agent, trade: Trade, position: Position | None, save_agent: bool = True
 ) -> None:
-    trade.save()
+    lean.save(trade)
     if position is not None and (position.pk is not None or position.quantity > 0):
-        position.save()
+        lean.save(position)
     if save_agent:
         _save_agent(agent)
 
@@ -145,7 +145,7 @@ def _save_agent(agent: Agent) -> None:
     from realtime.services import event_seq_fields
 
     # In an events batch the seq counter is written with the balances (one UPDATE).
-    agent.save(update_fields=BALANCE_FIELDS + event_seq_fields(agent))
+    lean.update(agent, BALANCE_FIELDS + event_seq_fields(agent))
 
 
 # --- rule 4: reservations ----------------------------------------------------------------------
@@ -290,9 +290,10 @@ def _fill(
     trade.filled_at = now
     # The agent row is written last, after the events took their seqs (one UPDATE for both).
     _save(agent=agent, trade=trade, position=position, save_agent=False)
-    Fill.objects.create(
+    fill = Fill(
         trade=trade, quantity=trade.quantity, price=price, notional=notional, realized_pnl=realized
     )
+    lean.insert([fill])
     volume = {
         "agent": agent,
         "code": TRADE_VOLUME,
@@ -322,7 +323,7 @@ def _fill(
 def _insert_new(trade: Trade) -> None:
     """Insert a submitted order as accepted and publish ``trade.created`` (the paths where it
     does not fill at once)."""
-    trade.save(force_insert=True)
+    lean.insert([trade])
     _publish_trade(trade, "trade.created")
 
 
@@ -528,7 +529,7 @@ def _submit_locked(
     quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1)
     # 4. funds / position
     now = timezone.now()
-    positions = {p.symbol: p for p in Position.objects.select_for_update().filter(agent=agent)}
+    positions = {p.symbol: p for p in lean.select(Position, lock=True, agent=agent.pk)}
     prices = market.prices_for({order.symbol, *positions})
     loaded = _Loaded(positions=positions, prices=prices)
     price = prices[order.symbol]
