@@ -38,6 +38,9 @@ def problem_exception_handler(exc, context):
     data.update(problem.extensions)
     if problem.retry_after is not None:
         response["Retry-After"] = str(problem.retry_after)
+    # DRF sets the challenge on its own exception (a 401 must carry one, RFC 9110 §15.5.2).
+    if getattr(exc, "auth_header", None):
+        response["WWW-Authenticate"] = exc.auth_header
     response.content_type = "application/problem+json"
     return response
 
