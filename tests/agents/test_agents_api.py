@@ -116,6 +116,20 @@ def test_owners_list_their_own_agents_and_operators_all(
     assert client_for(other_owner).get(AGENTS).json()["count"] == 1
 
 
+def test_an_agent_reads_with_its_owner_for_the_owner_and_for_an_operator(
+    owner, owner_client, client_for, operator, agent_factory, django_assert_max_num_queries
+):
+    agent = agent_factory(name="mine")
+
+    # the owner's own agent: token + user, agent, its api_calls usage row; none for the owner
+    with django_assert_max_num_queries(3):
+        mine = owner_client.get(agent_url(agent)).json()
+    theirs = client_for(operator).get(agent_url(agent)).json()
+
+    assert mine["owner"] == theirs["owner"] == owner.username
+    assert mine == theirs
+
+
 def test_agent_list_filters_and_paginates(owner_client, agent_factory):
     agents = [agent_factory(name=f"a{i}") for i in range(5)]
     owner_client.patch(agent_url(agents[0]), {"status": "paused"}, format="json")
