@@ -73,10 +73,10 @@ def update(obj: Model, fields: Sequence[str] | None = None) -> None:
 
 
 def select[M: Model](model: type[M], *, lock: bool = False, **conditions) -> list[M]:
-    """The ``model`` rows matching every condition, whole, loaded as ``Model.objects.raw``
-    loads them. A condition is ``field=value`` (a field's name or attname) or
-    ``field__in=values`` (no rows for no values). ``lock``: ``SELECT … FOR UPDATE`` on a
-    database that supports it (call inside ``transaction.atomic``)."""
+    """The ``model`` rows matching every condition, whole, loaded as the ORM loads them
+    (``Model.from_db`` after the fields' converters). A condition is ``field=value`` (a
+    field's name or attname) or ``field__in=values`` (no rows for no values). ``lock``:
+    ``SELECT … FOR UPDATE`` on a database that supports it (in ``transaction.atomic``)."""
     using = router.db_for_read(model)
     connection = connections[using]
     shape, params = [], []
@@ -90,15 +90,27 @@ def select[M: Model](model: type[M], *, lock: bool = False, **conditions) -> lis
         params += [field.get_db_prep_value(v, connection) for v in values]
     lock = lock and connection.features.has_select_for_update
     sql = _select_sql(model, using, tuple(shape), lock)
-    return list(model.objects.db_manager(using).raw(sql, params))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    names = _attnames(model)
+    converting = _converters(model, using)
+    objs = []
+    for row in rows:
+        if converting:
+            row = list(row)
+            for index, column, converters in converting:
+                for converter in converters:
+                    row[index] = converter(row[index], column, connection)
+        objs.append(model.from_db(using, names, row))
+    return objs
 
 
 def loaded(field, value, using: str = "default"):
     """``value`` read from ``field``'s column, converted as the ORM converts what it loads
     (for a column read outside a model's own ``SELECT``)."""
     connection = connections[using]
-    column = field.get_col(field.model._meta.db_table)
-    converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+    column, converters = _field_converters(field, using)
     for converter in converters:
         value = converter(value, column, connection)
     return value
@@ -144,6 +156,32 @@ def _insert_sql(model: type[Model], using: str, rows: int, returning: bool) -> s
     if returning:
         sql += f" RETURNING {quote(opts.pk.column)}"
     return sql
+
+
+@cache
+def _attnames(model: type[Model]) -> tuple[str, ...]:
+    return tuple(f.attname for f in model._meta.concrete_fields)
+
+
+@cache
+def _field_converters(field, using: str):
+    """The column expression of ``field`` and the converters the ORM applies to its values
+    (the backend's, then the field's ``from_db_value``)."""
+    connection = connections[using]
+    column = field.get_col(field.model._meta.db_table)
+    converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+    return column, tuple(converters)
+
+
+@cache
+def _converters(model: type[Model], using: str):
+    """(index, column, converters) of each concrete field that has converters."""
+    converting = []
+    for index, field in enumerate(model._meta.concrete_fields):
+        column, converters = _field_converters(field, using)
+        if converters:
+            converting.append((index, column, converters))
+    return tuple(converting)
 
 
 @cache
