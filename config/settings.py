@@ -53,8 +53,10 @@ PORT = env_int("PORT", 3000, minimum=0)
 GC_FREEZE = env_bool("GC_FREEZE", True)
 GC_THRESHOLD = tuple(int(v) for v in env_list("GC_THRESHOLD", "50000,20,100"))
 # HTTP requests of one serving process that run their (synchronous) Django part at once; the
-# rest wait their turn on the event loop (config/handlers.py).
-SYNC_REQUEST_SLOTS = env_int("SYNC_REQUEST_SLOTS", 8, minimum=1)
+# rest wait their turn on the event loop (config/handlers.py). Four measured best on two cores
+# (README, "Performance": fewer threads contend for the interpreter lock); a deployment whose
+# dependencies answer slowly keeps more requests in flight with more.
+SYNC_REQUEST_SLOTS = env_int("SYNC_REQUEST_SLOTS", 4, minimum=1)
 
 # --- applications ------------------------------------------------------------------------------
 
