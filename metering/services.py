@@ -223,19 +223,22 @@ def usage_event_submit(
 def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
     """Quantity of ``metric_code`` recorded for the agent since ``since`` and not yet delivered.
 
-    Every order asks this before its quota check. It is the one hand-written SQL statement of
-    the order path: the ORM spent about 2 ms of CPU building this aggregate, three times the
-    statement's own cost (index ``agent, code, occurred_at``).
+    Every order asks this before its quota check. The statement is written by hand: the ORM
+    spent about 2 ms of CPU building this aggregate, three times the statement's own cost. It
+    reads the partial index ``usage_pending_by_agent``, which holds only the rows still in the
+    outbox: with 20,000 delivered rows of the agent that day, 6.2 ms of PostgreSQL per order
+    through the full index, 0.6 ms through this one (which still held 322 pending rows).
     """
     table = UsageEvent._meta.db_table
+    # The state is written as a literal, not a parameter: the prepared statement's plan can
+    # then use the partial index of pending rows (usage_pending_by_agent).
     sql = (
         f"SELECT COALESCE(SUM(quantity), 0) FROM {table} "  # noqa: S608 (names from the model)
-        "WHERE agent_id = %s AND code = %s AND delivery_state = %s"
+        f"WHERE agent_id = %s AND code = %s AND delivery_state = '{DeliveryState.PENDING.value}'"
     )
     params = [
         UsageEvent._meta.get_field("agent").get_db_prep_value(agent_id, connection),
         metric_code,
-        DeliveryState.PENDING.value,
     ]
     if since is not None:
         sql += " AND occurred_at >= %s"
