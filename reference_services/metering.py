@@ -72,6 +72,8 @@ DEFAULT_LIMITS: Mapping[str, tuple[int, str]] = {
 
 QUOTA_LIMIT_PROPERTY = "quota_limit"
 QUOTA_PERIOD_PROPERTY = "quota_period"
+# Quota windows whose running totals a key keeps (current hour, day, week, month, …).
+_WINDOWS_KEPT = 8
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MeteringService"].full_name
 
@@ -147,6 +149,9 @@ class MeteringServicer(ServicerBase, pb_grpc.MeteringServiceServicer):
         self._events: list[pb.UsageEvent] = []
         self._transaction_ids: set[str] = set()
         self._usage: dict[UsageKey, list[tuple[datetime, int]]] = {}
+        # Each key's usage per window asked about (None: all time), kept up to date as events
+        # arrive: CheckQuota runs on every order and must not sum the key's whole history.
+        self._totals: dict[UsageKey, dict[tuple[datetime, datetime] | None, int]] = {}
         self._agent_limits: dict[UsageKey, tuple[int, str]] = {}
 
     # -- ingestion -------------------------------------------------------------------------
@@ -194,9 +199,11 @@ class MeteringServicer(ServicerBase, pb_grpc.MeteringServiceServicer):
                 period = current[1] if current else DAILY
             self._agent_limits[key] = (limit, period)
         if stored.quantity:
-            self._usage.setdefault(key, []).append(
-                (from_timestamp(stored.timestamp), stored.quantity)
-            )
+            moment = from_timestamp(stored.timestamp)
+            self._usage.setdefault(key, []).append((moment, stored.quantity))
+            for window in self._totals.get(key, ()):
+                if window is None or window[0] <= moment < window[1]:
+                    self._totals[key][window] += stored.quantity
         self._transaction_ids.add(stored.transaction_id)
         self._events.append(stored)
         return pb.INGEST_STATUS_ACCEPTED, ""
@@ -242,11 +249,19 @@ class MeteringServicer(ServicerBase, pb_grpc.MeteringServiceServicer):
         return _Quota(limit=limit[0], period=limit[1])
 
     def _usage_locked(self, key: UsageKey, window: tuple[datetime, datetime] | None) -> int:
+        totals = self._totals.setdefault(key, {})
+        if window in totals:
+            return totals[window]
         entries = self._usage.get(key, ())
         if window is None:
-            return sum(quantity for _, quantity in entries)
-        start, end = window
-        return sum(quantity for moment, quantity in entries if start <= moment < end)
+            total = sum(quantity for _, quantity in entries)
+        else:
+            start, end = window
+            total = sum(quantity for moment, quantity in entries if start <= moment < end)
+        if len(totals) >= _WINDOWS_KEPT:  # the oldest window asked about goes
+            del totals[next(iter(totals))]
+        totals[window] = total
+        return total
 
     def _quota_key(self, request, context) -> UsageKey:
         if not request.agent_id or not request.metric_code:

@@ -212,6 +212,30 @@ def test_quota_windows_are_aligned_to_utc(period, start, end, expected_usage):
     assert status.current_usage == expected_usage
 
 
+def test_usage_asked_about_keeps_counting_what_arrives_in_its_window():
+    with running_reference_services(metering_config={"metric": (100, DAILY)}) as services:
+        clock = {"now": NOW}
+        services.metering.clock = lambda: clock["now"]
+        client = MeteringClient(services.metering_address, timeout=1.0)
+        today, yesterday = NOW - timedelta(hours=1), NOW - timedelta(days=1)
+        client.ingest_event(event("tx-1", code="metric", quantity=2, timestamp=today))
+
+        # a check (the window's total is now kept), then usage in and out of the window
+        first = client.check_quota(agent_id="agent-1", metric_code="metric", quantity=1)
+        client.ingest_event(event("tx-2", code="metric", quantity=3, timestamp=today))
+        client.ingest_event(event("tx-3", code="metric", quantity=50, timestamp=yesterday))
+        second = client.check_quota(agent_id="agent-1", metric_code="metric", quantity=1)
+        # the next day starts from what arrived in it only
+        clock["now"] = NOW + timedelta(days=1)
+        client.ingest_event(
+            event("tx-4", code="metric", quantity=7, timestamp=NOW + timedelta(days=1))
+        )
+        next_day = client.check_quota(agent_id="agent-1", metric_code="metric", quantity=1)
+        client.close()
+
+    assert (first.current_usage, second.current_usage, next_day.current_usage) == (2, 5, 7)
+
+
 def test_stream_events_returns_matching_stored_events(metering_client):
     earlier = datetime(2025, 1, 1, tzinfo=UTC)
     later = datetime(2025, 1, 2, tzinfo=UTC)
