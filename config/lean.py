@@ -36,12 +36,13 @@ def insert(objs: Sequence[Model]) -> None:
     model = type(objs[0])
     using = router.db_for_write(model)
     connection = connections[using]
-    fields, returning = _insert_fields(model, objs[0].pk is None)
+    pk_generated = objs[0].pk is None
+    fields, returning = _insert_fields(model, pk_generated)
     params = []
     for obj in objs:
         for field in fields:
             params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
-    sql = _insert_sql(model, using, len(objs), returning is not None)
+    sql = _insert_sql(model, using, len(objs), pk_generated)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall() if returning is not None else ()
@@ -144,17 +145,17 @@ def _update_fields(model: type[Model], names: tuple[str, ...] | None):
 
 
 @cache
-def _insert_sql(model: type[Model], using: str, rows: int, returning: bool) -> str:
+def _insert_sql(model: type[Model], using: str, rows: int, pk_generated: bool) -> str:
     quote = connections[using].ops.quote_name
     opts = model._meta
-    fields, _ = _insert_fields(model, returning)
+    fields, returning = _insert_fields(model, pk_generated)
     row = f"({_marks(len(fields))})"
     # Identifiers from the model's options, quoted by the backend; values are parameters.
     columns = ", ".join(quote(f.column) for f in fields)
     values = ", ".join([row] * rows)
     sql = f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES {values}"  # noqa: S608
-    if returning:
-        sql += f" RETURNING {quote(opts.pk.column)}"
+    if returning is not None:
+        sql += f" RETURNING {quote(returning.column)}"
     return sql
 
 
