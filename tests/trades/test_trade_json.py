@@ -58,11 +58,18 @@ def test_the_orders_of_a_session_serialize_as_drf_does(owner_client, agent):
         assert trade_json(trade) == drf_json(trade)
     pending = next(t for t in trades if t.status == "pending_approval")
     assert trade_json(pending)["approval_request_id"] is not None
-    # and the API's list answers the same JSON
-    listed = owner_client.get(f"/api/v1/agents/{agent.pk}/trades").json()["results"]
-    assert sorted(listed, key=lambda t: t["id"]) == sorted(
-        (drf_json(t) for t in trades), key=lambda t: t["id"]
-    )
+    # and the API's list answers the same JSON, in its order, filtered or not
+    newest_first = sorted(trades, key=lambda t: (t.created_at, t.pk), reverse=True)
+    by_notional = sorted(trades, key=lambda t: t.notional)
+    assert len({t.notional for t in trades}) == len(trades)  # one order by notional
+    for query, expected in [
+        ("", newest_first),
+        ("?ordering=notional", by_notional),
+        ("?status=pending_approval", [pending]),
+        ("?symbol=aapl&page_size=1", [t for t in newest_first if t.symbol == "AAPL"][:1]),
+    ]:
+        listed = owner_client.get(f"/api/v1/agents/{agent.pk}/trades{query}").json()["results"]
+        assert listed == [drf_json(t) for t in expected], query
 
 
 amounts = st.decimals(

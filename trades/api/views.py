@@ -3,6 +3,7 @@ service."""
 
 from __future__ import annotations
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.response import Response
@@ -13,7 +14,13 @@ from config.limits import enforce_trade_rate
 from metering.services import api_call_usage
 from trades import market, selectors, services
 from trades.api.filters import TradeFilter
-from trades.api.serializers import MarketPriceSerializer, OrderInputSerializer, TradeSerializer
+from trades.api.serializers import (
+    MarketPriceSerializer,
+    OrderInputSerializer,
+    TradeSerializer,
+    trade_row_json,
+    trade_rows,
+)
 from trades.models import Trade
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -39,6 +46,13 @@ class AgentTradesView(generics.ListAPIView):
             return Trade.objects.none()
         agent = agent_get_for(user=self.request.user, agent_id=self.kwargs["agent_id"])
         return selectors.trade_queryset_for(agent=agent)
+
+    def list(self, request, *args, **kwargs):
+        # The page is read as rows and built by trade_row_json: the JSON of TradeSerializer
+        # without a model instance per trade.
+        page = self.paginate_queryset(trade_rows(self.filter_queryset(self.get_queryset())))
+        tz = timezone.get_current_timezone()
+        return self.get_paginated_response([trade_row_json(row, tz) for row in page])
 
     @extend_schema(
         request=OrderInputSerializer,
