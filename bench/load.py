@@ -15,11 +15,13 @@ Phases (in this order, all against one server run):
   cycling over the agents: trades/s, latency percentiles, errors (any status but 201).
 - ``reads``: ``GET /api/v1/agents/{id}/trades?page_size=50``.
 - ``fanout``: ``ws_clients`` WebSocket clients subscribe to the market and to one agent's
-  ``trades`` stream, then the trade load runs again. Each ``trade.filled`` event carries the
-  server's commit time (``timestamp``, stamped in the on-commit callback); the client
-  subtracts it from its receive time (same machine, same clock). Delivered is compared with
-  what should have arrived: for each order the load answered 201, one event per client
-  watching that agent.
+  ``trades`` stream, then orders run twice: at the offered rate ``fanout_rate`` (one order
+  every 1/rate s, whichever connection is free: the fan-out's own latency on a machine with
+  cores to spare), then as fast as ``concurrency`` connections go (the fan-out under the full
+  trade load, the machine saturated). Each ``trade.filled`` event carries the server's commit
+  time (``timestamp``, stamped in the on-commit callback); the client subtracts it from its
+  receive time (same machine, same clock). Delivered is compared with what should have
+  arrived: for each order the load answered 201, one event per client watching that agent.
 - ``scrape`` helpers read ``/metrics`` before and after a phase (gRPC call time and count).
 """
 
@@ -139,11 +141,23 @@ def summarize(latencies: list[float], errors: int, elapsed: float, statuses: dic
 
 
 async def run_http_phase(
-    *, host: str, port: int, concurrency: int, seconds: float, max_requests: int, make_request
+    *,
+    host: str,
+    port: int,
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    make_request,
+    rate: float | None = None,
 ) -> tuple[dict, list]:
     """Run ``concurrency`` connections, each sending ``make_request(i)`` back to back, until
     ``seconds`` elapse or ``max_requests`` were sent. ``make_request`` returns (method, path,
-    headers, body, expected_status, tag); the tags of successful requests are returned."""
+    headers, body, expected_status, tag); the tags of successful requests are returned.
+
+    With ``rate``, request ``i`` is sent at ``i / rate`` seconds from the start (by whichever
+    connection is free) rather than as soon as a connection is: an offered load, not the most
+    the server takes. Its latency then counts from that moment, so a request that waited for a
+    free connection is as late as the server made it."""
     counter = itertools.count()
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -162,6 +176,13 @@ async def run_http_phase(
                     return
                 method, path, headers, body, expected, tag = make_request(n)
                 t0 = time.perf_counter()
+                if rate is not None:
+                    due = started + n / rate
+                    if due >= deadline:
+                        return
+                    if due > t0:
+                        await asyncio.sleep(due - t0)
+                    t0 = due
                 try:
                     status, payload = await connection.request(
                         method, path, headers=headers, body=body
@@ -325,13 +346,14 @@ class FanoutClient:
         self.url = f"{url}?token={token}"
         self.agent = agent
         self.origin = origin
-        self.latencies: list[float] = []
-        self.received: set[str] = set()
+        self.latencies: dict[str, float] = {}  # trade id -> commit to receipt, seconds
         self.market_ticks = 0
         self.ready = asyncio.Event()
         self.failed: str | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self) -> None:
+        """Watch until cancelled. Only ``trade.filled`` frames are parsed: the market's ticks
+        are most of the frames, and this process shares the machine with the server."""
         try:
             async with websockets.connect(
                 self.url, origin=self.origin, open_timeout=60, max_queue=None, ping_interval=None
@@ -341,32 +363,34 @@ class FanoutClient:
                     json.dumps({"action": "subscribe", "channel": "trades", "agent_id": self.agent})
                 )
                 subscribed = 0
-                while not stop.is_set():
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                    except TimeoutError:
-                        continue
+                async for raw in ws:
                     received_at = time.time()
-                    message = json.loads(raw)
-                    kind = message.get("type")
-                    if kind == "subscribed":
+                    if FILLED in raw:
+                        message = json.loads(raw)
+                        committed = datetime.fromisoformat(message["timestamp"]).timestamp()
+                        self.latencies[message["data"]["id"]] = received_at - committed
+                    elif MARKET_PRICE in raw:
+                        self.market_ticks += 1
+                    elif json.loads(raw).get("type") == "subscribed":
                         subscribed += 1
                         if subscribed == 2:
                             self.ready.set()
-                    elif kind == "event":
-                        if message["event"] == "trade.filled":
-                            committed = datetime.fromisoformat(message["timestamp"]).timestamp()
-                            self.latencies.append(received_at - committed)
-                            self.received.add(message["data"]["id"])
-                        elif message["event"] == "market.price":
-                            self.market_ticks += 1
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
         finally:
             self.ready.set()
 
 
-async def run_fanout(plan: dict, host: str, port: int) -> dict:
+# How the server's frames name these events (json.dumps' default separators).
+FILLED = '"event": "trade.filled"'
+MARKET_PRICE = '"event": "market.price"'
+
+
+async def run_fanout(plan: dict, host: str, port: int, clock: PhaseClock) -> dict:
+    """Connect the clients, then run the orders twice while they watch: first at the offered
+    rate ``fanout_rate`` (the fan-out's own latency, the machine not saturated), then as many
+    as ``concurrency`` connections take (the fan-out under the full trade load). The keys of
+    the full-load stage are at the top level; the paced stage's are under ``paced``."""
     owners = plan["owners"]
     pairs = [(owner["token"], agent) for owner in owners for agent in owner["agents"]]
     url = f"ws://{host}:{port}/ws/"
@@ -374,19 +398,43 @@ async def run_fanout(plan: dict, host: str, port: int) -> dict:
     clients = [
         FanoutClient(url, *pairs[i % len(pairs)], origin=origin) for i in range(plan["ws_clients"])
     ]
-    stop = asyncio.Event()
     # Connect in batches: a thousand simultaneous handshakes only measure the accept backlog.
     tasks = []
     connect_started = time.perf_counter()
     for start in range(0, len(clients), 100):
         batch = clients[start : start + 100]
-        tasks += [asyncio.create_task(c.run(stop)) for c in batch]
+        tasks += [asyncio.create_task(c.run()) for c in batch]
         await asyncio.wait([asyncio.create_task(c.ready.wait()) for c in batch], timeout=60)
     connect_seconds = time.perf_counter() - connect_started
     for client in clients:
         if not client.ready.is_set() and client.failed is None:
             client.failed = "not subscribed within 60 s"
     connected = [c for c in clients if c.failed is None]
+    stages = {}
+    if plan.get("fanout_rate"):
+        with clock.phase("fanout_paced"):
+            stages["paced"] = await _fanout_stage(plan, host, port, connected, plan["fanout_rate"])
+    with clock.phase("fanout"):
+        stages["full"] = await _fanout_stage(plan, host, port, connected, None)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "clients": len(clients),
+        "connected": len(connected),
+        "failed": [c.failed for c in clients if c.failed][:5],
+        "connect_seconds": round(connect_seconds, 2),
+        "market_ticks_received": sum(c.market_ticks for c in connected),
+        **stages["full"],
+        **({"paced": stages["paced"]} if "paced" in stages else {}),
+    }
+
+
+async def _fanout_stage(
+    plan: dict, host: str, port: int, connected: list[FanoutClient], rate: float | None
+) -> dict:
+    """Orders while ``connected`` watch; what reached them, and how late."""
+    stop = asyncio.Event()
     lag = LoopLag()
     lag_task = asyncio.create_task(lag.run(stop))
     summary, tags = await run_http_phase(
@@ -396,6 +444,7 @@ async def run_fanout(plan: dict, host: str, port: int) -> dict:
         seconds=plan["fanout_seconds"],
         max_requests=plan["max_requests"],
         make_request=trade_requests(plan),
+        rate=rate,
     )
     filled_by_agent: dict[str, set[str]] = {}
     for agent, payload in tags:
@@ -403,7 +452,7 @@ async def run_fanout(plan: dict, host: str, port: int) -> dict:
     expected = sum(len(filled_by_agent.get(c.agent, ())) for c in connected)
 
     def delivered_now() -> int:
-        return sum(len(c.received & filled_by_agent.get(c.agent, set())) for c in connected)
+        return sum(len(c.latencies.keys() & filled_by_agent.get(c.agent, set())) for c in connected)
 
     # Let in-flight events drain (bounded).
     drain_deadline = time.perf_counter() + plan["drain_seconds"]
@@ -411,14 +460,16 @@ async def run_fanout(plan: dict, host: str, port: int) -> dict:
         await asyncio.sleep(0.2)
     delivered = delivered_now()
     stop.set()
-    await asyncio.gather(*tasks, lag_task, return_exceptions=True)
-    latencies = sorted(v for c in connected for v in c.latencies)
+    await lag_task
+    latencies = sorted(
+        c.latencies[trade]
+        for c in connected
+        for trade in filled_by_agent.get(c.agent, ())
+        if trade in c.latencies
+    )
     ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
     return {
-        "clients": len(clients),
-        "connected": len(connected),
-        "failed": [c.failed for c in clients if c.failed][:5],
-        "connect_seconds": round(connect_seconds, 2),
+        **({"offered_rate": rate} if rate else {}),
         "trades": summary,
         "events_expected": expected,
         "events_delivered": delivered,
@@ -426,7 +477,6 @@ async def run_fanout(plan: dict, host: str, port: int) -> dict:
         "latency_p50_ms": ms(percentile(latencies, 50)),
         "latency_p99_ms": ms(percentile(latencies, 99)),
         "latency_max_ms": ms(latencies[-1] if latencies else None),
-        "market_ticks_received": sum(c.market_ticks for c in connected),
         # How late this process's own loop ran its tasks meanwhile: part of every latency
         # above is the load generator's, not the server's.
         "generator_loop_lag_p50_ms": ms(percentile(sorted(lag.samples), 50)),
@@ -488,8 +538,7 @@ async def main(plan: dict) -> dict:
                 **common, seconds=plan["seconds"], make_request=read_requests(plan)
             )
     if "fanout" in phases and plan["ws_clients"] > 0:
-        with clock.phase("fanout"):
-            results["fanout"] = await run_fanout(plan, host, port)
+        results["fanout"] = await run_fanout(plan, host, port, clock)
     results["phase_times"] = clock.times
     return results
 
