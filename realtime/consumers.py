@@ -3,7 +3,7 @@ operators' oversight feed, resumable by ``seq``.
 
 One connection holds any number of subscriptions. Each subscription joins channel-layer groups
 (names from ``realtime.groups``); the group messages sent by ``realtime.services`` arrive at
-``agent_event`` / ``market_event`` and are forwarded once per connection, even when several
+``agent_event`` / ``market_prices`` and are forwarded once per connection, even when several
 subscriptions (or groups) carry the same event.
 
 Resuming: on ``subscribe`` with ``since_seq`` the consumer joins the groups first, then reads
@@ -351,7 +351,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     # message: one thread hop per tick and per event, per connection (a quarter of a serving
     # process's time with 1,000 clients on the market stream). These handlers never touch the
     # database; the ones that do go through database_sync_to_async, which does its own closing.
-    NO_DATABASE_HANDLERS = frozenset({"agent.event", "market.event"})
+    NO_DATABASE_HANDLERS = frozenset({"agent.event", "market.prices"})
 
     async def dispatch(self, message: dict) -> None:
         if message.get("type") in self.NO_DATABASE_HANDLERS:
@@ -377,15 +377,16 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 wanted = True
         await self._forward(("agent", agent_id, seq), message, wanted)
 
-    async def market_event(self, message: dict) -> None:
-        """A ``market.price`` tick (``market.event``)."""
-        symbol = message["data"]["symbol"]
-        wanted = ("market", None, None) in self.subscriptions or (
-            "market",
-            None,
-            symbol,
-        ) in self.subscriptions
-        await self._forward(("market", symbol, message["seq"]), message, wanted)
+    async def market_prices(self, message: dict) -> None:
+        """The ``market.price`` ticks of one market step (``market.prices``)."""
+        for event in message["events"]:
+            symbol = event["data"]["symbol"]
+            wanted = ("market", None, None) in self.subscriptions or (
+                "market",
+                None,
+                symbol,
+            ) in self.subscriptions
+            await self._forward(("market", symbol, event["seq"]), event, wanted)
 
     async def _forward(self, key: tuple, message: dict, wanted: bool) -> None:
         if not wanted or key in self.delivered:

@@ -219,20 +219,38 @@ def event_seq_fields(agent) -> list[str]:
 def publish_market_price(
     *, symbol: str, price: Any, seq: int, timestamp: str | None = None
 ) -> None:
-    """Send a ``market.price`` tick to subscribers of all symbols and of this symbol.
+    """Send one ``market.price`` tick (``publish_market_prices`` of one symbol)."""
+    publish_market_prices([(symbol, price, seq)], timestamp=timestamp)
 
+
+def publish_market_prices(
+    ticks: list[tuple[str, Any, int]], *, timestamp: str | None = None
+) -> None:
+    """Send the ``market.price`` ticks of one market step, ``(symbol, price, seq)`` each, to
+    subscribers of all symbols and of each symbol.
+
+    The step travels as one channel-layer message per group: a connection watching every
+    symbol is woken once per step, not once per symbol, and its frames go out in one write.
     Ticks are not buffered: a client that missed some reads the current prices over REST.
     """
-    message = {
-        "type": "market.event",
-        "event": "market.price",
-        "channel": "market",
-        "agent_id": None,
-        "data": {"symbol": symbol.upper(), "price": str(price)},
-        "timestamp": timestamp or _now(),
-        "seq": seq,
-    }
-    _send_all([([market_group(), market_group(symbol)], message)], stamp=False)
+    timestamp = timestamp or _now()
+    events = [
+        {
+            "event": "market.price",
+            "channel": "market",
+            "agent_id": None,
+            "data": {"symbol": symbol.upper(), "price": str(price)},
+            "timestamp": timestamp,
+            "seq": seq,
+        }
+        for symbol, price, seq in ticks
+    ]
+    sends = [([market_group()], {"type": "market.prices", "events": events})]
+    sends += [
+        ([market_group(symbol)], {"type": "market.prices", "events": [event]})
+        for (symbol, _, _), event in zip(ticks, events, strict=True)
+    ]
+    _send_all(sends, stamp=False)
 
 
 def event_buffer_prune(*, now: datetime | None = None) -> int:

@@ -151,8 +151,6 @@ def tick(*, now: datetime | None = None, force: bool = False) -> list[MarketPric
     ``MARKET_TICK_MS`` however many processes serve. Price changes are published to the
     ``market`` channel after commit.
     """
-    from realtime.services import publish_market_price
-
     now = now or timezone.now()
     all_prices()
     with transaction.atomic():
@@ -173,7 +171,7 @@ def tick(*, now: datetime | None = None, force: bool = False) -> list[MarketPric
             row.updated_at = now
         MarketPrice.objects.bulk_update(rows, ["price", "seq", "market_day", "updated_at"])
         published = [(row.symbol, row.price, row.seq) for row in rows]
-        transaction.on_commit(lambda: _publish(publish_market_price, published, now))
+        transaction.on_commit(lambda: _publish(published, now))
     return rows
 
 
@@ -181,8 +179,6 @@ def set_price(symbol: str, price: Decimal | str, *, now: datetime | None = None)
     """Set a symbol's price (a tick with a chosen price): for tests and demos that drive the
     feed deterministically. Match resting orders afterwards with
     ``trades.services.orders_match``."""
-    from realtime.services import publish_market_price
-
     now = now or timezone.now()
     row = price_row(symbol)
     with transaction.atomic():
@@ -193,11 +189,11 @@ def set_price(symbol: str, price: Decimal | str, *, now: datetime | None = None)
         row.updated_at = now
         row.save()
         published = [(row.symbol, row.price, row.seq)]
-        transaction.on_commit(lambda: _publish(publish_market_price, published, now))
+        transaction.on_commit(lambda: _publish(published, now))
     return row
 
 
-def _publish(publish, published, now: datetime) -> None:
-    timestamp = now.isoformat().replace("+00:00", "Z")
-    for symbol, price, seq in published:
-        publish(symbol=symbol, price=price, seq=seq, timestamp=timestamp)
+def _publish(published: list[tuple[str, Decimal, int]], now: datetime) -> None:
+    from realtime.services import publish_market_prices
+
+    publish_market_prices(published, timestamp=now.isoformat().replace("+00:00", "Z"))

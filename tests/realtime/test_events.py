@@ -13,7 +13,12 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from realtime.models import AgentEvent
-from realtime.services import event_buffer_prune, publish_agent_event, publish_market_price
+from realtime.services import (
+    event_buffer_prune,
+    publish_agent_event,
+    publish_market_price,
+    publish_market_prices,
+)
 from tests.realtime.helpers import publish, publish_sync, receive_events, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -284,3 +289,36 @@ async def test_a_tick_reaches_a_client_watching_all_and_one_symbol_once(ws, owne
     tick = await communicator.receive_json_from(timeout=5)
     assert tick["data"] == {"symbol": "TSLA", "price": "250"}
     assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def test_a_market_step_reaches_each_watcher_once_per_symbol_in_order(ws, owner, token_for):
+    # given a client watching every symbol, one watching MSFT, and one watching both ways
+    token = await database_sync_to_async(token_for)(owner)
+    every, msft, both = await ws(token), await ws(token), await ws(token)
+    await subscribe(every, channel="market")
+    await subscribe(msft, channel="market", symbol="MSFT")
+    await subscribe(both, channel="market")
+    await subscribe(both, channel="market", symbol="MSFT")
+    # when one step of the market moves three symbols
+    publish_market_prices(
+        [("AAPL", "187.25", 8), ("MSFT", "402.10", 4), ("TSLA", "250.00", 2)],
+        timestamp="2026-11-26T10:00:00Z",
+    )
+    # then the watchers of every symbol get the three ticks, one frame each, in order
+    for communicator in (every, both):
+        ticks = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
+        assert [(t["data"]["symbol"], t["data"]["price"], t["seq"]) for t in ticks] == [
+            ("AAPL", "187.25", 8),
+            ("MSFT", "402.10", 4),
+            ("TSLA", "250.00", 2),
+        ]
+        assert {t["timestamp"] for t in ticks} == {"2026-11-26T10:00:00Z"}
+        assert await communicator.receive_nothing(timeout=0.3)
+    # and the watcher of MSFT only its tick
+    tick = await msft.receive_json_from(timeout=5)
+    assert (tick["event"], tick["data"], tick["seq"]) == (
+        "market.price",
+        {"symbol": "MSFT", "price": "402.10"},
+        4,
+    )
+    assert await msft.receive_nothing(timeout=0.3)
