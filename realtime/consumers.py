@@ -3,7 +3,7 @@ operators' oversight feed, resumable by ``seq``.
 
 One connection holds any number of subscriptions. Each subscription joins channel-layer groups
 (names from ``realtime.groups``); the group messages sent by ``realtime.services`` arrive at
-``agent_event`` / ``market_prices`` and are forwarded once per connection, even when several
+``agent_events`` / ``market_prices`` and are forwarded once per connection, even when several
 subscriptions (or groups) carry the same event.
 
 Resuming: on ``subscribe`` with ``since_seq`` the consumer joins the groups first, then reads
@@ -351,7 +351,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     # message: one thread hop per tick and per event, per connection (a quarter of a serving
     # process's time with 1,000 clients on the market stream). These handlers never touch the
     # database; the ones that do go through database_sync_to_async, which does its own closing.
-    NO_DATABASE_HANDLERS = frozenset({"agent.event", "market.prices"})
+    NO_DATABASE_HANDLERS = frozenset({"agent.events", "market.prices"})
 
     async def dispatch(self, message: dict) -> None:
         if message.get("type") in self.NO_DATABASE_HANDLERS:
@@ -359,23 +359,24 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         await super().dispatch(message)
 
-    async def agent_event(self, message: dict) -> None:
-        """An agent's event (``agent.event``), from one of the groups this connection joined."""
-        agent_id, seq = message["agent_id"], message["seq"]
-        wanted = False
-        for subscription in self.subscriptions.values():
-            if subscription.agent_id == agent_id:
-                if (
-                    subscription.channel == message["channel"] or message["event"] in CONTROL_EVENTS
-                ) and seq > subscription.replayed_through:
+    async def agent_events(self, message: dict) -> None:
+        """Agents' events in seq order (``agent.events``), from a group this connection joined."""
+        for event in message["events"]:
+            agent_id, seq = event["agent_id"], event["seq"]
+            wanted = False
+            for subscription in self.subscriptions.values():
+                if subscription.agent_id == agent_id:
+                    if (
+                        subscription.channel == event["channel"] or event["event"] in CONTROL_EVENTS
+                    ) and seq > subscription.replayed_through:
+                        wanted = True
+                elif (
+                    subscription.channel == "oversight"
+                    and subscription.agent_id is None
+                    and event["event"] in OVERSIGHT_FEED_EVENTS
+                ):
                     wanted = True
-            elif (
-                subscription.channel == "oversight"
-                and subscription.agent_id is None
-                and message["event"] in OVERSIGHT_FEED_EVENTS
-            ):
-                wanted = True
-        await self._forward(("agent", agent_id, seq), message, wanted)
+            await self._forward(("agent", agent_id, seq), event, wanted)
 
     async def market_prices(self, message: dict) -> None:
         """The ``market.price`` ticks of one market step (``market.prices``)."""

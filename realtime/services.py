@@ -92,8 +92,7 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
         )
         if seq % _prune_interval(settings.WS_EVENT_BUFFER_SIZE) == 0:
             _prune(agent_id, seq)
-    message = {
-        "type": "agent.event",
+    message = {  # the event as sent; _send_agent_events stamps it and wraps it for the layer
         "event": event,
         "channel": channel,
         "agent_id": str(agent_id),
@@ -108,9 +107,7 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
     if batch is not None:
         batch.sends.append((groups, message))
     else:
-        # The timestamp is the commit's: taken in the on-commit callback, so a client can
-        # measure how long the event took to reach it after the change became visible.
-        transaction.on_commit(lambda: _send_all([(groups, message)]))
+        transaction.on_commit(lambda: _send_agent_events([(groups, message)]))
     return seq
 
 
@@ -131,7 +128,7 @@ class _EventBatch:
         self.first_seq = agent.event_seq
         self.saved_seq = agent.event_seq
         self.rows: list = []
-        # (groups, message) of each event, sent together once the transaction commits.
+        # (groups, event) of each event, sent together once the transaction commits.
         self.sends: list[tuple[list[str], dict]] = []
 
     def add(self, *, event: str, channel: str, payload) -> int:
@@ -159,7 +156,7 @@ class _EventBatch:
         # One on-commit send for the block's events, in seq order: one hand-over to the
         # serving loop per order instead of one per event.
         sends = self.sends
-        transaction.on_commit(lambda: _send_all(sends))
+        transaction.on_commit(lambda: _send_agent_events(sends))
         lean.insert(self.rows)
         if self.agent.event_seq != self.saved_seq:
             Agent.objects.filter(pk=self.agent.pk).update(event_seq=self.agent.event_seq)
@@ -250,7 +247,7 @@ def publish_market_prices(
         ([market_group(symbol)], {"type": "market.prices", "events": [event]})
         for (symbol, _, _), event in zip(ticks, events, strict=True)
     ]
-    _send_all(sends, stamp=False)
+    _send_all(sends)
 
 
 def event_buffer_prune(*, now: datetime | None = None) -> int:
@@ -276,14 +273,31 @@ def bind_event_loop(loop: asyncio.AbstractEventLoop | None = None) -> None:
     _serving_loop = loop or asyncio.get_running_loop()
 
 
-def _send_all(sends: list[tuple[list[str], dict]], *, stamp: bool = True) -> None:
-    """Send messages to their groups, in order; ``stamp`` adds the commit ``timestamp``."""
+def _send_agent_events(sends: list[tuple[list[str], dict]]) -> None:
+    """Send committed agent events, ``(groups, event)`` in seq order, stamped with the commit
+    ``timestamp`` (this runs in the on-commit callback, so a client can measure how long an
+    event took to reach it after the change became visible).
+
+    Consecutive events for the same groups travel as one ``agent.events`` message: an order's
+    ``trade.created`` and ``trade.filled`` wake a watcher of its ``trades`` once. Each group
+    still receives its events in seq order, and no event overtakes one sent before it.
+    """
+    now = _now()
+    messages: list[tuple[list[str], dict]] = []
+    for groups, event in sends:
+        event = {**event, "timestamp": now}
+        if messages and messages[-1][0] == groups:
+            messages[-1][1]["events"].append(event)
+        else:
+            messages.append((groups, {"type": "agent.events", "events": [event]}))
+    _send_all(messages)
+
+
+def _send_all(sends: list[tuple[list[str], dict]]) -> None:
+    """Send channel-layer messages to their groups, in order."""
     layer = get_channel_layer()
     if layer is None:
         return
-    if stamp:
-        now = _now()
-        sends = [(groups, {**message, "timestamp": now}) for groups, message in sends]
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -319,4 +333,4 @@ async def _group_send(layer, groups: list[str], message: dict) -> None:
         except Exception:
             # The channel layer is best effort: clients resync from the buffer by seq.
             CHANNEL_LAYER_DROPPED.inc()
-            logger.warning("could not publish %s to %s", message.get("event"), group, exc_info=True)
+            logger.warning("could not publish %s to %s", message["type"], group, exc_info=True)

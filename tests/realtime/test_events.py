@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from realtime.models import AgentEvent
 from realtime.services import (
+    agent_events_batch,
     event_buffer_prune,
     publish_agent_event,
     publish_market_price,
@@ -322,3 +323,37 @@ async def test_a_market_step_reaches_each_watcher_once_per_symbol_in_order(ws, o
         4,
     )
     assert await msft.receive_nothing(timeout=0.3)
+
+
+async def test_a_transactions_events_on_several_channels_arrive_in_seq_order(owner_socket):
+    # given a client watching the agent's trades and portfolio
+    agent, communicator = owner_socket
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
+
+    # when one transaction publishes on both channels, in turns, as an order does
+    def business_transaction():
+        with transaction.atomic():
+            locked = type(agent).objects.select_for_update().get(pk=agent.pk)
+            with agent_events_batch(agent=locked):
+                for event, channel in [
+                    ("trade.created", "trades"),
+                    ("trade.filled", "trades"),
+                    ("portfolio.update", "portfolio"),
+                    ("trade.created", "trades"),
+                ]:
+                    publish_agent_event(
+                        agent_id=agent.id, event=event, channel=channel, data={"k": event}
+                    )
+
+    await database_sync_to_async(business_transaction)()
+    # then they arrive once each, in seq order, with one commit timestamp
+    events = await receive_events(communicator, 4)
+    assert [(e["seq"], e["event"], e["channel"]) for e in events] == [
+        (1, "trade.created", "trades"),
+        (2, "trade.filled", "trades"),
+        (3, "portfolio.update", "portfolio"),
+        (4, "trade.created", "trades"),
+    ]
+    assert len({e["timestamp"] for e in events}) == 1
+    assert await communicator.receive_nothing(timeout=0.3)
