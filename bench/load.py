@@ -525,7 +525,7 @@ async def _fanout_stage(
         host=host,
         port=port,
         concurrency=plan["concurrency"],
-        seconds=plan["fanout_seconds"],
+        seconds=plan["fanout_paced_seconds"] if rate else plan["fanout_seconds"],
         max_requests=plan["max_requests"],
         make_request=trade_requests(plan),
         rate=rate,

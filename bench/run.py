@@ -19,8 +19,10 @@ What one run does, in order (every step bounded in time):
    table with the ratios trade-path/baseline and reads/baseline.
 
 Knobs (environment): ``BENCH_SECONDS`` (each HTTP phase, default 8), ``BENCH_FANOUT_SECONDS``
-(each stage of the fan-out, default 8), ``BENCH_FANOUT_RATE`` (orders per second offered in the
-fan-out's first stage, default 10; 0 skips that stage), ``BENCH_CONCURRENCY`` (64),
+(the fan-out under the full trade load, default 8), ``BENCH_FANOUT_PACED_SECONDS`` (the
+fan-out's first stage, default 20: with the defaults a fill reaches 20 clients, so its p99 is about
+the two slowest fills of 200), ``BENCH_FANOUT_RATE`` (orders per second offered in that stage,
+default 10; 0 skips it), ``BENCH_CONCURRENCY`` (64),
 ``BENCH_AGENTS`` (50), ``BENCH_OWNERS`` (10),
 ``BENCH_WS_CLIENTS`` (1000), ``BENCH_MAX_REQUESTS`` (per phase, 100000),
 ``BENCH_BACKEND`` (``auto``, ``sqlite``, ``postgres``), ``BENCH_DATABASE_URL`` (PostgreSQL
@@ -334,6 +336,7 @@ def main() -> int:
     settings = {
         "seconds": env_float("BENCH_SECONDS", 8),
         "fanout_seconds": env_float("BENCH_FANOUT_SECONDS", 8),
+        "fanout_paced_seconds": env_float("BENCH_FANOUT_PACED_SECONDS", 20),
         "fanout_rate": env_float("BENCH_FANOUT_RATE", DEFAULT_FANOUT_RATE),
         "concurrency": env_int("BENCH_CONCURRENCY", 64),
         "agents": env_int("BENCH_AGENTS", 50),
