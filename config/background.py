@@ -66,11 +66,22 @@ class PeriodicJob:
             self.leadership.stop()
 
 
-def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
-    """The jobs every serving process runs: market ticks, outbox delivery, expiries.
+def database_pool_check() -> None:
+    """Check the idle connections of this process's PostgreSQL pools, replacing broken ones
+    (a database restart, a connection an idle timeout cut), so that a request is handed a
+    working connection without a round trip to check it first (``DATABASE_HEALTH_CHECKS``)."""
+    from django.db import connections
 
-    All are singletons sharing one leader lock (from the settings unless given).
-    """
+    for alias in connections:
+        pool = getattr(connections[alias], "pool", None)
+        if pool is not None and not pool.closed:
+            pool.check()
+
+
+def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
+    """The jobs every serving process runs: market ticks, outbox delivery, expiries, all
+    singletons sharing one leader lock (from the settings unless given); and the check of
+    the process's own database pool."""
     from django.conf import settings
 
     from config.leader import leadership_from_settings
@@ -91,4 +102,7 @@ def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
         singleton("day-orders", 5.0, orders_expire_day),
         # Events of agents that went quiet: the buffer keeps 24 h (publishing prunes by size).
         singleton("event-buffer-prune", 600.0, event_buffer_prune),
+        PeriodicJob(
+            "database-pool-check", settings.DATABASE_POOL_CHECK_INTERVAL, database_pool_check
+        ),
     ]

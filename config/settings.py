@@ -155,7 +155,6 @@ def _database_from_env() -> dict:
         "django.db.backends.postgresql_psycopg2",
     }:
         config["ENGINE"] = "django.db.backends.postgresql"
-        config["CONN_HEALTH_CHECKS"] = True
         # Parameters bound by the server, and each statement prepared on a connection the
         # first time it runs there (after DATABASE_PREPARE_THRESHOLD runs): PostgreSQL then
         # parses and plans an order's statements once per connection, not on every order.
@@ -166,14 +165,18 @@ def _database_from_env() -> dict:
                 "server_side_binding": True,
                 "prepare_threshold": env_int("DATABASE_PREPARE_THRESHOLD", 0, minimum=0),
             }
-        if env_bool("DATABASE_POOL", True):
+        pooled = env_bool("DATABASE_POOL", True)
+        # A round trip to check the connection before each request's first query. Pooled,
+        # the serving processes check the pool's idle connections every
+        # DATABASE_POOL_CHECK_INTERVAL seconds instead (config.background), off the requests.
+        config["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_HEALTH_CHECKS", not pooled)
+        if pooled:
             # Django's connections are per thread: the request threads (config/handlers.py),
             # the thread of the WebSocket consumers' queries and each background job. The
             # pool bounds what a process holds (DATABASE_POOL_MAX_SIZE), hands out a warm
-            # connection, checked first (CONN_HEALTH_CHECKS), and takes it back when the
-            # request or the job's step ends, so an idle thread holds none. A thread that
-            # comes and goes (a test's, a command's) never strands a backend either.
-            # (Pooling excludes CONN_MAX_AGE.)
+            # connection and takes it back when the request or the job's step ends, so an
+            # idle thread holds none. A thread that comes and goes (a test's, a command's)
+            # never strands a backend either. (Pooling excludes CONN_MAX_AGE.)
             config["CONN_MAX_AGE"] = 0
             config["OPTIONS"] = {
                 **options,
@@ -435,6 +438,8 @@ MARKET_SEED = env_int("MARKET_SEED", 42)
 MARKET_DAY_SECONDS = env_int("MARKET_DAY_SECONDS", 86400, minimum=1)
 OVERSIGHT_APPROVAL_TTL = env_int("OVERSIGHT_APPROVAL_TTL", 24 * 3600, minimum=1)
 OUTBOX_DELIVERY_INTERVAL_MS = env_int("OUTBOX_DELIVERY_INTERVAL_MS", 1000, minimum=10)
+# How often each serving process checks the idle connections of its PostgreSQL pool.
+DATABASE_POOL_CHECK_INTERVAL = env_float("DATABASE_POOL_CHECK_INTERVAL", 30.0)
 WS_IDLE_TIMEOUT_SECONDS = env_int("WS_IDLE_TIMEOUT_SECONDS", 120, minimum=1)
 WS_EVENT_BUFFER_SIZE = env_int("WS_EVENT_BUFFER_SIZE", 1000, minimum=1)
 WS_MAX_MESSAGES_PER_SECOND = env_int("WS_MAX_MESSAGES_PER_SECOND", 20, minimum=1)
