@@ -28,6 +28,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from config.metrics import WEBSOCKET_CONNECTIONS
+from config.websocket_server import PREPARED_FRAME, prepared_frame
+from realtime.auth import EVENT_SEND
 from realtime.groups import (
     AGENT_CHANNELS,
     CHANNELS,
@@ -129,20 +131,22 @@ def _event_frame(message: dict) -> dict:
 
 
 # Frames of recent events as sent, shared by the connections of this process: a tick or a fill
-# watched by a thousand clients is encoded once, not a thousand times.
-_frame_texts: OrderedDict[tuple, str] = OrderedDict()
-FRAME_TEXT_MEMORY = 1024
+# watched by a thousand clients is encoded and framed once, not a thousand times.
+_frames: OrderedDict[tuple, tuple] = OrderedDict()
+FRAME_MEMORY = 1024
 
 
-def _event_frame_text(key: tuple, message: dict) -> str:
+def _event_send(key: tuple, message: dict) -> dict:
+    """The ``websocket.send`` message of an event: its text, and its frame prepared for
+    daphne (``config.websocket_server``)."""
     cache_key = (*key, message["event"], message["timestamp"])
-    text = _frame_texts.get(cache_key)
-    if text is None:
+    frame = _frames.get(cache_key)
+    if frame is None:
         text = json.dumps(_event_frame(message))
-        _frame_texts[cache_key] = text
-        if len(_frame_texts) > FRAME_TEXT_MEMORY:
-            _frame_texts.popitem(last=False)
-    return text
+        frame = _frames[cache_key] = (text, prepared_frame(text))
+        if len(_frames) > FRAME_MEMORY:
+            _frames.popitem(last=False)
+    return {"type": "websocket.send", "text": frame[0], PREPARED_FRAME: frame[1]}
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -394,7 +398,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self._remember(key)
         if not self.closing:
-            await self.send(text_data=_event_frame_text(key, message))
+            await self.scope.get(EVENT_SEND, self.base_send)(_event_send(key, message))
 
     def _remember(self, key: tuple) -> None:
         self.delivered[key] = None

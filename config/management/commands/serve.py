@@ -33,6 +33,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config import websocket_server
+
 logger = logging.getLogger("trading_demo.serve")
 
 
@@ -122,7 +124,7 @@ class Command(BaseCommand):
             verbosity=0,
         )
         _tune_gc()
-        _plain_websocket_log_arguments()
+        websocket_server.install()
         try:
             server.run()
         finally:
@@ -210,7 +212,7 @@ class Command(BaseCommand):
             verbosity=0,
         )
         _tune_gc()
-        _plain_websocket_log_arguments()
+        websocket_server.install()
         try:
             server.run()
         finally:
@@ -366,29 +368,6 @@ def _demo_logins() -> list[str]:
     except Exception:
         logger.warning("could not read the demo logins", exc_info=True)
         return []
-
-
-def _plain_websocket_log_arguments() -> None:
-    """Stop autobahn (daphne's WebSocket protocol) colouring log arguments nobody reads.
-
-    For every frame it sends, ``WebSocketProtocol.sendData`` builds the arguments of a debug
-    message whether or not debug is logged: a function name and two values, coloured with
-    four ``click.style`` calls. With a thousand clients on the market stream that was a
-    tenth of a serving loop's time (py-spy, README "Performance"). The protocol module's two
-    helpers are replaced with ones that give the same text without the colours.
-    """
-    from autobahn.websocket import protocol
-
-    protocol.hltype = _plain_type
-    protocol.hlval = _plain_value
-
-
-def _plain_type(obj) -> str:
-    return f"<{getattr(obj, '__qualname__', type(obj).__qualname__)}>"
-
-
-def _plain_value(value, color: str = "white", bold: bool = True) -> str:
-    return f"{value}"
 
 
 def _tune_gc() -> None:
