@@ -54,36 +54,11 @@ def trade_json(trade: Trade, tz: tzinfo | None = None) -> dict:
     )
 
 
-# A page of the trade list is read as rows of these columns (``trade_rows``), not as models:
-# building fifty Trade instances cost more than the page's JSON.
-TRADE_ROW_FIELDS = (
-    "id",
-    "agent_id",
-    "client_order_id",
-    "symbol",
-    "side",
-    "type",
-    "time_in_force",
-    "quantity",
-    "limit_price",
-    "stop_price",
-    "status",
-    "filled_quantity",
-    "avg_fill_price",
-    "notional",
-    "reserved_amount",
-    "rejection_reason",
-    "metadata",
-    "created_at",
-    "updated_at",
-    "filled_at",
-    "cancelled_at",
-    "approval_request__id",
-)
-
-
 def trade_rows(queryset: QuerySet[Trade]) -> QuerySet:
-    """``queryset`` as named rows for ``trade_row_json``, its filters and order kept."""
+    """``queryset`` as named rows for ``trade_row_json``, its filters and order kept.
+
+    A page of the trade list is read as rows of the columns it shows, not as models: building
+    fifty Trade instances cost more than the page's JSON."""
     return queryset.values_list(*TRADE_ROW_FIELDS, named=True)
 
 
@@ -174,6 +149,14 @@ class TradeSerializer(serializers.ModelSerializer):
     def to_representation(self, instance: Trade) -> dict:
         # The fields above describe the shape (OpenAPI); trade_json builds it fast.
         return trade_json(instance)
+
+
+# The columns of ``trade_rows``: the serializer's fields, the approval request's id through the
+# join (a row's ``approval_request__id``).
+TRADE_ROW_FIELDS = tuple(
+    "approval_request__id" if name == "approval_request_id" else name
+    for name in TradeSerializer.Meta.fields
+)
 
 
 class MarketPriceSerializer(serializers.ModelSerializer):
