@@ -213,13 +213,6 @@ def event_seq_fields(agent) -> list[str]:
     return ["event_seq"]
 
 
-def publish_market_price(
-    *, symbol: str, price: Any, seq: int, timestamp: str | None = None
-) -> None:
-    """Send one ``market.price`` tick (``publish_market_prices`` of one symbol)."""
-    publish_market_prices([(symbol, price, seq)], timestamp=timestamp)
-
-
 def publish_market_prices(
     ticks: list[tuple[str, Any, int]], *, timestamp: str | None = None
 ) -> None:

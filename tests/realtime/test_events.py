@@ -17,7 +17,6 @@ from realtime.services import (
     agent_events_batch,
     event_buffer_prune,
     publish_agent_event,
-    publish_market_price,
     publish_market_prices,
 )
 from tests.realtime.helpers import publish, publish_sync, receive_events, subscribe
@@ -260,8 +259,8 @@ async def test_market_ticks_from_a_thread_without_event_loop(ws, owner, token_fo
     # while nothing else wakes this event loop up (a send that is not thread-safe would sit
     # unnoticed in the loop's queue until the receive times out)
     def feed():
-        publish_market_price(symbol="AAPL", price="187.2500", seq=7)
-        publish_market_price(symbol="MSFT", price="402.1000", seq=3)
+        publish_market_prices([("AAPL", "187.2500", 7)])
+        publish_market_prices([("MSFT", "402.1000", 3)])
 
     thread = threading.Thread(target=feed, daemon=True)
     started = time.monotonic()
@@ -285,7 +284,7 @@ async def test_a_tick_reaches_a_client_watching_all_and_one_symbol_once(ws, owne
     await subscribe(communicator, channel="market")
     await subscribe(communicator, channel="market", symbol="TSLA")
     # when published from code running on the event loop itself
-    publish_market_price(symbol="TSLA", price="250", seq=1)
+    publish_market_prices([("TSLA", "250", 1)])
     # then
     tick = await communicator.receive_json_from(timeout=5)
     assert tick["data"] == {"symbol": "TSLA", "price": "250"}
