@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# The browser tests' fixtures: a seeded server process and headless Chromium.
+from tests.operator.browser import browser, live_server_process  # noqa: F401
+
 
 @pytest.fixture
 def staff_operator(user_factory):
