@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from config import views
 
 api_v1 = [
+    path("", views.ApiV1RootView.as_view(), name="api-v1-root"),
     path("auth/token", views.ObtainTokenView.as_view(), name="auth-token"),
     path("", include("agents.api.urls")),
     path("", include("trades.api.urls")),

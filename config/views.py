@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import connection
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -149,6 +150,39 @@ class ApiRootView(APIView):
                     "metrics": url("/metrics"),
                     "websocket": url("/ws/").replace("http", "ws", 1),
                 },
+            }
+        )
+
+
+class ApiV1RootView(APIView):
+    """The resources of version 1: every link answers (a collection, or a POST-only endpoint)."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "ApiV1Root",
+            {
+                "version": serializers.CharField(),
+                "resources": serializers.DictField(child=serializers.CharField()),
+            },
+        )
+    )
+    def get(self, request):
+        def url(name: str) -> str:
+            return request.build_absolute_uri(reverse(name))
+
+        return Response(
+            {
+                "version": "v1",
+                "resources": {
+                    "token": url("auth-token"),
+                    "agents": url("agent-list"),
+                    "market_prices": url("market-prices"),
+                    "oversight_requests": url("approval-request-list"),
+                    "metering_events": url("metering-events"),
+                },
+                "docs": url("api-docs"),
             }
         )
 

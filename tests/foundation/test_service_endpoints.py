@@ -130,3 +130,31 @@ def test_request_id_is_echoed_or_generated(client):
     assert len(generated["X-Request-ID"]) == 32
     hostile = client.get("/health/live", HTTP_X_REQUEST_ID="bad id\nwith newline")
     assert hostile["X-Request-ID"] != "bad id\nwith newline"
+
+
+def _links(body: dict) -> list[str]:
+    return [link for link in body.values() if link.startswith("http://")]
+
+
+@pytest.mark.django_db
+def test_every_link_of_the_api_root_resolves(anon_client, client_for, operator):
+    # given: a newcomer who follows the links of /api, first without a token, then with one
+    root = anon_client.get("/api").json()["links"]
+    assert root["v1"].endswith("/api/v1/")
+    signed_in = client_for(operator)
+
+    # when / then: no link answers 404 (a POST-only endpoint answers 405 to a GET)
+    for link in _links(root):
+        assert anon_client.get(link).status_code != 404, link
+        assert signed_in.get(link).status_code in {200, 405}, link
+
+
+@pytest.mark.django_db
+def test_api_v1_lists_the_resources(anon_client, client_for, operator):
+    response = anon_client.get("/api/v1/")
+    assert response.status_code == 200, response.content
+    resources = response.json()["resources"]
+    assert set(resources) >= {"token", "agents", "market_prices", "oversight_requests"}
+    signed_in = client_for(operator)
+    for name, link in resources.items():
+        assert signed_in.get(link).status_code in {200, 405}, name
