@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils.html import format_html_join
 
 from agents.choices import AgentStatus
-from agents.models import Agent, PortfolioSnapshot, Position
+from agents.models import Agent, AgentLimitChange, PortfolioSnapshot, Position
 
 # What a domain service may raise when an admin action calls it; shown as a message.
 try:
@@ -128,6 +128,17 @@ class PositionInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class AgentLimitChangeInline(ReadOnlyInline):
+    """The agent's governance config history, newest first (the audit trail is read-only)."""
+
+    model = AgentLimitChange
+    fields = ("changed_at", "setting", "before", "after", "actor_username", "by_operator")
+    readonly_fields = fields
+    ordering = ("-changed_at", "-id")
+    verbose_name = "limit change"
+    verbose_name_plural = "limit changes (audit)"
+
+
 @admin.register(Agent)
 class AgentAdmin(ReadOnlyAdmin):
     list_display = (
@@ -147,7 +158,7 @@ class AgentAdmin(ReadOnlyAdmin):
     list_select_related = ("owner",)
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
-    inlines = (PositionInline,)
+    inlines = (PositionInline, AgentLimitChangeInline)
     actions = ("terminate_agents", "pause_agents", "resume_agents")
     fields = (
         "id",
@@ -257,3 +268,23 @@ class PortfolioSnapshotAdmin(ReadOnlyAdmin):
     list_select_related = ("agent",)
     ordering = ("-timestamp",)
     date_hierarchy = "timestamp"
+
+
+@admin.register(AgentLimitChange)
+class AgentLimitChangeAdmin(ReadOnlyAdmin):
+    """Every change of an agent's governance config: who, when, before, after. Read-only."""
+
+    list_display = (
+        "changed_at",
+        "agent",
+        "setting",
+        "before",
+        "after",
+        "actor_username",
+        "by_operator",
+    )
+    list_filter = ("setting", "by_operator", ("agent", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("agent__name", "agent__id", "actor_username", "setting")
+    list_select_related = ("agent",)
+    ordering = ("-changed_at", "-id")
+    date_hierarchy = "changed_at"

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
 
@@ -22,13 +23,28 @@ MONEY = {"max_digits": 20, "decimal_places": 2}
 QUANTITY = {"max_digits": 20, "decimal_places": 6}
 PRICE = {"max_digits": 20, "decimal_places": 4}
 
-DEFAULT_AGENT_CONFIG = {
-    "auto_approval_limit": "10000",
-    "approval_budget_fraction": "0.25",
-    "daily_trade_limit": 100,
-    "max_position_fraction": "0.3",
-    "allowed_symbols": None,  # None: every market symbol
-}
+# The governance limits an owner may only tighten: at or below the operator-set ceilings of
+# settings.AGENT_LIMIT_CEILINGS, which are also their defaults. For each, lower is stricter.
+LIMIT_KEYS = (
+    "auto_approval_limit",
+    "approval_budget_fraction",
+    "daily_trade_limit",
+    "max_position_fraction",
+)
+CONFIG_KEYS = (*LIMIT_KEYS, "allowed_symbols")
+
+
+def agent_config_defaults() -> dict:
+    """The config of SPEC §5 an agent gets for what it does not set: each limit at its ceiling
+    (``settings.AGENT_LIMIT_CEILINGS``), every market symbol allowed."""
+    ceilings = settings.AGENT_LIMIT_CEILINGS
+    return {
+        "auto_approval_limit": str(ceilings["auto_approval_limit"]),
+        "approval_budget_fraction": str(ceilings["approval_budget_fraction"]),
+        "daily_trade_limit": int(ceilings["daily_trade_limit"]),
+        "max_position_fraction": str(ceilings["max_position_fraction"]),
+        "allowed_symbols": None,  # None: every market symbol
+    }
 
 
 class Agent(models.Model):
@@ -86,7 +102,7 @@ class Agent(models.Model):
     @property
     def effective_config(self) -> dict:
         """The stored config over the defaults of SPEC §5."""
-        return {**DEFAULT_AGENT_CONFIG, **(self.config or {})}
+        return {**agent_config_defaults(), **(self.config or {})}
 
 
 class Position(models.Model):
@@ -138,3 +154,36 @@ class PortfolioSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} {self.timestamp:%Y-%m-%d %H:%M} {self.total_value}"
+
+
+class AgentLimitChange(models.Model):
+    """The audit trail of an agent's governance config: who changed which setting, when, from
+    what to what. Written in the transaction of the change (``agents.services``); never edited.
+
+    ``actor`` is empty for the operator's own tools (management commands); ``actor_username``
+    keeps the name should the user be deleted. ``before`` is null when the agent was created
+    with the value; ``by_operator`` marks a change beyond a ceiling, made on an operator's
+    authority.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="limit_changes")
+    setting = models.CharField(max_length=32)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    by_operator = models.BooleanField(default=False)
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["agent", "-changed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.setting}: {self.before} → {self.after}"

@@ -17,8 +17,17 @@ from django.db.models import Max, Prefetch, Q, Sum
 from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
-from agents.models import DEFAULT_AGENT_CONFIG, Agent, PortfolioSnapshot, Position
+from agents.models import (
+    CONFIG_KEYS,
+    LIMIT_KEYS,
+    Agent,
+    AgentLimitChange,
+    PortfolioSnapshot,
+    Position,
+    agent_config_defaults,
+)
 from agents.money import ZERO, cents
+from agents.permissions import is_operator
 from config import lean, problems
 
 logger = logging.getLogger("trading_demo.agents")
@@ -48,7 +57,7 @@ def _decimal(value, *, minimum: Decimal, maximum: Decimal, inclusive_minimum: bo
 
 
 def agent_config_normalize(config: dict | None, *, base: dict | None = None) -> dict:
-    """``config`` over ``base`` (default: DEFAULT_AGENT_CONFIG), validated and normalised.
+    """``config`` over ``base`` (default: ``agent_config_defaults()``), validated and normalised.
 
     Decimals are stored as strings, ``daily_trade_limit`` as an int, ``allowed_symbols`` as
     ``None`` (every market symbol) or a sorted list of upper-case market symbols. Unknown keys
@@ -58,10 +67,10 @@ def agent_config_normalize(config: dict | None, *, base: dict | None = None) -> 
         raise problems.ValidationFailed(
             "config must be an object.", errors={"config": ["Must be an object."]}
         )
-    merged = {**DEFAULT_AGENT_CONFIG, **(base or {}), **(config or {})}
+    merged = {**agent_config_defaults(), **(base or {}), **(config or {})}
     errors: dict[str, list[str]] = {}
     normalised: dict = {}
-    for key in sorted(set(merged) - set(DEFAULT_AGENT_CONFIG)):
+    for key in sorted(set(merged) - set(CONFIG_KEYS)):
         errors[key] = ["Unknown setting."]
     checks = {
         "auto_approval_limit": lambda v: str(
@@ -84,6 +93,60 @@ def agent_config_normalize(config: dict | None, *, base: dict | None = None) -> 
     if errors:
         raise problems.ValidationFailed("Invalid agent config.", errors={"config": errors})
     return normalised
+
+
+def agent_limits_authorize(*, actor, before: dict | None, after: dict) -> bool:
+    """Refuse an owner's loosening of a governance limit beyond its operator-set ceiling.
+
+    For each of ``LIMIT_KEYS`` (lower is stricter), a value above its ceiling
+    (``settings.AGENT_LIMIT_CEILINGS``) that is also above what the agent had (``before``;
+    ``None`` on creation) loosens governance beyond what the operator allows owners: only an
+    operator (``agents.permissions.is_operator``) or the operator's own tools (``actor`` None:
+    management commands) may. An owner gets ``problems.Forbidden`` (403), naming each limit
+    and its ceiling. Lowering a limit is always allowed, so an owner can tighten an agent an
+    operator loosened. Returns whether the change needed an operator's authority.
+    """
+    ceilings = settings.AGENT_LIMIT_CEILINGS
+    beyond = {}
+    for key in LIMIT_KEYS:
+        value = Decimal(str(after[key]))
+        if value <= ceilings[key]:
+            continue
+        if before is not None and value <= Decimal(str(before[key])):
+            continue
+        beyond[key] = ceilings[key]
+    if not beyond:
+        return False
+    if actor is None or is_operator(actor):
+        return True
+    named = ", ".join(f"{key} above {ceiling}" for key, ceiling in beyond.items())
+    raise problems.Forbidden(
+        f"Loosening a governance limit beyond its operator-set ceiling ({named}) is an "
+        "operator's action; an owner may set it at or below the ceiling.",
+        ceilings={key: str(ceiling) for key, ceiling in beyond.items()},
+    )
+
+
+def _limit_changes_record(*, agent: Agent, actor, before: dict | None, after: dict, operator):
+    """One audit row per config setting whose value changed (on creation: each that differs
+    from its default), in the caller's transaction."""
+    reference = before if before is not None else agent_config_normalize(None)
+    username = getattr(actor, "username", "") or ""
+    rows = [
+        AgentLimitChange(
+            agent=agent,
+            setting=key,
+            before=before.get(key) if before is not None else None,
+            after=after[key],
+            actor=actor,
+            actor_username=username,
+            by_operator=operator,
+        )
+        for key in CONFIG_KEYS
+        if reference.get(key) != after[key]
+    ]
+    if rows:
+        AgentLimitChange.objects.bulk_create(rows)
 
 
 def _daily_trade_limit(value) -> int:
@@ -121,17 +184,22 @@ def agent_create(
     strategy: str = Strategy.CUSTOM,
     risk_tolerance: int = 5,
     config: dict | None = None,
+    actor=None,
 ) -> Agent:
     """Create an active agent whose cash is its whole budget.
 
-    ``config`` is normalised over the defaults of SPEC §5. After commit, the agent's
-    ``trade_executions`` quota is configured on the metering service (``daily_trade_limit``
-    per day). An initial portfolio snapshot starts its history. Invalid input raises
-    ``ValidationError``/``problems.ValidationFailed`` and creates nothing.
+    ``config`` is normalised over the defaults of SPEC §5. ``actor`` is who asks (the API
+    passes the authenticated user; ``None`` is the operator's own tools, e.g. management
+    commands): an owner's limit above its ceiling is refused (``agent_limits_authorize``, 403),
+    and each limit set other than its default is audited (``AgentLimitChange``). After
+    commit, the agent's ``trade_executions`` quota is configured on the metering service
+    (``daily_trade_limit`` per day). An initial portfolio snapshot starts its history.
+    Invalid input raises ``ValidationError``/``problems.ValidationFailed`` and creates nothing.
     """
     from metering.services import quota_configure
 
     normalised = agent_config_normalize(config)
+    operator = agent_limits_authorize(actor=actor, before=None, after=normalised)
     agent = Agent(
         owner=owner,
         name=name,
@@ -151,6 +219,9 @@ def agent_create(
             positions_value=Decimal("0"),
             total_value=agent.cash_balance,
         )
+        _limit_changes_record(
+            agent=agent, actor=actor, before=None, after=normalised, operator=operator
+        )
         transaction.on_commit(lambda: quota_configure(agent=agent))
     return agent
 
@@ -166,8 +237,11 @@ def agent_update(
     """Rename, reconfigure (partial config merged over the current one) or pause/resume.
 
     ``status`` may only move between ``active`` and ``paused`` (400 otherwise); a terminated
-    or suspended agent cannot be changed (409). A changed ``daily_trade_limit`` is sent to the
-    metering service after commit.
+    or suspended agent cannot be changed (409). A limit raised above its operator-set ceiling
+    needs an operator as ``actor`` (``agent_limits_authorize``: 403 for an owner); every
+    changed config setting is audited (``AgentLimitChange``: who, when, before, after) in the
+    same transaction. A changed ``daily_trade_limit`` is sent to the metering service after
+    commit, as an optional hint (``metering.services.quota_configure``).
     """
     from metering.services import quota_configure
 
@@ -195,9 +269,14 @@ def agent_update(
             fields.append("name")
         limit_changed = False
         if config is not None:
-            previous_limit = agent.effective_config["daily_trade_limit"]
-            agent.config = agent_config_normalize(config, base=agent.config)
-            limit_changed = agent.config["daily_trade_limit"] != previous_limit
+            before = agent_config_normalize(None, base=agent.config)
+            after = agent_config_normalize(config, base=agent.config)
+            operator = agent_limits_authorize(actor=actor, before=before, after=after)
+            _limit_changes_record(
+                agent=agent, actor=actor, before=before, after=after, operator=operator
+            )
+            agent.config = after
+            limit_changed = after["daily_trade_limit"] != before["daily_trade_limit"]
             fields.append("config")
         # The owner cannot change here: skip its existence query.
         agent.full_clean(exclude=["owner"])

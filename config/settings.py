@@ -13,7 +13,15 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str, parse_rate
+from config.env import (
+    env_bool,
+    env_decimal,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_rate,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -442,6 +450,26 @@ MARKET_TICK_MS = env_int("MARKET_TICK_MS", 1000, minimum=10)
 MARKET_SEED = env_int("MARKET_SEED", 42)
 # Length of one simulated trading day; `day` orders expire when it ends.
 MARKET_DAY_SECONDS = env_int("MARKET_DAY_SECONDS", 86400, minimum=1)
+# Operator-set ceilings of the agents' governance limits (SPEC §5, "Who may set a limit"). They
+# are also the defaults of a new agent. An owner may set a limit at or below its ceiling (or
+# lower it from wherever it is); only an operator may set it above. Each must stay within the
+# limit's own range (agents.services.agent_config_normalize).
+AGENT_LIMIT_CEILINGS = {
+    "auto_approval_limit": env_decimal("AGENT_CEILING_AUTO_APPROVAL_LIMIT", "10000"),
+    "approval_budget_fraction": env_decimal("AGENT_CEILING_APPROVAL_BUDGET_FRACTION", "0.25"),
+    "max_position_fraction": env_decimal("AGENT_CEILING_MAX_POSITION_FRACTION", "0.3"),
+    "daily_trade_limit": env_int("AGENT_CEILING_DAILY_TRADE_LIMIT", 100, minimum=1),
+}
+if not (
+    0 <= AGENT_LIMIT_CEILINGS["auto_approval_limit"] <= 10**9
+    and 0 < AGENT_LIMIT_CEILINGS["approval_budget_fraction"] <= 1
+    and 0 < AGENT_LIMIT_CEILINGS["max_position_fraction"] <= 1
+    and AGENT_LIMIT_CEILINGS["daily_trade_limit"] <= 1_000_000
+):
+    raise ImproperlyConfigured(
+        "AGENT_CEILING_*: auto_approval_limit must be 0-1000000000, the fractions in (0, 1] "
+        f"and daily_trade_limit 1-1000000; got {AGENT_LIMIT_CEILINGS}"
+    )
 OVERSIGHT_APPROVAL_TTL = env_int("OVERSIGHT_APPROVAL_TTL", 24 * 3600, minimum=1)
 OUTBOX_DELIVERY_INTERVAL_MS = env_int("OUTBOX_DELIVERY_INTERVAL_MS", 1000, minimum=10)
 # How often each serving process checks the idle connections of its PostgreSQL pool.

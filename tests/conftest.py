@@ -102,7 +102,8 @@ def anon_client():
 
 @pytest.fixture
 def agent_factory(owner):
-    """Create an agent through the domain service, as the API would."""
+    """Create an agent through the domain service, as the API would; with the operator's
+    authority over limits (``actor`` None) unless ``actor=`` names the user who asks."""
 
     def make(*, user=None, budget: str | Decimal = "100000", **overrides):
         from agents.services import agent_create

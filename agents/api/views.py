@@ -33,11 +33,13 @@ class AgentListCreateView(generics.ListAPIView):
     def get_queryset(self):
         return selectors.agent_queryset_for(self.request.user)
 
-    @extend_schema(request=AgentCreateSerializer, responses={201: AgentSerializer})
+    @extend_schema(request=AgentCreateSerializer, responses={201: AgentSerializer, 403: _PROBLEM})
     def post(self, request):
         payload = AgentCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        agent = services.agent_create(owner=request.user, **payload.validated_data)
+        agent = services.agent_create(
+            owner=request.user, actor=request.user, **payload.validated_data
+        )
         return Response(AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
 
 
@@ -50,7 +52,10 @@ class AgentDetailView(APIView):
         agent = selectors.agent_get_for(user=request.user, agent_id=agent_id)
         return Response(AgentSerializer(agent).data)
 
-    @extend_schema(request=AgentUpdateSerializer, responses={200: AgentSerializer, 409: _PROBLEM})
+    @extend_schema(
+        request=AgentUpdateSerializer,
+        responses={200: AgentSerializer, 403: _PROBLEM, 409: _PROBLEM},
+    )
     def patch(self, request, agent_id):
         agent = selectors.agent_get_for(user=request.user, agent_id=agent_id)
         payload = AgentUpdateSerializer(data=request.data, partial=True)
