@@ -279,14 +279,19 @@ class OversightClient(ServiceClient):
         rejector_id: str,
         rejector_name: str,
         reason: str,
-        category: str = "policy_violation",
+        category: str | None = "policy_violation",
     ) -> RejectResult:
+        """Reject a pending request; ``category`` None sends no category (unspecified)."""
         request = pb.RejectRequestRequest(
             request_id=request_id,
             rejector_id=rejector_id,
             rejector_name=rejector_name,
             reason=reason,
-            category=_lookup(_CATEGORY_NUMBER, category, "rejection category"),
+            category=(
+                pb.REJECTION_CATEGORY_UNSPECIFIED
+                if category is None
+                else _lookup(_CATEGORY_NUMBER, category, "rejection category")
+            ),
         )
         return self._channel.call(
             "RejectRequest",
@@ -300,7 +305,12 @@ class OversightClient(ServiceClient):
         )
 
     def cancel(self, *, request_id: str, actor_id: str, reason: str = "") -> CancelResult:
-        """Cancel a request not yet decided (project extension of the Creto API)."""
+        """Cancel a request not yet decided (project extension of the Creto API).
+
+        A service built from Creto's proto answers UNIMPLEMENTED (``ServiceUnavailable`` with
+        ``code == "UNIMPLEMENTED"``); ``oversight.services`` then closes the request with
+        ``reject``.
+        """
         request = pb.CancelRequestRequest(request_id=request_id, actor_id=actor_id, reason=reason)
         return self._channel.call(
             "CancelRequest",

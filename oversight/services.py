@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trading_demo.oversight")
 
 QUORUM_THRESHOLD = Decimal("100000")
+# The actor named on the oversight service for what the server does by itself.
+SYSTEM_ACTOR = "system"
 # The service's priority scale tops out at "critical"; ours calls it "urgent".
 _GRPC_PRIORITY = {"low": "low", "medium": "medium", "high": "high", "urgent": "critical"}
 
@@ -400,8 +402,8 @@ def approval_request_cancel(
 
     Callers (``trade_cancel``, ``agent_terminate``) hold the agent and trade locks already and
     release the trade's reservation themselves. Raises ``Conflict`` if the request is no longer
-    pending. Publishes ``approval.completed``; after commit, tells the oversight service (best
-    effort: a failure is logged, the service's own expiry closes the request eventually).
+    pending. Publishes ``approval.completed``; after commit, closes the request on the
+    oversight service (``oversight_request_close``).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -412,20 +414,53 @@ def approval_request_cancel(
         locked.resolved_at = now
         locked.save(update_fields=["status", "resolved_at"])
         _publish(locked, "approval.completed")
-        actor_id = str(actor.pk) if actor is not None else "system"
+        actor_id = str(actor.pk) if actor is not None else SYSTEM_ACTOR
+        actor_name = actor.get_username() if actor is not None else SYSTEM_ACTOR
         transaction.on_commit(
-            lambda: _cancel_remote(locked.pk, actor_id=actor_id, reason=reason or "cancelled")
+            lambda: oversight_request_close(
+                locked.pk, actor_id=actor_id, actor_name=actor_name, reason=reason or "cancelled"
+            )
         )
     approval_request.status = locked.status
     approval_request.resolved_at = locked.resolved_at
     return locked
 
 
-def _cancel_remote(request_id, *, actor_id: str, reason: str) -> None:
+def oversight_request_close(
+    request_id, *, actor_id: str = SYSTEM_ACTOR, actor_name: str = SYSTEM_ACTOR, reason: str
+) -> None:
+    """Close, on the oversight service, a pending request the server has dropped.
+
+    ``CancelRequest`` is this project's extension of the Creto API; a service built from
+    Creto's proto answers it UNIMPLEMENTED. The request is then closed with ``RejectRequest``,
+    which every ``creto.oversight.v1`` service implements, its reason naming the cancellation
+    ("cancelled: …"), so no request the server dropped stays pending on the service. A request
+    the service has already closed (FAILED_PRECONDITION) or does not know is left alone. Best
+    effort, after the local change committed: a service that cannot be reached is logged, and
+    its own expiry (the same TTL) closes the request.
+    """
+    client = get_oversight_client()
     try:
-        get_oversight_client().cancel(request_id=str(request_id), actor_id=actor_id, reason=reason)
+        client.cancel(request_id=str(request_id), actor_id=actor_id, reason=reason)
+        return
+    except (RemoteConflict, RemoteNotFound):
+        return
     except GrpcClientError as exc:
-        logger.warning("could not cancel oversight request %s remotely: %s", request_id, exc)
+        if exc.code != "UNIMPLEMENTED":
+            logger.warning("could not cancel oversight request %s remotely: %s", request_id, exc)
+            return
+    try:
+        client.reject(
+            request_id=str(request_id),
+            rejector_id=actor_id,
+            rejector_name=actor_name,
+            reason=f"cancelled: {reason}",
+            category=None,
+        )
+    except (RemoteConflict, RemoteNotFound):
+        return
+    except GrpcClientError as exc:
+        logger.warning("could not close oversight request %s remotely: %s", request_id, exc)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 python -m reference_services --metering 0.0.0.0:50051 --oversight 0.0.0.0:50052
 python -m reference_services --metering 0.0.0.0:50051 --oversight none   # metering only
+python -m reference_services --oversight-standard   # oversight without the CancelRequest extension
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         default="0.0.0.0:50052",
         help="oversight listen address, or 'none' not to run it",
     )
+    parser.add_argument(
+        "--oversight-standard",
+        action="store_true",
+        help="serve only Creto's standard oversight rpcs: CancelRequest answers UNIMPLEMENTED",
+    )
     parser.add_argument("--grace", type=float, default=2.0, help="seconds to drain on shutdown")
     args = parser.parse_args(argv)
     if args.metering is None and args.oversight is None:
@@ -54,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        services = start_reference_services(args.metering, args.oversight)
+        services = start_reference_services(
+            args.metering, args.oversight, oversight_extensions=not args.oversight_standard
+        )
     except OSError as exc:
         logger.error("%s", exc)
         return 1

@@ -24,6 +24,12 @@ Lifecycle
     cancels any request not yet final. Every transition records from, to, time, actor, reason.
     `ListRequests` filters by tenant and states, newest first, with an opaque page token;
     `approver_id` is accepted and ignored (this policy assigns no approvers).
+
+Standard subset
+    With ``extensions=False`` the servicer serves only the rpcs of Creto's
+    `creto.oversight.v1` design: `CancelRequest` answers UNIMPLEMENTED, as a service built from
+    Creto's proto does. Tests use it to prove the server works against such a service
+    (`python -m reference_services --oversight-standard`).
 """
 
 from __future__ import annotations
@@ -154,8 +160,10 @@ class OversightServicer(ServicerBase, pb_grpc.OversightServiceServicer):
         policy_defaults: Mapping[str, str] | None = None,
         *,
         clock: Callable[[], datetime] = utc_now,
+        extensions: bool = True,
     ) -> None:
         super().__init__()
+        self.extensions = extensions
         self.policy_defaults = dict(DEFAULT_POLICY_PARAMETERS)
         self.policy_defaults.update(policy_defaults or {})
         self.clock = clock
@@ -328,6 +336,9 @@ class OversightServicer(ServicerBase, pb_grpc.OversightServiceServicer):
 
     def CancelRequest(self, request, context):
         self._begin("CancelRequest", context)
+        if not self.extensions:
+            # What the generated base servicer answers for an rpc a service does not implement.
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         with self._lock:
             record = self._get(request.request_id, context)
             if record.state in _FINAL:

@@ -86,12 +86,14 @@ def start_reference_services(
     *,
     metering_config: Mapping[str, tuple[int, str]] | None = None,
     oversight_config: Mapping[str, str] | None = None,
+    oversight_extensions: bool = True,
 ) -> ReferenceServices:
     """Start the servers (port 0 picks a free port; None skips that service); return a handle.
 
     `metering_config` is the default limits `{metric_code: (limit, period)}` (see
     `reference_services.metering`); `oversight_config` overrides the default policy
-    parameters (see `reference_services.oversight`). State is in memory. Raises OSError when
+    parameters (see `reference_services.oversight`); `oversight_extensions=False` serves only
+    Creto's standard oversight rpcs (no `CancelRequest`). State is in memory. Raises OSError when
     an address cannot be bound; nothing is left running then.
     """
     metering_servicer = oversight_servicer = None
@@ -108,7 +110,9 @@ def start_reference_services(
             )
             running.append(metering_running)
         if oversight_address is not None:
-            oversight_servicer = oversight.OversightServicer(oversight_config)
+            oversight_servicer = oversight.OversightServicer(
+                oversight_config, extensions=oversight_extensions
+            )
             oversight_running = _serve(
                 oversight_servicer,
                 oversight_pb2_grpc.add_OversightServiceServicer_to_server,

@@ -51,10 +51,23 @@ class Command(BaseCommand):
             "OVERSIGHT_GRPC_ADDRESS)",
         )
         parser.add_argument(
+            "--oversight-standard",
+            action="store_true",
+            help="serve only Creto's standard oversight rpcs (CancelRequest answers UNIMPLEMENTED)",
+        )
+        parser.add_argument(
             "--grace", type=float, default=2.0, help="seconds to drain calls on shutdown"
         )
 
-    def handle(self, *args, metering: str, oversight: str, grace: float, **options):
+    def handle(
+        self,
+        *args,
+        metering: str,
+        oversight: str,
+        grace: float,
+        oversight_standard: bool = False,
+        **options,
+    ):
         from reference_services.server import start_reference_services
 
         metering = _listen_address(metering, "--metering")
@@ -74,7 +87,9 @@ class Command(BaseCommand):
         }
         try:
             try:
-                services = start_reference_services(metering, oversight)
+                services = start_reference_services(
+                    metering, oversight, oversight_extensions=not oversight_standard
+                )
             except OSError as exc:
                 raise CommandError(str(exc)) from exc
             self.stdout.write(

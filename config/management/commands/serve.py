@@ -226,7 +226,9 @@ class Command(BaseCommand):
         shown = "localhost" if host in {"0.0.0.0", "::"} else host
         base = f"http://{shown}:{port}"
         line = "━" * 64
-        embedded = "embedded" if services is not None else "external"
+        # Per service: the server may embed one and find the other already served.
+        metering = "embedded" if services and services.metering_address else "external"
+        oversight = "embedded" if services and services.oversight_address else "external"
         rows = [
             ("HTTP Server", base),
             ("WebSocket", f"ws://{shown}:{port}/ws/"),
@@ -236,8 +238,8 @@ class Command(BaseCommand):
             ("Admin", f"{base}/admin/"),
             ("Health", f"{base}/health/live  ·  {base}/health/ready"),
             ("Metrics", f"{base}/metrics"),
-            ("Metering gRPC", f"{settings.METERING_GRPC_ADDRESS} ({embedded})"),
-            ("Oversight gRPC", f"{settings.OVERSIGHT_GRPC_ADDRESS} ({embedded})"),
+            ("Metering gRPC", f"{settings.METERING_GRPC_ADDRESS} ({metering})"),
+            ("Oversight gRPC", f"{settings.OVERSIGHT_GRPC_ADDRESS} ({oversight})"),
             ("Database", settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]),
             ("Channel layer", "redis" if settings.REDIS_URL else "in-memory"),
             ("Environment", settings.DJANGO_ENV),

@@ -1,0 +1,41 @@
+"""The start-up banner says which gRPC services the server started and which it found."""
+
+from __future__ import annotations
+
+import re
+import socket
+from io import StringIO
+
+import pytest
+
+from config.embedded import start_embedded_services
+from config.management.commands.serve import Command
+
+pytestmark = pytest.mark.django_db
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_banner_calls_a_service_the_server_did_not_start_external(settings, reference_services):
+    # given: oversight already served elsewhere, nothing on the metering address
+    settings.EMBEDDED_SERVICES = True
+    settings.METERING_GRPC_ADDRESS = f"127.0.0.1:{_free_port()}"
+    settings.OVERSIGHT_GRPC_ADDRESS = reference_services.oversight_address
+    services = start_embedded_services()
+    try:
+        assert services is not None and services.oversight_address is None
+        out = StringIO()
+
+        # when
+        Command(stdout=out)._banner("127.0.0.1", 8000, services)
+    finally:
+        services.stop(grace=0)
+
+    # then
+    banner = out.getvalue()
+    assert re.search(r"Metering gRPC:\s+\S+ \(embedded\)", banner), banner
+    assert re.search(r"Oversight gRPC:\s+\S+ \(external\)", banner), banner
