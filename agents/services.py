@@ -7,6 +7,7 @@ invariant ``cash_balance + Σ position.cost_basis == budget + realized_pnl``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -60,8 +61,11 @@ def agent_config_normalize(config: dict | None, *, base: dict | None = None) -> 
     """``config`` over ``base`` (default: ``agent_config_defaults()``), validated and normalised.
 
     Decimals are stored as strings, ``daily_trade_limit`` as an int, ``allowed_symbols`` as
-    ``None`` (every market symbol) or a sorted list of upper-case market symbols. Unknown keys
-    or bad values raise ``problems.ValidationFailed`` with ``errors.config.<key>``.
+    ``None`` (every market symbol) or a sorted list of upper-case market symbols. The optional
+    ``strategy_params`` (the parameters of the agent's strategy, read by the programs that
+    drive it, never by the server) is a small object of scalars and short lists, kept as given.
+    Unknown keys or bad values raise ``problems.ValidationFailed`` with
+    ``errors.config.<key>``.
     """
     if config is not None and not isinstance(config, dict):
         raise problems.ValidationFailed(
@@ -70,8 +74,13 @@ def agent_config_normalize(config: dict | None, *, base: dict | None = None) -> 
     merged = {**agent_config_defaults(), **(base or {}), **(config or {})}
     errors: dict[str, list[str]] = {}
     normalised: dict = {}
-    for key in sorted(set(merged) - set(CONFIG_KEYS)):
+    for key in sorted(set(merged) - set(CONFIG_KEYS) - {STRATEGY_PARAMS}):
         errors[key] = ["Unknown setting."]
+    if STRATEGY_PARAMS in merged:
+        try:
+            normalised[STRATEGY_PARAMS] = _strategy_params(merged[STRATEGY_PARAMS])
+        except ValueError as error:
+            errors[STRATEGY_PARAMS] = [str(error)]
     checks = {
         "auto_approval_limit": lambda v: str(
             cents(_decimal(v, minimum=Decimal(0), maximum=Decimal(10**9), inclusive_minimum=True))
@@ -147,6 +156,36 @@ def _limit_changes_record(*, agent: Agent, actor, before: dict | None, after: di
     ]
     if rows:
         AgentLimitChange.objects.bulk_create(rows)
+
+
+STRATEGY_PARAMS = "strategy_params"
+STRATEGY_PARAMS_MAX_KEYS = 32
+STRATEGY_PARAMS_MAX_TEXT = 100
+
+
+def _strategy_params(value) -> dict:
+    """An object of at most 32 settings; each a number, short text, boolean, null or a list
+    of at most 10 short texts. Bounded so a config stays small; the meaning is the
+    strategy's."""
+    if not isinstance(value, dict) or len(value) > STRATEGY_PARAMS_MAX_KEYS:
+        raise ValueError(f"Must be an object of at most {STRATEGY_PARAMS_MAX_KEYS} settings.")
+
+    def scalar(item) -> bool:
+        if isinstance(item, str):
+            return len(item) <= STRATEGY_PARAMS_MAX_TEXT
+        return item is None or isinstance(item, bool | int | float)
+
+    for key, item in value.items():
+        if not 1 <= len(key) <= 64:
+            raise ValueError("Setting names have 1 to 64 characters.")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{key}: must be a finite number.")
+        if isinstance(item, list):
+            if len(item) > 10 or not all(isinstance(v, str) and scalar(v) for v in item):
+                raise ValueError(f"{key}: a list holds at most 10 short texts.")
+        elif not scalar(item):
+            raise ValueError(f"{key}: must be a number, a short text, a boolean or null.")
+    return dict(value)
 
 
 def _daily_trade_limit(value) -> int:

@@ -78,6 +78,34 @@ def test_create_with_a_config(owner_client):
     assert config["allowed_symbols"] == ["AAPL", "MSFT"]
 
 
+def test_the_strategy_parameters_live_in_the_config(owner_client):
+    # given: an agent created with the parameters of its strategy
+    params = {"short_window": 3, "k": "1.5", "pair": ["AAPL", "MSFT"], "exit_at_mean": True}
+    response = owner_client.post(
+        AGENTS,
+        {
+            "name": "Gamma",
+            "budget": "5000",
+            "strategy": "momentum",
+            "config": {"strategy_params": params},
+        },
+        format="json",
+    )
+    assert response.status_code == 201
+    assert response.json()["config"]["strategy_params"] == params
+
+    # when: a PATCH changes another setting, then the parameters
+    url = f"{AGENTS}/{response.json()['id']}"
+    kept = owner_client.patch(url, {"config": {"daily_trade_limit": 5}}, format="json")
+    changed = owner_client.patch(
+        url, {"config": {"strategy_params": {"long_window": 30}}}, format="json"
+    )
+
+    # then: they are kept by the first and replaced by the second
+    assert kept.json()["config"]["strategy_params"] == params
+    assert changed.json()["config"]["strategy_params"] == {"long_window": 30}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -90,6 +118,15 @@ def test_create_with_a_config(owner_client):
         ({"name": "x", "budget": "5000", "config": {"max_position_fraction": "2"}}, "config"),
         ({"name": "x", "budget": "5000", "config": {"allowed_symbols": ["XYZ"]}}, "config"),
         ({"name": "x", "budget": "5000", "config": {"daily_trade_limit": 0}}, "config"),
+        ({"name": "x", "budget": "5000", "config": {"strategy_params": [1]}}, "config"),
+        (
+            {"name": "x", "budget": "5000", "config": {"strategy_params": {"w": "x" * 101}}},
+            "config",
+        ),
+        (
+            {"name": "x", "budget": "5000", "config": {"strategy_params": {"pair": [1, 2]}}},
+            "config",
+        ),
     ],
 )
 def test_invalid_agents_are_400_with_field_errors(owner_client, body, field):
