@@ -6,7 +6,8 @@ import logging
 import time
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.utils.functional import SimpleLazyObject, empty
+from django.conf import settings
+from django.utils.functional import SimpleLazyObject
 
 from config import request_context
 from config.metrics import HTTP_REQUEST_SECONDS
@@ -37,7 +38,7 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         try:
             response = self.get_response(request)
-            self._finish(request, response, started)
+            self._finish(request, response, started, may_query=True)
             return response
         finally:
             request_context.reset_request_id(token)
@@ -49,13 +50,13 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         try:
             response = await self.get_response(request)
-            self._finish(request, response, started)
+            self._finish(request, response, started, may_query=False)
             return response
         finally:
             request_context.reset_request_id(token)
 
     @staticmethod
-    def _finish(request, response, started: float) -> None:
+    def _finish(request, response, started: float, *, may_query: bool) -> None:
         seconds = time.perf_counter() - started
         response["X-Request-ID"] = request.request_id
         duration_ms = round(seconds * 1000, 2)
@@ -76,7 +77,7 @@ class RequestIdMiddleware:
                 "route": route,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "user": _username(request),
+                "user": _username(request, may_query=may_query),
                 "agent": _agent_id(resolver),
                 "request_id": request.request_id,
             },
@@ -86,16 +87,20 @@ class RequestIdMiddleware:
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _username(request) -> str | None:
-    """The authenticated user's name, without ever loading a user just to log it.
+def _username(request, *, may_query: bool) -> str | None:
+    """The authenticated user's name, without loading a user just to log it.
 
-    An unevaluated lazy ``request.user`` (nothing in the request looked at it) would need a
-    session query, which must not happen here (and cannot in async context).
+    A user that authentication set (DRF's token or session authentication replaces
+    ``request.user`` with it) is named. Django's lazy ``request.user`` (a plain Django view) is
+    looked at only when the request carries a session cookie, so a request that cannot be
+    logged in costs no query, and never on the event loop, where a query cannot run.
     """
     user = getattr(request, "user", None)
     if user is None:
         return None
-    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+    if isinstance(user, SimpleLazyObject) and (
+        not may_query or settings.SESSION_COOKIE_NAME not in request.COOKIES
+    ):
         return None
     return user.get_username() if user.is_authenticated else None
 

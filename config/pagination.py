@@ -1,4 +1,9 @@
-from django.core.paginator import Paginator
+"""The one pagination of list endpoints: ``{count, next, previous, results}``."""
+
+from __future__ import annotations
+
+from django.core.paginator import Page, Paginator
+from django.utils.functional import cached_property
 from rest_framework.pagination import PageNumberPagination
 
 
@@ -6,24 +11,27 @@ class FirstPagePaginator(Paginator):
     """Django's paginator, which reads the first page before counting.
 
     Django counts first (``SELECT COUNT(*)``) to validate the page number, then reads the
-    page. For the first page that order is not needed: when it comes back short, its length
-    is the count, and the statement is saved. Most lists fit one page (an agent's recent
-    orders, the pending approvals). A full first page is counted after it is read, once. Other
-    pages go Django's way.
+    page. Page 1 is always valid (empty lists allowed, no orphans), so it is read first: when
+    it comes back short, its length is the count and no ``COUNT`` is run. Most lists fit one
+    page (an agent's recent orders, the pending approvals). Other pages go Django's way.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.first_page_length: int | None = None
+
+    @cached_property
+    def count(self) -> int:
+        if self.first_page_length is not None and self.first_page_length < self.per_page:
+            return self.first_page_length
+        return super().count
+
     def page(self, number):
-        if (
-            self.orphans
-            or not self.allow_empty_first_page
-            or "count" in self.__dict__
-            or not _is_one(number)
-        ):
+        if self.orphans or not self.allow_empty_first_page or not _is_one(number):
             return super().page(number)
         rows = list(self.object_list[: self.per_page])
-        if len(rows) < self.per_page:
-            self.__dict__["count"] = len(rows)  # the cached_property's value
-        return self._get_page(rows, 1, self)
+        self.first_page_length = len(rows)
+        return Page(rows, 1, self)
 
 
 def _is_one(number) -> bool:

@@ -96,6 +96,22 @@ def test_access_log_names_the_user_and_the_agent(owner, client_for, json_access_
     assert line["request_id"] == "agent-lookup-1"
 
 
+@pytest.mark.django_db
+def test_access_log_names_a_session_user_of_a_django_view(operator, client, json_access_log):
+    # given a staff operator logged in with a session (the admin)
+    operator.is_staff = True
+    operator.save(update_fields=["is_staff"])
+    client.force_login(operator)
+
+    # when they open a page that is a plain Django view
+    response = client.get("/admin/")
+
+    # then the line names them
+    assert response.status_code == 200
+    (line,) = json_access_log()
+    assert line["user"] == "operator"
+
+
 def _scrape(client) -> dict[str, list]:
     response = client.get("/metrics")
     assert response.status_code == 200
