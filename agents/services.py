@@ -334,7 +334,7 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
     Terminating a terminated agent changes nothing.
     """
     from agents.api.serializers import AgentSerializer
-    from metering.services import usage_record
+    from metering.services import server_transaction_id, usage_record
     from realtime.services import publish_agent_event
     from trades.choices import OPEN_STATUSES
     from trades.models import Trade
@@ -361,7 +361,7 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
             code="agent_terminations",
             quantity=1,
             properties={"actor": getattr(actor, "username", "") or ""},
-            transaction_id=f"agent_terminated:{agent.pk}",
+            transaction_id=server_transaction_id("agent_terminated", agent.pk),
         )
         publish_agent_event(
             agent_id=agent.pk,

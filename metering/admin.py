@@ -16,6 +16,7 @@ from metering.models import UsageEvent
 class UsageEventAdmin(ReadOnlyAdmin):
     list_display = (
         "transaction_id",
+        "client_transaction_id",
         "agent",
         "code",
         "event_type",
@@ -29,7 +30,14 @@ class UsageEventAdmin(ReadOnlyAdmin):
         "ingest_status",
     )
     list_filter = ("delivery_state", "code", "event_type", "ingest_status")
-    search_fields = ("transaction_id", "agent__name", "agent__id", "code", "symbol")
+    search_fields = (
+        "transaction_id",
+        "client_transaction_id",
+        "agent__name",
+        "agent__id",
+        "code",
+        "symbol",
+    )
     list_select_related = ("agent",)
     ordering = ("-occurred_at",)
     date_hierarchy = "occurred_at"

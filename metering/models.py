@@ -3,6 +3,12 @@
 A usage event is written in the same transaction as the business change it meters, then
 delivered by ``metering.services`` with ``IngestEventBatch``; ``transaction_id`` makes the
 delivery idempotent, so retries never double count.
+
+``transaction_id`` is the id on the wire, in one of two namespaces that cannot meet: the
+server's own events are ``server:…`` (``metering.services.server_transaction_id``), a client's
+are ``client:<agent id>:<the client's id>``. A client can therefore never take an id the server
+will write, nor see or block another agent's: the server's writes to the outbox cannot fail on
+a duplicate, and a business change (the kill switch, a fill, an approval) never fails on one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ class DeliveryState(models.TextChoices):
 class UsageEvent(models.Model):
     """One metered unit of usage: what, how much, for which agent, and its delivery state."""
 
-    transaction_id = models.CharField(max_length=64, unique=True)
+    # The id sent to the metering service: server:… or client:<agent id>:<client id>.
+    transaction_id = models.CharField(max_length=128, unique=True)
+    # The id a client gave (or was given) on POST /metering/events, unique per agent; null for
+    # the server's own events.
+    client_transaction_id = models.CharField(max_length=64, null=True, blank=True)
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="usage_events")
     # Lower-case Creto UsageEventType name (api_call, llm_inference, …, oversight_request).
     event_type = models.CharField(max_length=32, default="api_call")
@@ -44,6 +54,13 @@ class UsageEvent(models.Model):
 
     class Meta:
         ordering = ["-occurred_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "client_transaction_id"],
+                condition=models.Q(client_transaction_id__isnull=False),
+                name="usage_client_id_unique_per_agent",
+            )
+        ]
         indexes = [
             models.Index(fields=["agent", "code", "occurred_at"]),
             models.Index(fields=["delivery_state", "next_attempt_at"]),

@@ -56,6 +56,23 @@ def _whole_quantity(quantity: int | Decimal) -> int:
     return int(quantity)
 
 
+def server_transaction_id(*parts: object) -> str:
+    """The outbox id of one of the server's own usage events: ``server:`` and ``parts``.
+
+    A client's ids are stored as ``client:<agent id>:<id>`` (``client_transaction_id``), so no
+    request can write an id of this form: derived from a row the business change creates
+    (a trade id) or fresh (``uuid4``), it cannot meet another row's, and the server's writes
+    to the outbox never fail on a duplicate id.
+    """
+    return ":".join(["server", *(str(part) for part in parts)])
+
+
+def client_transaction_id(*, agent_id, client_id: str) -> str:
+    """The outbox (and wire) id of a client's usage event: scoped to its agent, so that two
+    tenants' ids never meet at the metering service, and never of the server's form."""
+    return f"client:{agent_id}:{client_id}"
+
+
 def usage_record(
     *,
     agent: Agent,
@@ -67,12 +84,13 @@ def usage_record(
     transaction_id: str | None = None,
     occurred_at: datetime | None = None,
 ) -> UsageEvent:
-    """Write one usage event to the outbox, inside the caller's transaction.
+    """Write one of the server's usage events to the outbox, inside the caller's transaction.
 
     The row commits or rolls back with the business change that caused it, and is delivered
     later by ``usage_deliver_pending``. ``event_type`` must be a lower-case Creto
     ``UsageEventType`` name; ``quantity`` must not be negative (a ``Decimal`` is rounded to
-    whole units). A given ``transaction_id`` raises ``IntegrityError`` if already recorded.
+    whole units). ``transaction_id`` is a ``server_transaction_id`` (a fresh one by default):
+    no other row can hold it, so the insert cannot fail the caller's transaction on it.
     """
     event = usage_build(
         agent=agent,
@@ -84,15 +102,8 @@ def usage_record(
         transaction_id=transaction_id,
         occurred_at=occurred_at,
     )
-    # The unique transaction_id is enforced by the database (callers that accept client ids
-    # handle the IntegrityError); skipping the lookups (the agent is a loaded row) keeps the hot
-    # path to one INSERT.
-    if transaction_id is None:
-        event.save(force_insert=True)
-    else:
-        # A caller-chosen id may collide: a savepoint keeps the caller's transaction usable.
-        with transaction.atomic():
-            event.save(force_insert=True)
+    # Skipping the lookups (the agent is a loaded row) keeps the hot path to one INSERT.
+    event.save(force_insert=True)
     return event
 
 
@@ -116,7 +127,7 @@ def usage_build(
     if event_type not in metering_api.USAGE_EVENT_TYPES:
         raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
     event = UsageEvent(
-        transaction_id=transaction_id or uuid.uuid4().hex,
+        transaction_id=transaction_id or server_transaction_id(uuid.uuid4().hex),
         agent=agent,
         event_type=event_type,
         code=code,
@@ -133,8 +144,8 @@ def usage_build(
 
 def usage_bulk_record(events: list[UsageEvent]) -> None:
     """Write events built by ``usage_build`` to the outbox in one INSERT, inside the caller's
-    transaction. Their ``transaction_id`` values must be new (e.g. derived from a row created
-    in this transaction): a duplicate fails the whole transaction, with no savepoint."""
+    transaction. Their ``transaction_id`` values are ``server_transaction_id``s derived from a
+    row created in this transaction (or fresh), which no other row can hold."""
     lean.insert(events)
 
 
@@ -157,7 +168,7 @@ def api_call_record(*, agent_id, request) -> UsageEvent:
     """
     route = getattr(getattr(request, "resolver_match", None), "route", "") or ""
     event = UsageEvent(
-        transaction_id=uuid.uuid4().hex,
+        transaction_id=server_transaction_id(uuid.uuid4().hex),
         agent_id=agent_id,
         event_type="api_call",
         code=MetricCode.API_CALLS,
@@ -171,7 +182,7 @@ def api_call_record(*, agent_id, request) -> UsageEvent:
 
 @dataclass(frozen=True)
 class SubmittedUsage:
-    transaction_id: str
+    transaction_id: str  # the client's id, as it sent it (or as it was given one)
     status: str  # "accepted" or "duplicate"
     event: UsageEvent | None
 
@@ -188,33 +199,41 @@ def usage_event_submit(
 ) -> SubmittedUsage:
     """Accept a client-reported usage event into the outbox, idempotently by transaction_id.
 
-    A ``transaction_id`` already recorded answers ``duplicate`` and writes nothing (also when
-    two identical submissions race). Quota-configuring properties are refused: only the server
-    sets an agent's limits.
+    The client's ``transaction_id`` (a fresh one when it sends none) is scoped to the agent:
+    one already recorded *for this agent* answers ``duplicate`` and writes nothing (also when
+    two identical submissions race); the same id on another agent, another tenant's included,
+    is a different event and tells nothing about it. The row's outbox id is
+    ``client_transaction_id(...)``, which never has the form of the server's own ids.
+    Quota-configuring properties are refused: only the server sets an agent's limits.
     """
     reserved = RESERVED_PROPERTIES.intersection(properties or {})
     if reserved:
         raise ValidationError(
             {"properties": [f"Reserved properties may not be set: {', '.join(sorted(reserved))}."]}
         )
-    if transaction_id and UsageEvent.objects.filter(transaction_id=transaction_id).exists():
-        return SubmittedUsage(transaction_id, "duplicate", None)
+    client_id = transaction_id or uuid.uuid4().hex
+    mine = UsageEvent.objects.filter(agent=agent, client_transaction_id=client_id)
+    if mine.exists():
+        return SubmittedUsage(client_id, "duplicate", None)
+    event = usage_build(
+        agent=agent,
+        code=code,
+        quantity=quantity,
+        event_type=event_type,
+        properties=properties,
+        transaction_id=client_transaction_id(agent_id=agent.pk, client_id=client_id),
+        occurred_at=timestamp,
+    )
+    event.client_transaction_id = client_id
     try:
+        # A savepoint: a racing twin's row makes this insert fail, not the request.
         with transaction.atomic():
-            event = usage_record(
-                agent=agent,
-                code=code,
-                quantity=quantity,
-                event_type=event_type,
-                properties=properties,
-                transaction_id=transaction_id,
-                occurred_at=timestamp,
-            )
+            event.save(force_insert=True)
     except IntegrityError:
-        if transaction_id and UsageEvent.objects.filter(transaction_id=transaction_id).exists():
-            return SubmittedUsage(transaction_id, "duplicate", None)
+        if mine.exists():
+            return SubmittedUsage(client_id, "duplicate", None)
         raise
-    return SubmittedUsage(event.transaction_id, "accepted", event)
+    return SubmittedUsage(client_id, "accepted", event)
 
 
 # --- quotas ------------------------------------------------------------------------------------
@@ -335,7 +354,7 @@ def quota_configure(*, agent: Agent) -> None:
         "event_type": "api_call",
         "properties": {"quota_limit": str(limit), "quota_period": DAILY},
     }
-    transaction_id = f"quota-config-{uuid.uuid4().hex}"
+    transaction_id = server_transaction_id("quota-config", uuid.uuid4().hex)
     try:
         result = get_metering_client().ingest_event(
             metering_api.UsageEvent(
@@ -349,8 +368,7 @@ def quota_configure(*, agent: Agent) -> None:
         )
     except ServiceUnavailable:
         logger.warning("metering unavailable; quota config for %s queued in the outbox", agent.pk)
-        with transaction.atomic():
-            usage_record(transaction_id=transaction_id, **config_event)
+        usage_record(transaction_id=transaction_id, **config_event)
         return
     if result.status not in {"accepted", "duplicate"}:
         logger.error("metering refused quota config for %s: %s", agent.pk, result.error_message)

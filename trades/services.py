@@ -242,7 +242,7 @@ def _fill(
     already filled, ``trade.created`` is published before ``trade.filled``, the portfolio is
     valued from the rows the submission loaded, and the usage row joins ``loaded.usage``.
     """
-    from metering.services import usage_build, usage_record
+    from metering.services import server_transaction_id, usage_build, usage_record
 
     new = loaded is not None
     if new:
@@ -300,7 +300,7 @@ def _fill(
         "quantity": whole_dollars(notional),
         "symbol": trade.symbol,
         "properties": {"trade_id": trade.pk, "side": trade.side},
-        "transaction_id": f"{TRADE_VOLUME}:{trade.pk}",
+        "transaction_id": server_transaction_id(TRADE_VOLUME, trade.pk),
     }
     if new:
         loaded.usage.append(usage_build(**volume))
@@ -503,7 +503,12 @@ def _submit_locked(
 ) -> SubmitOutcome:
     """Rules 1-7 with the agent row locked. The rows needed twice (positions, prices) are read
     once; usage rows go in one INSERT at the end; live events in one (``agent_events_batch``)."""
-    from metering.services import quota_check, usage_build, usage_bulk_record
+    from metering.services import (
+        quota_check,
+        server_transaction_id,
+        usage_build,
+        usage_bulk_record,
+    )
     from oversight.services import approval_evaluate, approval_request_open
 
     if key:
@@ -562,7 +567,7 @@ def _submit_locked(
             quantity=1,
             symbol=trade.symbol,
             properties={"trade_id": trade.pk, "side": trade.side, "type": trade.type},
-            transaction_id=f"{TRADE_EXECUTIONS}:{trade.pk}",
+            transaction_id=server_transaction_id(TRADE_EXECUTIONS, trade.pk),
         )
     )
     if api_call is not None:

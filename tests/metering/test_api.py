@@ -71,7 +71,9 @@ def test_posted_event_without_transaction_id_gets_one(agent_factory, owner_clien
 
     assert response.status_code == 202
     assert response.json()["status"] == "accepted"
-    assert UsageEvent.objects.filter(transaction_id=response.json()["transaction_id"]).exists()
+    assert UsageEvent.objects.filter(
+        agent=agent, client_transaction_id=response.json()["transaction_id"]
+    ).exists()
 
 
 @pytest.mark.parametrize(

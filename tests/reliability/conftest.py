@@ -77,11 +77,11 @@ def assert_books_balance(agent: Agent) -> None:
     fills = Fill.objects.filter(trade__agent=agent)
     volume = UsageEvent.objects.filter(agent=agent, code="trade_volume")
     assert sorted((e.transaction_id, e.quantity) for e in volume) == sorted(
-        (f"trade_volume:{f.trade_id}", whole_dollars(f.notional)) for f in fills
+        (f"server:trade_volume:{f.trade_id}", whole_dollars(f.notional)) for f in fills
     )
     executions = UsageEvent.objects.filter(agent=agent, code="trade_executions")
     assert sorted(e.transaction_id for e in executions) == sorted(
-        f"trade_executions:{pk}"
+        f"server:trade_executions:{pk}"
         for pk in Trade.objects.filter(agent=agent).values_list("pk", flat=True)
     )
 
