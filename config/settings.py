@@ -440,6 +440,10 @@ METERING_GRPC_ADDRESS = env_str("METERING_GRPC_ADDRESS", "localhost:50051")
 OVERSIGHT_GRPC_ADDRESS = env_str("OVERSIGHT_GRPC_ADDRESS", "localhost:50052")
 EMBEDDED_SERVICES = env_bool("EMBEDDED_SERVICES", not PRODUCTION)
 GRPC_TIMEOUT_SECONDS = env_float("GRPC_TIMEOUT_SECONDS", 2.0)
+# Tell the reference metering service each agent's daily_trade_limit (its private quota_limit
+# convention), so that its own trade_executions quota matches. Only a hint: the server counts
+# daily_trade_limit itself (trades.services.daily_trade_limit_check).
+METERING_QUOTA_HINTS = env_bool("METERING_QUOTA_HINTS", True)
 GRPC_CALL_HOOK = "config.metrics.observe_grpc_call"
 GRPC_REQUEST_ID_PROVIDER = "config.request_context.current_request_id"
 

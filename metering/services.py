@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
@@ -340,12 +341,20 @@ def _publish_quota_warning(*, agent_id, metric_code: str, used: int, limit: int)
 
 
 def quota_configure(*, agent: Agent) -> None:
-    """Set the agent's ``trade_executions`` quota to its ``daily_trade_limit`` per day.
+    """Hint to the reference metering service: its ``trade_executions`` quota for the agent
+    is the agent's ``daily_trade_limit`` per day.
 
-    Sent at once as a quantity-0 configuration event (it adds no usage). If the metering
-    service is unreachable the event goes to the outbox instead and is delivered, in order,
-    before any later usage; nothing is lost and nothing raises.
+    Optional (``METERING_QUOTA_HINTS``) and nothing depends on it: the server enforces
+    ``daily_trade_limit`` itself (``trades.services.daily_trade_limit_check``); the hint only
+    keeps the reference service's own quota, and what ``GET /metering/agents/{id}/quota``
+    reports of it, in line. It is a quantity-0 event with the ``quota_limit`` property, a
+    convention of the reference service that a standard ``creto.metering.v1`` service ignores
+    and that the reference service forgets when it restarts. Sent at once; if the metering
+    service is unreachable it goes to the outbox and is delivered, in order, before any later
+    usage; nothing raises.
     """
+    if not settings.METERING_QUOTA_HINTS:
+        return
     limit = int(agent.effective_config["daily_trade_limit"])
     config_event = {
         "agent": agent,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +36,7 @@ from agents.services import BALANCE_FIELDS
 from config import lean, problems
 from config.metrics import TRADES
 from grpc_clients.registry import deadline_budget
+from metering.periods import DAILY, period_window
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, IdempotencyRecord, Trade
@@ -448,7 +450,8 @@ def trade_submit(
 ) -> SubmitOutcome:
     """Place an order for the agent, applying the rules 1-7 of SPEC §5 in order.
 
-    1 validation (400) → 2 agent active (409) → 3 ``trade_executions`` quota (429) → 4 funds
+    1 validation (400) → 2 agent active (409) → 3 the agent's ``daily_trade_limit``, counted
+    here (``daily_trade_limit_check``), and the ``trade_executions`` quota (429) → 4 funds
     or shares reserved (402/422) → 5 oversight decision (auto-approve, or 202 with an approval
     request) → 6 execution → 7 the answer kept under the idempotency key (``Idempotency-Key``
     header, else ``client_order_id``). A key seen before answers the original status and body
@@ -530,7 +533,9 @@ def _submit_locked(
         and Trade.objects.filter(agent=agent, client_order_id=order.client_order_id).exists()
     ):
         raise problems.IdempotencyConflict("This client_order_id was already used.")
-    # 3. quota
+    # 3. quota: the agent's own daily limit, counted here under its lock, then the metering
+    # service's limits
+    daily_trade_limit_check(agent=agent, now=timezone.now())
     quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1)
     # 4. funds / position
     now = timezone.now()
@@ -585,6 +590,35 @@ def _submit_locked(
             trade=trade,
         )
     return SubmitOutcome(status_code=status_code, body=body, replayed=False, trade=trade)
+
+
+def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
+    """Rule 3, the server's own pre-trade control: at most ``daily_trade_limit`` orders
+    accepted per UTC day for the agent, counted from this database.
+
+    Every accepted order leaves a trade row (a refused one leaves none), so the count is the
+    agent's trades created since midnight UTC; it reads at most ``daily_trade_limit`` of them.
+    Call it with the agent's row locked (``select_for_update``) in the transaction that places
+    the order: concurrent orders of one agent are then counted one after the other and can
+    never exceed the limit together. It depends on no other service: the metering service's
+    ``CheckQuota`` enforces that service's own limits besides. Raises
+    ``problems.QuotaExceeded`` (429, ``limit``, ``remaining`` 0, ``Retry-After`` = seconds
+    to the end of the UTC day).
+    """
+    limit = int(agent.effective_config["daily_trade_limit"])
+    day_start, day_end = period_window(DAILY, now)
+    accepted = Trade.objects.filter(agent=agent, created_at__gte=day_start)[:limit].count()
+    if accepted < limit:
+        return
+    retry_after = max(math.ceil((day_end - now).total_seconds()), 1)
+    raise problems.QuotaExceeded(
+        f"The agent's daily_trade_limit of {limit} orders per UTC day is reached; it resets "
+        f"at {day_end.isoformat()}.",
+        limit=limit,
+        remaining=0,
+        retry_after=retry_after,
+        metric_code="daily_trade_limit",
+    )
 
 
 def _new_trade(*, agent: Agent, order: Order, price: Decimal, now: datetime) -> Trade:

@@ -1,0 +1,124 @@
+"""``daily_trade_limit`` is the server's own pre-trade control (SPEC §5, order rule 3).
+
+Counted from the server's database in the order's transaction, it holds whatever the metering
+service knows: one that never heard of the limit (a standard Creto service, or the reference
+service after a restart), or with the server's ``quota_limit`` hint switched off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.conf import settings as django_settings
+
+from grpc_clients.registry import get_metering_client, reset_clients
+from reference_services.server import start_reference_services
+from tests.trades.conftest import submit
+from tests.trades.test_idempotency import run_concurrently
+from trades.models import Trade
+
+NO_APPROVAL = {
+    "auto_approval_limit": "1000000",
+    "approval_budget_fraction": "1",
+    "max_position_fraction": "1",
+}
+
+
+@contextlib.contextmanager
+def metering_that_never_heard_of_the_limit():
+    """Fresh reference services from here on: what the server sees after the metering service
+    restarted (its state is in memory), or from a service that ignores ``quota_limit``."""
+    previous = (django_settings.METERING_GRPC_ADDRESS, django_settings.OVERSIGHT_GRPC_ADDRESS)
+    services = start_reference_services()
+    django_settings.METERING_GRPC_ADDRESS = services.metering_address
+    django_settings.OVERSIGHT_GRPC_ADDRESS = services.oversight_address
+    reset_clients()
+    try:
+        yield services
+    finally:
+        services.stop(grace=0)
+        django_settings.METERING_GRPC_ADDRESS, django_settings.OVERSIGHT_GRPC_ADDRESS = previous
+        reset_clients()
+
+
+def seconds_to_utc_midnight() -> float:
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return (midnight - now).total_seconds()
+
+
+def buy(client, agent):
+    return submit(client, agent, symbol="AAPL", side="buy", quantity="1")
+
+
+def test_the_daily_trade_limit_holds_after_the_metering_service_restarts(
+    owner_client, agent_factory, prices, django_capture_on_commit_callbacks
+):
+    # given: an agent allowed 2 orders a day, its limit hinted to the metering service
+    with django_capture_on_commit_callbacks(execute=True):
+        agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 2})
+    assert buy(owner_client, agent).status_code == 201
+
+    # when: the metering service restarts (forgetting the hint) and the agent keeps ordering
+    with metering_that_never_heard_of_the_limit():
+        second = buy(owner_client, agent)
+        third = buy(owner_client, agent)
+
+    # then: the third order of the day is refused by the server itself, until midnight UTC
+    assert second.status_code == 201
+    assert third.status_code == 429
+    assert third["Content-Type"] == "application/problem+json"
+    body = third.json()
+    assert body["type"].endswith("/quota-exceeded/")
+    assert body["limit"] == 2
+    assert body["remaining"] == 0
+    assert abs(int(third["Retry-After"]) - seconds_to_utc_midnight()) <= 5
+    assert Trade.objects.filter(agent=agent).count() == 2
+
+
+def test_the_daily_trade_limit_holds_without_the_metering_hint(
+    owner_client, agent_factory, prices, settings, django_capture_on_commit_callbacks
+):
+    # given: the quota_limit hint switched off
+    settings.METERING_QUOTA_HINTS = False
+    with django_capture_on_commit_callbacks(execute=True):
+        agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 3})
+
+    # when: the agent places four orders
+    codes = [buy(owner_client, agent).status_code for _ in range(4)]
+
+    # then: the metering service was told nothing (its own default quota), yet the fourth is
+    # refused
+    status = get_metering_client().get_quota_status(
+        agent_id=str(agent.pk), metric_code="trade_executions"
+    )
+    assert status.limit != 3
+    assert codes == [201, 201, 201, 429]
+
+
+def test_orders_of_earlier_utc_days_do_not_count(owner_client, agent_factory, prices):
+    agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 1})
+    assert buy(owner_client, agent).status_code == 201
+    Trade.objects.filter(agent=agent).update(created_at=datetime.now(UTC) - timedelta(days=1))
+
+    assert buy(owner_client, agent).status_code == 201
+    assert buy(owner_client, agent).status_code == 429
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_orders_never_exceed_the_daily_trade_limit(
+    client_for, owner, agent_factory, prices
+):
+    # given: an agent allowed 5 orders a day, and a metering service that does not know it
+    agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 5})
+    with metering_that_never_heard_of_the_limit():
+        # when: 20 orders arrive at once
+        responses = run_concurrently(20, lambda _: buy(client_for(owner), agent))
+
+    # then: exactly 5 are accepted, 15 refused with 429
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [201] * 5 + [429] * 15
+    assert Trade.objects.filter(agent=agent).count() == 5
