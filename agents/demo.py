@@ -34,6 +34,8 @@ class DemoAgent:
     budget: Decimal
     risk_tolerance: int
     trades: tuple[DemoTrade, ...] = ()
+    # The agent's config: its governance limits and its strategy's parameters.
+    config: dict | None = None
 
 
 DEMO_USERS = (
@@ -46,6 +48,11 @@ DEMO_USERS = (
 # below 10,000 and below 25 % of the budget) so it executes at once; the order with client
 # id PENDING_ORDER_ID is above them (one approval needed, below 100,000) and waits.
 PENDING_ORDER_ID = "seed-pending-approval"
+
+# `make run` drives these agents with `run_agents` (one order per agent every 15 s at most,
+# within the runner's request budget): a daily trade limit of 2,500 lets each trade all day.
+# The seed is an operator's tool, so it may set a limit above the owners' ceiling.
+DEMO_DAILY_TRADE_LIMIT = 2500
 DEMO_AGENTS = (
     DemoAgent(
         "alice",
@@ -58,6 +65,9 @@ DEMO_AGENTS = (
             DemoTrade("seed-am-2", 2, "buy", Decimal("4000")),
             DemoTrade(PENDING_ORDER_ID, 2, "buy", Decimal("15000")),
         ),
+        # Every 6th buy is sized above the approval threshold (once the operator has decided
+        # the one waiting), so the approvals queue has something now and then.
+        {"daily_trade_limit": DEMO_DAILY_TRADE_LIMIT, "strategy_params": {"oversize_every": 6}},
     ),
     DemoAgent(
         "alice",
@@ -66,6 +76,7 @@ DEMO_AGENTS = (
         Decimal("50000"),
         4,
         (DemoTrade("seed-amr-1", 1, "buy", Decimal("3000")),),
+        {"daily_trade_limit": DEMO_DAILY_TRADE_LIMIT, "strategy_params": {"k": "1.8"}},
     ),
     DemoAgent(
         "bob",
@@ -77,6 +88,7 @@ DEMO_AGENTS = (
             DemoTrade("seed-bmm-1", 3, "buy", Decimal("6000")),
             DemoTrade("seed-bmm-2", 4, "buy", Decimal("2000")),
         ),
+        {"daily_trade_limit": DEMO_DAILY_TRADE_LIMIT, "strategy_params": {"spread": "0.002"}},
     ),
     DemoAgent(
         "bob",
@@ -85,6 +97,7 @@ DEMO_AGENTS = (
         Decimal("25000"),
         3,
         (DemoTrade("seed-ba-1", 2, "buy", Decimal("2000")),),
+        {"daily_trade_limit": DEMO_DAILY_TRADE_LIMIT, "strategy_params": {"entry_z": "1.8"}},
     ),
 )
 

@@ -115,6 +115,7 @@ class Command(BaseCommand):
             budget=demo.budget,
             strategy=demo.strategy,
             risk_tolerance=demo.risk_tolerance,
+            config=demo.config,
         )
         self.stdout.write(f"Created agent {demo.name} ({demo.strategy}, budget {demo.budget}).")
         return agent
