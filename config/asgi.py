@@ -15,17 +15,18 @@ from config.handlers import get_asgi_application
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.limits import BodyLimitASGIMiddleware  # noqa: E402
 from realtime.auth import TokenAuthMiddlewareStack  # noqa: E402
+from realtime.origins import WebSocketOriginValidator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # Reads at most DATA_UPLOAD_MAX_MEMORY_SIZE of a body (chunked ones too).
         "http": BodyLimitASGIMiddleware(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(
+        # Another site's page cannot open the socket with the user's cookie (realtime.origins).
+        "websocket": WebSocketOriginValidator(
             TokenAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }

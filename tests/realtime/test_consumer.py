@@ -10,7 +10,6 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from config.asgi import application
 from config.metrics import WEBSOCKET_CONNECTIONS
 from tests.realtime.helpers import publish, subscribe
 
@@ -56,10 +55,9 @@ async def test_session_cookie_authenticates(ws, owner):
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
 
 
-async def test_foreign_origin_is_refused(ws, owner, token_for, monkeypatch):
+async def test_foreign_origin_is_refused(ws, owner, token_for, settings):
     # given the origin check of the real application, with a production-like ALLOWED_HOSTS
-    validator = application.application_mapping["websocket"]
-    monkeypatch.setattr(validator, "allowed_origins", ["testserver"])
+    settings.ALLOWED_HOSTS = ["testserver"]
     token = await database_sync_to_async(token_for)(owner)
     # then another site's page cannot open the socket, our own can
     await ws(token, origin="http://evil.example", expect_accept=False)
