@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 
 from config import problems
 from config.metrics import register_domain_collector
+from config.serializers import StrictInputSerializer
 from grpc_clients.health import check_health
 
 
@@ -187,7 +188,7 @@ class ApiV1RootView(APIView):
         )
 
 
-class TokenRequestSerializer(serializers.Serializer):
+class TokenRequestSerializer(StrictInputSerializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from config.serializers import StrictInputSerializer
 from trades import market
 from trades.choices import OrderType, Side, TimeInForce
 
@@ -15,18 +16,35 @@ LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT)
 STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
 
 
-class OrderMetadataSerializer(serializers.Serializer):
+class OrderMetadataSerializer(StrictInputSerializer):
     strategy = serializers.CharField(max_length=100, required=False, allow_blank=True)
     confidence = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     rationale = serializers.CharField(max_length=2000, required=False, allow_blank=True)
 
 
-class OrderInputSerializer(serializers.Serializer):
-    """The body of ``POST /agents/{id}/trades``. Unknown members are ignored.
+class OrderInputSerializer(StrictInputSerializer):
+    """The body of ``POST /agents/{id}/trades``. Unknown or read-only members are a 400.
 
     Prices are whole cents; quantities have up to six decimal places. The ``agent`` in the
     context restricts symbols to its ``allowed_symbols``.
     """
+
+    # The members of the Trade JSON that the server sets.
+    read_only_names = (
+        "id",
+        "agent_id",
+        "status",
+        "filled_quantity",
+        "avg_fill_price",
+        "notional",
+        "reserved_amount",
+        "approval_request_id",
+        "rejection_reason",
+        "created_at",
+        "updated_at",
+        "filled_at",
+        "cancelled_at",
+    )
 
     symbol = serializers.CharField(max_length=16)
     side = serializers.ChoiceField(choices=Side.choices)

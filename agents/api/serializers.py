@@ -9,6 +9,7 @@ from rest_framework import serializers
 from agents.choices import AgentStatus, Strategy
 from agents.models import Agent
 from config.representation import datetime_text, decimal_text
+from config.serializers import StrictInputSerializer
 
 MONEY = {"max_digits": 20, "decimal_places": 2}
 QUANTITY = {"max_digits": 20, "decimal_places": 6}
@@ -43,8 +44,10 @@ class AgentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AgentCreateSerializer(serializers.Serializer):
+class AgentCreateSerializer(StrictInputSerializer):
     """Body of ``POST /agents``: types and ranges; the service normalises ``config``."""
+
+    read_only_names = tuple(AgentSerializer.Meta.fields)
 
     name = serializers.CharField(max_length=100)
     budget = serializers.DecimalField(
@@ -55,8 +58,10 @@ class AgentCreateSerializer(serializers.Serializer):
     config = serializers.JSONField(required=False, default=None)
 
 
-class AgentUpdateSerializer(serializers.Serializer):
-    """Body of ``PATCH /agents/{id}``: only these fields; anything else is ignored."""
+class AgentUpdateSerializer(StrictInputSerializer):
+    """Body of ``PATCH /agents/{id}``: only these fields; any other is a 400 naming it."""
+
+    read_only_names = tuple(AgentSerializer.Meta.fields)
 
     name = serializers.CharField(max_length=100, required=False)
     status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from config.serializers import StrictInputSerializer
 from grpc_clients.metering import USAGE_EVENT_TYPES
 from metering.periods import DAILY, REPORT_PERIODS
 
@@ -45,7 +46,7 @@ class QuotaListSerializer(serializers.Serializer):
     quotas = QuotaSerializer(many=True)
 
 
-class UsageEventInputSerializer(serializers.Serializer):
+class UsageEventInputSerializer(StrictInputSerializer):
     """``{agent_id, event_type, code, quantity, transaction_id?, properties?, timestamp?}``."""
 
     agent_id = serializers.UUIDField()

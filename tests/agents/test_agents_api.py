@@ -251,19 +251,39 @@ def test_patch_renames_reconfigures_and_pauses(owner_client, agent_factory):
     assert resumed.json()["status"] == "active"
 
 
-def test_patch_ignores_mass_assignment(owner_client, other_owner, agent_factory):
-    agent = agent_factory()
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"budget": "5"}, "budget", "This field is read-only."),
+        ({"cash_balance": "99999999"}, "cash_balance", "This field is read-only."),
+        ({"owner": "someone"}, "owner", "This field is read-only."),
+        ({"name": "kept?", "colour": "red"}, "colour", "Unknown field."),
+    ],
+)
+def test_patch_with_a_read_only_or_unknown_field_is_400_naming_it(
+    owner_client, agent_factory, body, field, message
+):
+    # given
+    agent = agent_factory(name="Before")
 
-    response = owner_client.patch(
-        agent_url(agent),
-        {"owner": other_owner.pk, "cash_balance": "99999999", "budget": "1", "id": "x"},
-        format="json",
+    # when
+    response = owner_client.patch(agent_url(agent), body, format="json")
+
+    # then: the client is told which field was refused, and nothing changed
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"] == {field: [message]}
+    agent.refresh_from_db()
+    assert agent.name == "Before"
+    assert agent.cash_balance == agent.budget == Decimal("100000.00")
+
+
+def test_create_with_an_unknown_field_is_400_naming_it(owner_client):
+    response = owner_client.post(
+        "/api/v1/agents", {"name": "Bot", "budget": "5000", "cash": "1"}, format="json"
     )
 
-    assert response.status_code == 200
-    agent.refresh_from_db()
-    assert agent.owner != other_owner
-    assert agent.cash_balance == agent.budget == Decimal("100000.00")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"cash": ["Unknown field."]}
 
 
 @pytest.mark.parametrize("status", ["terminated", "suspended", "asleep"])

@@ -315,7 +315,9 @@ def test_order_fields_set_by_the_server_cannot_be_posted(mine, theirs):
 
 
 @pytest.mark.django_db
-def test_decision_body_cannot_set_status_or_approvals_required(mine, operator, client_for):
+def test_a_decision_body_setting_status_or_approvals_required_is_refused(
+    mine, operator, client_for
+):
     # given an operator rejecting a request with fields that would approve it
     from oversight.models import ApprovalRequest
     from trades.models import Trade
@@ -332,14 +334,18 @@ def test_decision_body_cannot_set_status_or_approvals_required(mine, operator, c
         },
         format="json",
     )
-    # then it is a rejection by the operator, nothing else
-    assert response.status_code == 200, response.content
+    # then: the fields it may not set are named, and nothing was decided
+    assert response.status_code == 400, response.content
+    assert sorted(response.json()["errors"]) == [
+        "approvals_required",
+        "approver",
+        "decision",
+        "status",
+    ]
     after = ApprovalRequest.objects.get(pk=mine.approval_request_id)
-    assert after.status == "rejected"
+    assert after.status == "pending"
     assert after.approvals_required == before.approvals_required
-    assert Trade.objects.get(pk=mine.pending_trade_id).status == "rejected"
-    decisions = response.json()["decisions"]
-    assert [(d["approver"], d["decision"]) for d in decisions] == [("operator", "rejected")]
+    assert Trade.objects.get(pk=mine.pending_trade_id).status == "pending_approval"
 
 
 # --- WebSocket ------------------------------------------------------------------------------

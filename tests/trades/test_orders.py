@@ -189,6 +189,8 @@ def test_a_buy_past_max_position_fraction_is_422(owner_client, agent):
             {"symbol": "AAPL", "side": "buy", "quantity": "1", "metadata": {"confidence": 2}},
             "metadata",
         ),
+        ({"symbol": "AAPL", "side": "buy", "quantity": "1", "status": "filled"}, "status"),
+        ({"symbol": "AAPL", "side": "buy", "quantity": "1", "qty": "5"}, "qty"),
     ],
 )
 def test_invalid_orders_are_400_with_field_errors(owner_client, agent, body, field):

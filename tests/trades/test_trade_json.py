@@ -35,7 +35,7 @@ def test_the_orders_of_a_session_serialize_as_drf_does(owner_client, agent):
             limit_price="10.5",
             quantity="3",
             client_order_id="resting-1",
-            metadata={"strategy": "mean-reversion", "nested": {"k": [1, 2]}},
+            metadata={"strategy": "mean-reversion", "rationale": "below its 20-day mean"},
         ),
         submit(
             owner_client,
