@@ -272,7 +272,7 @@ class Runner:
                     "%s: filled %s %s %s @ %s%s",
                     agent.name,
                     data["side"],
-                    data["filled_quantity"],
+                    plain(Decimal(data["filled_quantity"])),
                     data["symbol"],
                     data["avg_fill_price"],
                     " (after approval)" if was_pending else "",

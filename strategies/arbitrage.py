@@ -66,14 +66,13 @@ class Arbitrage(Strategy):
         seq = max(market.seq(a), market.seq(b))
         signal = f"spread:{a}/{b}:{seq}"
         orders: list[OrderIntent] = []
-        sellable = book.sellable.get(rich, Decimal(0))
+        price = {a: prices_a[-1], b: prices_b[-1]}
+        sellable = self.sell_quantity(rich, price[rich], book)
         if sellable > 0:
             orders.append(
                 OrderIntent(rich, "sell", sellable, f"{signal}:sell", f"{where}: sell {rich}")
             )
-        quantity, sizing = self.buy_quantity(
-            cheap, prices_b[-1] if cheap == b else prices_a[-1], book
-        )
+        quantity, sizing = self.buy_quantity(cheap, price[cheap], book)
         if quantity > 0 and not book.open_for(cheap, "buy"):
             orders.append(
                 OrderIntent(

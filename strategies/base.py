@@ -14,7 +14,7 @@ The runner derives the order's ``Idempotency-Key`` from it, so the same signal d
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -84,6 +84,34 @@ class Book:
 
     def open_for(self, symbol: str, side: str) -> list[OpenOrder]:
         return [o for o in self.open_orders if o.symbol == symbol and o.side == side]
+
+    def after(self, intent: OrderIntent, price: Decimal) -> Book:
+        """This book as if ``intent`` had just been accepted: an open order (waiting for
+        approval if its notional reaches the threshold), its cash or shares set aside. A
+        decision over several symbols sizes each order on what the previous ones left."""
+        notional = intent.quantity * (intent.limit_price or price)
+        status = "pending_approval" if notional >= self.approval_threshold else "open"
+        placeholder = OpenOrder(
+            f"decided:{intent.signal}",
+            intent.symbol,
+            intent.side,
+            intent.type,
+            intent.quantity,
+            intent.limit_price,
+            status,
+        )
+        cash, sellable = self.available_cash, dict(self.sellable)
+        if intent.side == "buy":
+            cash = max(ZERO, cash - notional)
+        else:
+            sellable[intent.symbol] = sellable.get(intent.symbol, ZERO) - intent.quantity
+        return replace(
+            self,
+            available_cash=cash,
+            sellable={s: q for s, q in sellable.items() if q > 0},
+            open_orders=(*self.open_orders, placeholder),
+            buys_placed=self.buys_placed + (intent.side == "buy"),
+        )
 
 
 @dataclass(frozen=True)
@@ -221,6 +249,17 @@ class Strategy:
     def decide(self, market: Market, book: Book) -> Decision:
         raise NotImplementedError
 
+    def decide_each(self, market: Market, book: Book, symbols, decide_one, *, idle: str):
+        """``decide_one(market, book, symbol)`` for each symbol in turn, each seeing the book
+        as the previous symbols' orders leave it; combined into one ``Decision``."""
+        decisions = []
+        for symbol in symbols:
+            decision = decide_one(market, book, symbol)
+            for intent in decision.orders:
+                book = book.after(intent, market.price(intent.symbol) or ZERO)
+            decisions.append(decision)
+        return combine(decisions, idle=idle)
+
     def symbols(self, book: Book) -> list[str]:
         wanted = self.params["symbols"]
         if wanted is None:
@@ -268,6 +307,12 @@ class Strategy:
                 return ZERO, f"position cap reached ({cap.quantize(CENT)})"
             return ZERO, "not enough available cash for one share"
         return quantity, f"{self.params['order_fraction']} of available cash"
+
+    def sell_quantity(self, symbol: str, price: Decimal, book: Book) -> Decimal:
+        """Shares to sell: what is held and not already offered, at most what keeps the
+        order under the approval threshold (a large position is sold over several orders)."""
+        sellable = book.sellable.get(symbol, ZERO)
+        return min(sellable, _shares(book.approval_threshold * UNDER_THRESHOLD, price))
 
 
 def _shares(notional: Decimal, price: Decimal) -> Decimal:

@@ -6,13 +6,13 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
 from strategies.base import (
     CENT,
+    UNDER_THRESHOLD,
     Book,
     Cancel,
     Decision,
     Market,
     OrderIntent,
     Strategy,
-    combine,
 )
 
 
@@ -51,9 +51,8 @@ class MarketMaking(Strategy):
         return min(bid, price - CENT), max(ask, price + CENT)
 
     def decide(self, market: Market, book: Book) -> Decision:
-        return combine(
-            [self._decide_symbol(market, book, s) for s in self.quoted_symbols(book)],
-            idle="quotes in place",
+        return self.decide_each(
+            market, book, self.quoted_symbols(book), self._decide_symbol, idle="quotes in place"
         )
 
     def _decide_symbol(self, market: Market, book: Book, symbol: str) -> Decision:
@@ -81,9 +80,14 @@ class MarketMaking(Strategy):
                 continue  # a quote rests (or waits for approval) on this side
             quantity, _ = self.buy_quantity(symbol, price, book)
             if side == "sell":
+                # As many shares as a buy quote of the usual size, whatever the position cap.
+                usual = min(
+                    book.budget * self.params["order_fraction"],
+                    book.approval_threshold * UNDER_THRESHOLD,
+                )
                 quantity = min(
-                    book.sellable.get(symbol, Decimal(0)),
-                    max(quantity, Decimal(1)),
+                    self.sell_quantity(symbol, price, book),
+                    max((usual / price).to_integral_value(rounding=ROUND_DOWN), Decimal(1)),
                 )
             if quantity <= 0:
                 continue

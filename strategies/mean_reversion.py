@@ -11,7 +11,6 @@ from strategies.base import (
     Market,
     OrderIntent,
     Strategy,
-    combine,
     mean,
     stdev,
 )
@@ -40,8 +39,11 @@ class MeanReversion(Strategy):
         return self.params["window"] + 1
 
     def decide(self, market: Market, book: Book) -> Decision:
-        return combine(
-            [self._decide_symbol(market, book, s) for s in self.symbols(book)],
+        return self.decide_each(
+            market,
+            book,
+            self.symbols(book),
+            self._decide_symbol,
             idle="every price within its band",
         )
 
@@ -73,10 +75,10 @@ class MeanReversion(Strategy):
                     OrderIntent(symbol, "buy", quantity, f"below:{symbol}:{signal_at}", reason),
                 ),
             )
-        sellable = book.sellable.get(symbol, Decimal(0))
+        sellable = self.sell_quantity(symbol, price, book)
         exit_now = z >= k or (self.params["exit_at_mean"] and z >= 0)
         if exit_now and sellable > 0:
-            reason = f"{where}: sell the position"
+            reason = f"{where}: sell"
             return Decision(
                 reason=reason,
                 orders=(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from strategies.base import CENT, Book, Decision, Market, OrderIntent, Strategy, combine, mean
+from strategies.base import CENT, Book, Decision, Market, OrderIntent, Strategy, mean
 
 
 class Momentum(Strategy):
@@ -31,8 +31,11 @@ class Momentum(Strategy):
         return self.params["long_window"] + 1
 
     def decide(self, market: Market, book: Book) -> Decision:
-        return combine(
-            [self._decide_symbol(market, book, s) for s in self.symbols(book)],
+        return self.decide_each(
+            market,
+            book,
+            self.symbols(book),
+            self._decide_symbol,
             idle="no fresh moving-average cross",
         )
 
@@ -80,10 +83,10 @@ class Momentum(Strategy):
                     OrderIntent(symbol, "buy", quantity, f"cross-up:{symbol}:{at_seq}", reason),
                 ),
             )
-        sellable = book.sellable.get(symbol, Decimal(0))
+        sellable = self.sell_quantity(symbol, price, book)
         if sellable <= 0:
             return Decision.hold(f"{symbol}: crossed down, nothing to sell")
-        reason = f"{symbol}: {averages}, short crossed below long: sell the position"
+        reason = f"{symbol}: {averages}, short crossed below long: sell"
         return Decision(
             reason=reason,
             orders=(

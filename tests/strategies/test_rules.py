@@ -269,3 +269,23 @@ def test_parameters_come_from_the_agent_config_over_defaults():
         Momentum({"short_window": 30})
     with pytest.raises(ValueError, match="must be a number"):
         MeanReversion({"k": "lots"})
+
+
+def test_a_large_position_is_sold_in_orders_under_the_approval_threshold():
+    # 200 shares at 99 are 19,800: sold 90 at a time (under 90 % of the 10,000 threshold)
+    prices = [100] * 20 + [99]
+    decision = Momentum().decide(
+        market(AAPL=prices), book(symbols=("AAPL",), held={"AAPL": D(200)})
+    )
+    (placed,) = decision.orders
+    assert (placed.side, placed.quantity) == ("sell", D(90))
+
+
+def test_one_decision_sizes_at_most_one_order_above_the_approval_threshold():
+    # given: a market maker whose every buy may be oversized, quoting two symbols at once
+    decision = MarketMaking({"oversize_every": 1}).decide(market(AAPL=[100], MSFT=[200]), book())
+
+    # then: the first bid waits for approval, the second is of the usual size
+    first, second = decision.orders
+    assert first.quantity * first.limit_price >= 10000
+    assert second.quantity * second.limit_price < 10000
