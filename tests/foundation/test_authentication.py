@@ -28,6 +28,24 @@ def test_a_valid_token_authenticates_its_user(owner, agent_factory, user_factory
     assert [a["name"] for a in response.json()["results"]] == ["mine"]
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer"])
+def test_a_bearer_token_authenticates_its_user(scheme, owner, agent_factory):
+    agent_factory(name="mine")
+    token = Token.objects.create(user=owner)
+
+    response = with_header(f"{scheme} {token.key}").get(AGENTS)
+
+    assert response.status_code == 200, response.content
+    assert [a["name"] for a in response.json()["results"]] == ["mine"]
+
+
+def test_a_bad_bearer_token_is_401_invalid_token(owner):
+    response = with_header("Bearer not-a-real-key").get(AGENTS)
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Invalid token."
+
+
 @pytest.mark.parametrize(
     ("header", "detail"),
     [
