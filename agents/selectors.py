@@ -12,7 +12,7 @@ from django.utils import timezone
 from agents.models import Agent, PortfolioSnapshot, Position
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
-from config import lean, problems
+from config import problems
 
 
 def agent_queryset_for(user) -> QuerySet[Agent]:
@@ -30,16 +30,19 @@ def agent_get_for(*, user, agent_id: UUID | str, lock: bool = False) -> Agent:
     ``transaction.atomic``): the first lock of every balance-changing operation. Another
     owner's agent answers exactly like a missing one, so its existence is not disclosed.
     """
-    # The first statement of every order and of every agent route: without the query
-    # compiler (config.lean).
     try:
-        (agent,) = lean.select(Agent, lock=lock, id=UUID(str(agent_id))) or [None]
+        pk = UUID(str(agent_id))
     except ValueError:
         raise problems.NotFound("No such agent.") from None
-    if agent is None or (agent.owner_id != user.pk and not is_operator(user)):
+    agents = Agent.objects.select_for_update() if lock else Agent.objects.all()
+    try:
+        agent = agents.get(pk=pk)
+    except Agent.DoesNotExist:
+        raise problems.NotFound("No such agent.") from None
+    if agent.owner_id != user.pk and not is_operator(user):
         raise problems.NotFound("No such agent.")
     if agent.owner_id == user.pk:
-        Agent.owner.field.set_cached_value(agent, user)  # agent.owner costs no query
+        agent.owner = user  # the owner is the user at hand: agent.owner costs no query
     return agent
 
 

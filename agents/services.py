@@ -29,7 +29,7 @@ from agents.models import (
 )
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
-from config import lean, problems
+from config import problems
 
 logger = logging.getLogger("trading_demo.agents")
 
@@ -384,7 +384,7 @@ def portfolio_snapshot_record(*, agent: Agent, valuation: dict) -> PortfolioSnap
         positions_value=valuation["positions_value"],
         total_value=valuation["total_value"],
     )
-    lean.insert([snapshot])
+    snapshot.save(force_insert=True)
     return snapshot
 
 

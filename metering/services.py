@@ -24,7 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config import lean, problems
+from config import problems
 from grpc_clients import metering as metering_api
 from grpc_clients.errors import GrpcClientError, ServiceUnavailable
 from grpc_clients.registry import get_metering_client
@@ -147,7 +147,7 @@ def usage_bulk_record(events: list[UsageEvent]) -> None:
     """Write events built by ``usage_build`` to the outbox in one INSERT, inside the caller's
     transaction. Their ``transaction_id`` values are ``server_transaction_id``s derived from a
     row created in this transaction (or fresh), which no other row can hold."""
-    lean.insert(events)
+    UsageEvent.objects.bulk_create(events)
 
 
 def api_call_usage(request) -> dict:
@@ -177,7 +177,7 @@ def api_call_record(*, agent_id, request) -> UsageEvent:
         properties={"method": request.method, "route": route},
         occurred_at=timezone.now(),
     )
-    lean.insert([event])  # every agent route's request: without the query compiler
+    event.save(force_insert=True)
     return event
 
 

@@ -32,7 +32,6 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config import lean
 from config.metrics import CHANNEL_LAYER_DROPPED
 from realtime.groups import agent_control_group, agent_group, market_group, oversight_feed_group
 
@@ -150,6 +149,7 @@ class _EventBatch:
 
     def flush(self) -> None:
         from agents.models import Agent
+        from realtime.models import AgentEvent
 
         if not self.rows:
             return
@@ -157,7 +157,7 @@ class _EventBatch:
         # serving loop per order instead of one per event.
         sends = self.sends
         transaction.on_commit(lambda: _send_agent_events(sends))
-        lean.insert(self.rows)
+        AgentEvent.objects.bulk_create(self.rows)
         if self.agent.event_seq != self.saved_seq:
             Agent.objects.filter(pk=self.agent.pk).update(event_seq=self.agent.event_seq)
         interval = _prune_interval(settings.WS_EVENT_BUFFER_SIZE)

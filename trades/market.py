@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.money import cents
-from config import lean, problems
+from config import problems
 from trades.models import MarketPrice
 
 # Opening prices of the usual symbols; any other symbol gets a seeded price in [20, 500).
@@ -125,9 +125,8 @@ def prices_for(symbols) -> dict[str, Decimal]:
     symbols = set(symbols)
     if not symbols:
         return {}
-    # Asked by every order: without the query compiler (config.lean).
-    rows = lean.select(MarketPrice, symbol__in=sorted(symbols))
-    prices = {row.symbol: cents(row.price) for row in rows}
+    rows = MarketPrice.objects.filter(symbol__in=symbols).values_list("symbol", "price")
+    prices = {symbol: cents(price) for symbol, price in rows}
     missing = symbols - set(prices)
     if missing:
         _ensure_rows(sorted(missing))

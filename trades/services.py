@@ -33,7 +33,7 @@ from agents.models import Agent, Position
 from agents.money import ZERO, cents, whole_dollars
 from agents.selectors import agent_get_for
 from agents.services import BALANCE_FIELDS
-from config import lean, problems
+from config import problems
 from config.metrics import TRADES
 from grpc_clients.registry import deadline_budget
 from metering.periods import DAILY, period_window
@@ -49,6 +49,8 @@ TRADE_VOLUME = "trade_volume"
 IMMEDIATE = (TimeInForce.IOC, TimeInForce.FOK)
 RELEASE_STATUSES = (TradeStatus.CANCELLED, TradeStatus.REJECTED, TradeStatus.EXPIRED)
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# The columns of a held position that an order changes.
+POSITION_FIELDS = ["quantity", "reserved_quantity", "cost_basis", "updated_at"]
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,9 @@ def _lock_for_trade(trade: Trade) -> tuple[Agent, Position | None, Trade]:
 def _save(
     *, agent: Agent, trade: Trade, position: Position | None, save_agent: bool = True
 ) -> None:
-    lean.save(trade)
+    trade.save()
     if position is not None and (position.pk is not None or position.quantity > 0):
-        lean.save(position)
+        _save_position(position)
     if save_agent:
         _save_agent(agent)
 
@@ -147,7 +149,15 @@ def _save_agent(agent: Agent) -> None:
     from realtime.services import event_seq_fields
 
     # In an events batch the seq counter is written with the balances (one UPDATE).
-    lean.update(agent, BALANCE_FIELDS + event_seq_fields(agent))
+    agent.save(update_fields=BALANCE_FIELDS + event_seq_fields(agent))
+
+
+def _save_position(position: Position) -> None:
+    """INSERT a first position, or UPDATE the columns an order changes."""
+    if position.pk is None:
+        position.save(force_insert=True)
+    else:
+        position.save(update_fields=POSITION_FIELDS)
 
 
 # --- rule 4: reservations ----------------------------------------------------------------------
@@ -295,7 +305,7 @@ def _fill(
     fill = Fill(
         trade=trade, quantity=trade.quantity, price=price, notional=notional, realized_pnl=realized
     )
-    lean.insert([fill])
+    fill.save(force_insert=True)
     volume = {
         "agent": agent,
         "code": TRADE_VOLUME,
@@ -325,7 +335,7 @@ def _fill(
 def _insert_new(trade: Trade) -> None:
     """Insert a submitted order as accepted and publish ``trade.created`` (the paths where it
     does not fill at once)."""
-    lean.insert([trade])
+    trade.save(force_insert=True)
     _publish_trade(trade, "trade.created")
 
 
@@ -539,7 +549,7 @@ def _submit_locked(
     quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1)
     # 4. funds / position
     now = timezone.now()
-    positions = {p.symbol: p for p in lean.select(Position, lock=True, agent=agent.pk)}
+    positions = {p.symbol: p for p in Position.objects.select_for_update().filter(agent=agent)}
     prices = market.prices_for({order.symbol, *positions})
     loaded = _Loaded(positions=positions, prices=prices)
     price = prices[order.symbol]
