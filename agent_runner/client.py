@@ -23,6 +23,10 @@ import httpx2
 
 logger = logging.getLogger("trading_demo.runner")
 
+# The runner's default request budget: at most 20 + 65 = 85 requests in any 15 minutes, under
+# the server's default RATE_LIMIT (100/15m) with room for a person using the same address.
+DEFAULT_RATE = "65/15m"
+DEFAULT_BURST = 20
 RETRY_STATUSES = {502, 503, 504}
 MAX_ATTEMPTS = 5
 MAX_BACKOFF_SECONDS = 30.0
@@ -245,12 +249,6 @@ class ApiClient:
         if answer.status != 200:
             raise ApiError(answer, "listing the orders")
         return [t for t in answer.body["results"] if t["status"] in OPEN_STATUSES]
-
-    async def prices(self) -> list[dict]:
-        answer = await self.call("GET", "/market/prices")
-        if answer.status != 200:
-            raise ApiError(answer, "reading the prices")
-        return answer.body
 
     async def place_order(self, agent_id: str, body: dict, *, key: str, paid: bool) -> Answer:
         return await self.call(

@@ -210,7 +210,8 @@ class Runner:
     # --- setup ----------------------------------------------------------------------------
 
     async def discover(self) -> None:
-        """Find the agents to drive (one listing per token) and the market's symbols."""
+        """Find the agents to drive (one listing per token). The market's symbols come with
+        its first ticks."""
         for client in self.clients:
             for agent in await client.agents():
                 if self.only and agent["id"] not in self.only and agent["name"] not in self.only:
@@ -227,9 +228,6 @@ class Runner:
                 if state.status == "terminated":
                     continue
                 self.agents[state.id] = state
-        for row in await self.clients[0].prices() if self.clients else ():
-            self.symbols.append(row["symbol"])
-            self.on_tick(row["symbol"], row["price"], 0)
 
     async def load(self, agent: AgentState) -> None:
         """Read the agent's portfolio and open orders over REST (start, or after a gap)."""
@@ -246,14 +244,12 @@ class Runner:
     # --- the live feed --------------------------------------------------------------------
 
     def on_tick(self, symbol: str, price: str, seq: int) -> None:
-        if seq and seq <= self.last_seq.get(symbol, 0):
+        if seq <= self.last_seq.get(symbol, 0):
             return  # the same tick from another owner's connection
         if symbol not in self.history:
             self.history[symbol] = deque(maxlen=HISTORY_LENGTH)
-            if symbol not in self.symbols:
-                self.symbols.append(symbol)
-        if seq:
-            self.last_seq[symbol] = seq
+            self.symbols.append(symbol)
+        self.last_seq[symbol] = seq
         self.history[symbol].append(Decimal(price))
 
     async def on_event(self, agent_id: str, event: str, data: dict, seq: int) -> None:

@@ -50,9 +50,9 @@ DEMO_USERS = (
 PENDING_ORDER_ID = "seed-pending-approval"
 
 # `make run` drives these agents with `run_agents` (one order per agent every 15 s at most,
-# within the runner's request budget): a daily trade limit of 2,500 lets each trade all day.
+# within the runner's request budget): a daily trade limit of 5,000 lets each trade all day.
 # The seed is an operator's tool, so it may set a limit above the owners' ceiling.
-DEMO_DAILY_TRADE_LIMIT = 2500
+DEMO_DAILY_TRADE_LIMIT = 5000
 DEMO_AGENTS = (
     DemoAgent(
         "alice",

@@ -17,8 +17,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-DEFAULT_RATE = "70/15m"
-DEFAULT_BURST = 15
+from agent_runner.client import DEFAULT_BURST, DEFAULT_RATE
 
 
 class Command(BaseCommand):
