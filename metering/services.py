@@ -277,7 +277,12 @@ def _crossed_warning(used_before: int, used_after: int, limit: int) -> bool:
 
 
 def quota_check(
-    *, agent: Agent, metric_code: str, quantity: int = 1, now: datetime | None = None
+    *,
+    agent: Agent,
+    metric_code: str,
+    quantity: int = 1,
+    now: datetime | None = None,
+    warn: bool = True,
 ) -> metering_api.QuotaDecision:
     """Ask the metering service whether ``quantity`` more of ``metric_code`` fits the quota.
 
@@ -288,7 +293,8 @@ def quota_check(
     makes usage cross 80 % of the limit, publishes ``quota.warning`` on the agent's
     ``portfolio`` channel — in the caller's transaction when there is one, so a failed order
     sends no warning. Returns the decision with ``current_usage``/``remaining`` including
-    undelivered usage.
+    undelivered usage. ``warn=False`` leaves the warning to the caller (``quota_warn``), for a
+    caller that asks before its transaction and publishes in it.
     """
     now = now or timezone.now()
     period = QUOTA_PERIODS.get(metric_code, DAILY)
@@ -309,18 +315,28 @@ def quota_check(
             retry_after=retry_after,
             metric_code=metric_code,
         )
-    used_after = used_before + quantity
-    if _crossed_warning(used_before, used_after, decision.limit):
-        _publish_quota_warning(
-            agent_id=agent.pk, metric_code=metric_code, used=used_after, limit=decision.limit
-        )
-    return metering_api.QuotaDecision(
+    allowed = metering_api.QuotaDecision(
         allowed=True,
         current_usage=used_before,
         limit=decision.limit,
         remaining=remaining,
         denial_reason="",
     )
+    if warn:
+        quota_warn(agent=agent, metric_code=metric_code, decision=allowed, quantity=quantity)
+    return allowed
+
+
+def quota_warn(
+    *, agent: Agent, metric_code: str, decision: metering_api.QuotaDecision, quantity: int = 1
+) -> None:
+    """Publish ``quota.warning`` if using ``quantity`` after ``decision`` crosses 80 % of the
+    limit (in the caller's transaction when there is one)."""
+    used_after = decision.current_usage + quantity
+    if _crossed_warning(decision.current_usage, used_after, decision.limit):
+        _publish_quota_warning(
+            agent_id=agent.pk, metric_code=metric_code, used=used_after, limit=decision.limit
+        )
 
 
 def _publish_quota_warning(*, agent_id, metric_code: str, used: int, limit: int) -> None:

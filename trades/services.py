@@ -8,8 +8,9 @@ Guarantees kept by every function here:
 - ``cash_balance + Σ position.cost_basis == budget + realized_pnl`` exactly (cents, half up),
   and ``reserved_cash`` is the sum of the open and pending buys' ``reserved_amount``.
 - Everything an operation does — rows, reservations, usage events, live events — commits or
-  rolls back together. gRPC calls happen inside the transaction, so a dependency that fails
-  leaves nothing behind.
+  rolls back together. No gRPC call is made while a row lock is held: a new order asks the
+  metering and oversight services first and re-validates under the agent lock (``_submit``),
+  so a dependency that fails leaves nothing behind and a slow one delays only that order.
 """
 
 from __future__ import annotations
@@ -474,17 +475,14 @@ def trade_submit(
     key = _idempotency_key(idempotency_key, data)
     request_hash = _request_hash(data)
     try:
-        # One deadline for the order's gRPC calls together (quota, then oversight): a slow
-        # dependency makes the order answer 503 within GRPC_TIMEOUT_SECONDS, not twice that.
-        with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
-            return _submit(
-                agent_id=agent_id,
-                user=user,
-                data=data,
-                key=key,
-                request_hash=request_hash,
-                api_call=api_call,
-            )
+        return _submit(
+            agent_id=agent_id,
+            user=user,
+            data=data,
+            key=key,
+            request_hash=request_hash,
+            api_call=api_call,
+        )
     except IntegrityError:
         # Backstop: a concurrent request with the same key committed first (possible when the
         # agent lock is not a real lock, e.g. across databases); answer as its replay.
@@ -498,39 +496,106 @@ def trade_submit(
         raise
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What a submission learnt before taking the agent's lock: the validated order, the
+    price it is decided and executed at, the metering service's quota answer and the oversight
+    service's decision."""
+
+    order: Order
+    price: Decimal
+    prices: dict[str, Decimal]
+    quota: object
+    evaluation: object
+
+
 def _submit(
     *, agent_id, user, data, key: str | None, request_hash: str, api_call: dict | None
 ) -> SubmitOutcome:
+    """Ask the dependencies first, without any lock, then decide under the agent's lock.
+
+    The network calls (``CheckQuota``, ``SubmitRequest``) run before the locked section, so a
+    slow dependency delays only the orders that need it: the agent's other operations (a
+    cancellation, an approval, the kill switch, the matcher) never wait behind a network call.
+    The locked section then re-validates everything the calls were made on (replay, agent
+    status, client order id, funds or shares, position limit) against the locked rows. If it
+    refuses the order, or answers a replay, an oversight request submitted for it that is
+    waiting for a human is closed on the service (``oversight_request_close``), so none stays
+    pending there for an order the server never kept.
+    """
     from realtime.services import agent_events_batch
 
-    with transaction.atomic():
-        agent = agent_get_for(user=user, agent_id=agent_id, lock=True)
-        with agent_events_batch(agent=agent):
-            return _submit_locked(
-                agent=agent, data=data, key=key, request_hash=request_hash, api_call=api_call
-            )
+    prepared = _prepare(agent_id=agent_id, user=user, data=data, key=key, request_hash=request_hash)
+    if isinstance(prepared, SubmitOutcome):
+        return prepared
+    kept = False
+    try:
+        with transaction.atomic():
+            agent = agent_get_for(user=user, agent_id=agent_id, lock=True)
+            with agent_events_batch(agent=agent):
+                outcome = _submit_locked(
+                    agent=agent,
+                    prepared=prepared,
+                    key=key,
+                    request_hash=request_hash,
+                    api_call=api_call,
+                )
+        kept = not outcome.replayed
+        return outcome
+    finally:
+        if not kept and not prepared.evaluation.auto_approved:
+            _drop_oversight_request(prepared.evaluation.request_id)
 
 
-def _submit_locked(
-    *, agent: Agent, data, key: str | None, request_hash: str, api_call: dict | None
-) -> SubmitOutcome:
-    """Rules 1-7 with the agent row locked. The rows needed twice (positions, prices) are read
-    once; usage rows go in one INSERT at the end; live events in one (``agent_events_batch``)."""
-    from metering.services import (
-        quota_check,
-        server_transaction_id,
-        usage_build,
-        usage_bulk_record,
-    )
-    from oversight.services import approval_evaluate, approval_request_open
+def _drop_oversight_request(request_id) -> None:
+    from oversight.services import oversight_request_close
 
+    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+        oversight_request_close(request_id, reason="order not placed")
+
+
+def _prepare(
+    *, agent_id, user, data, key: str | None, request_hash: str
+) -> SubmitOutcome | _Prepared:
+    """Rules 1-5 on rows read without a lock: a replay answers at once; an order that fails
+    a rule answers its problem before any later rule's call; the quota and the oversight
+    decision are asked here, outside any transaction."""
+    from metering.services import quota_check
+    from oversight.services import approval_evaluate
+
+    agent = agent_get_for(user=user, agent_id=agent_id)
     if key:
         record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
         if record is not None:
             return _replay(record, request_hash)
     # 1. validation
     order = order_validate(agent=agent, data=data)
-    # 2. agent active
+    # 2. agent active (and the client order id unused)
+    _check_can_place(agent=agent, order=order)
+    # One deadline for the order's gRPC calls together (quota, then oversight): a slow
+    # dependency makes the order answer 503 within GRPC_TIMEOUT_SECONDS, not twice that.
+    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+        # 3. quota: the metering service's limits (the agent's own daily limit is counted
+        # under the lock, where it is exact)
+        quota = quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1, warn=False)
+        # 4. funds / position, on the rows as read (checked again under the lock)
+        positions = {p.symbol: p for p in Position.objects.filter(agent=agent)}
+        prices = market.prices_for({order.symbol, *positions})
+        price = prices[order.symbol]
+        trade = _new_trade(agent=agent, order=order, price=price, now=timezone.now())
+        held = positions.get(order.symbol)
+        _reserve(agent=agent, trade=trade, price=price, position=held)
+        # 5. oversight
+        evaluation = approval_evaluate(
+            agent=agent,
+            trade=trade,
+            notional=trade.notional,
+            held_value=held.cost_basis if held is not None else ZERO,
+        )
+    return _Prepared(order=order, price=price, prices=prices, quota=quota, evaluation=evaluation)
+
+
+def _check_can_place(*, agent: Agent, order: Order) -> None:
     if agent.status != AgentStatus.ACTIVE:
         raise problems.AgentNotActive(
             f"The agent is {agent.status}; only active agents can trade.",
@@ -543,27 +608,48 @@ def _submit_locked(
         and Trade.objects.filter(agent=agent, client_order_id=order.client_order_id).exists()
     ):
         raise problems.IdempotencyConflict("This client_order_id was already used.")
-    # 3. quota: the agent's own daily limit, counted here under its lock, then the metering
-    # service's limits
+
+
+def _submit_locked(
+    *,
+    agent: Agent,
+    prepared: _Prepared,
+    key: str | None,
+    request_hash: str,
+    api_call: dict | None,
+) -> SubmitOutcome:
+    """Rules 2, 4 and 6-7 with the agent row locked, on what ``_prepare`` obtained. The rows
+    needed twice (positions, prices) are read once; usage rows go in one INSERT at the end;
+    live events in one (``agent_events_batch``)."""
+    from metering.services import (
+        quota_warn,
+        server_transaction_id,
+        usage_build,
+        usage_bulk_record,
+    )
+    from oversight.services import approval_request_open
+
+    if key:
+        record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
+        if record is not None:
+            return _replay(record, request_hash)
+    order, price, evaluation = prepared.order, prepared.price, prepared.evaluation
+    # 2. again: the kill switch or another order may have come first
+    _check_can_place(agent=agent, order=order)
+    # 3. the agent's own daily limit, counted exactly here under its lock
     daily_trade_limit_check(agent=agent, now=timezone.now())
-    quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1)
-    # 4. funds / position
+    quota_warn(agent=agent, metric_code=TRADE_EXECUTIONS, decision=prepared.quota, quantity=1)
+    # 4. funds / position, on the locked rows, at the price the order was decided at
     now = timezone.now()
     positions = {p.symbol: p for p in Position.objects.select_for_update().filter(agent=agent)}
-    prices = market.prices_for({order.symbol, *positions})
+    # The prices the order was decided at; a symbol bought meanwhile is read now.
+    prices = {**prepared.prices, **market.prices_for(positions.keys() - prepared.prices.keys())}
     loaded = _Loaded(positions=positions, prices=prices)
-    price = prices[order.symbol]
     trade = _new_trade(agent=agent, order=order, price=price, now=now)
     held = positions.get(order.symbol)
     position = _reserve(agent=agent, trade=trade, price=price, position=held)
-    # 5. oversight
-    evaluation = approval_evaluate(
-        agent=agent,
-        trade=trade,
-        notional=trade.notional,
-        held_value=held.cost_basis if held is not None else ZERO,
-    )
     agent.last_active_at = now
+    # 5. the oversight decision taken before the lock
     if evaluation.auto_approved:
         status_code = 201
         # 6. execution
