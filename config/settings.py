@@ -8,6 +8,7 @@ module and overrides what tests need.
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -85,6 +86,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "drf_problems",
     "corsheaders",
+    # Login throttling; before "config", whose admin module adapts axes' lockout screens.
+    "axes",
     "config",
     "grpc_clients",
     "agents",
@@ -114,6 +117,8 @@ MIDDLEWARE = [
     "metering.middleware.ApiCallMeteringMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last (django-axes): turns a locked-out login form into the lockout page (config.lockout).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -298,6 +303,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 OPERATORS_GROUP = "operators"
+# Password guessing is throttled by django-axes on every login: /admin/login/,
+# /dashboard/login/ and POST /api/v1/auth/token. After LOGIN_FAILURE_LIMIT failures for one
+# username, or from one address (config.limits.client_ip, as the rate limit counts them),
+# logins of that username or from that address are refused for LOGIN_COOLOFF_SECONDS, the
+# right password included; another failure meanwhile starts the cool-off again. Forms show
+# the lockout page (config.lockout), the API answers 429 rate-limited with Retry-After.
+# Failures are rows of the database (AccessAttempt): operators unlock by deleting them in
+# the admin (Axes → Access attempts).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "config.limits.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
+AXES_VERBOSE = False
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 

@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config import problems
+from config.lockout import lockout_message, lockout_seconds
 from config.metrics import register_domain_collector
 from config.serializers import StrictInputSerializer
 from grpc_clients.health import check_health
@@ -209,16 +210,24 @@ class ObtainTokenView(APIView):
         responses={
             200: TokenResponseSerializer,
             401: OpenApiResponse(description="Unknown username or wrong password."),
+            429: OpenApiResponse(
+                description="Too many failed logins for this username or from this address."
+            ),
         },
     )
     def post(self, request):
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # The request goes to the backends: django-axes counts the failure per username and
+        # per address, and marks the request when that login is locked out.
         user = authenticate(
-            request=request._request,
+            request=request,
             username=serializer.validated_data["username"],
             password=serializer.validated_data["password"],
         )
+        if getattr(request, "axes_locked_out", False):
+            seconds = lockout_seconds(request)
+            raise problems.RateLimited(lockout_message(seconds), retry_after=seconds)
         if user is None or not user.is_active:
             raise problems.Unauthorized("Unknown username or wrong password.")
         token, _ = Token.objects.get_or_create(user=user)
