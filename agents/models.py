@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
+from config.representation import quantity_text
 
 MONEY = {"max_digits": 20, "decimal_places": 2}
 QUANTITY = {"max_digits": 20, "decimal_places": 6}
@@ -130,7 +131,7 @@ class Position(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.symbol} x {self.quantity}"
+        return f"{self.symbol} x {quantity_text(self.quantity)}"
 
     @property
     def avg_price(self) -> Decimal:

@@ -26,6 +26,12 @@ def decimal_text(value, places: int) -> str | None:
     return f"{value.quantize(_EXPONENTS[places], rounding=ROUND_HALF_EVEN):f}"
 
 
+def quantity_text(value: Decimal) -> str:
+    """A quantity in prose (messages, admin, logs): no trailing zeros, no exponent ("50",
+    "1.5"), where the JSON keeps its fixed six places."""
+    return f"{value.normalize():f}"
+
+
 def datetime_text(value, tz: tzinfo | None = None) -> str | None:
     """DRF's ``DateTimeField``: in the current time zone, ISO 8601, ``Z`` for UTC.
 

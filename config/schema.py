@@ -83,3 +83,103 @@ def _implied_statuses(path: str, method: str, operation: dict) -> list[str]:
     if path.startswith("/api/"):
         statuses.append("429")
     return statuses
+
+
+# The service endpoints are plain Django views (they answer before DRF's machinery, and
+# /metrics speaks Prometheus' text format), so drf-spectacular does not see them: they are
+# declared here, with the documents config.views answers.
+_HEALTH_CHECKS = {
+    "type": "object",
+    "properties": {
+        name: {"type": "string", "example": "ok"}
+        for name in ("database", "metering", "oversight", "channel_layer")
+    },
+}
+_SERVICE_PATHS = {
+    "/health/live": {
+        "get": {
+            "operationId": "health_live",
+            "summary": "Liveness: the process answers HTTP; checks nothing else.",
+            "tags": ["service"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Alive.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["ok"]},
+                                    "timestamp": {"type": "string", "format": "date-time"},
+                                },
+                                "required": ["status", "timestamp"],
+                            }
+                        }
+                    },
+                }
+            },
+        }
+    },
+    "/health/ready": {
+        "get": {
+            "operationId": "health_ready",
+            "summary": "Readiness: the database, both gRPC services and the channel layer.",
+            "tags": ["service"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Every dependency answers.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["ready"]},
+                                    "checks": _HEALTH_CHECKS,
+                                    "timestamp": {"type": "string", "format": "date-time"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "503": {
+                    "description": "A dependency is down; `failing` names it. See Retry-After.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["unavailable"]},
+                                    "checks": _HEALTH_CHECKS,
+                                    "failing": {"type": "array", "items": {"type": "string"}},
+                                    "timestamp": {"type": "string", "format": "date-time"},
+                                },
+                            }
+                        }
+                    },
+                },
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics of this process, in the text exposition format.",
+            "tags": ["service"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+}
+
+
+def add_service_endpoints(result, generator, request, public):
+    """drf-spectacular POSTPROCESSING_HOOK: the health and metrics endpoints."""
+    result.setdefault("paths", {}).update(_SERVICE_PATHS)
+    return result

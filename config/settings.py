@@ -439,6 +439,7 @@ SPECTACULAR_SETTINGS = {
     # Declares the problem+json error answers of every operation (config.schema).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.add_service_endpoints",
         "config.schema.add_problem_responses",
     ],
 }

@@ -189,7 +189,9 @@ class ApiV1RootView(APIView):
         )
 
 
-class TokenRequestSerializer(StrictInputSerializer):
+class LoginSerializer(StrictInputSerializer):
+    """A username and password (the schema's ``LoginRequest``)."""
+
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
 
@@ -203,10 +205,10 @@ class ObtainTokenView(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes = []
-    serializer_class = TokenRequestSerializer
+    serializer_class = LoginSerializer
 
     @extend_schema(
-        request=TokenRequestSerializer,
+        request=LoginSerializer,
         responses={
             200: TokenResponseSerializer,
             401: OpenApiResponse(description="Unknown username or wrong password."),
@@ -216,7 +218,7 @@ class ObtainTokenView(APIView):
         },
     )
     def post(self, request):
-        serializer = TokenRequestSerializer(data=request.data)
+        serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         # The request goes to the backends: django-axes counts the failure per username and
         # per address, and marks the request when that login is locked out.

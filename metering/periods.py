@@ -11,6 +11,8 @@ WEEKLY = "weekly"
 MONTHLY = "monthly"
 PERIODS = (HOURLY, DAILY, WEEKLY, MONTHLY)
 REPORT_PERIODS = (DAILY, WEEKLY, MONTHLY)
+# The unit of each window in prose: "10000 per day".
+PERIOD_UNITS = {HOURLY: "hour", DAILY: "day", WEEKLY: "week", MONTHLY: "month"}
 
 
 def period_window(period: str, now: datetime) -> tuple[datetime, datetime]:

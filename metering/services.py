@@ -30,7 +30,7 @@ from grpc_clients.errors import GrpcClientError, ServiceUnavailable
 from grpc_clients.registry import get_metering_client
 from metering.choices import MetricCode
 from metering.models import DeliveryState, UsageEvent
-from metering.periods import DAILY, period_window
+from metering.periods import DAILY, PERIOD_UNITS, period_window
 
 if TYPE_CHECKING:
     from agents.models import Agent
@@ -308,7 +308,7 @@ def quota_check(
     if not decision.allowed:
         retry_after = max(int((period_end - now).total_seconds()) + 1, 1)
         raise problems.QuotaExceeded(
-            f"The {metric_code} quota of {decision.limit} per {period.removesuffix('ly')} is "
+            f"The {metric_code} quota of {decision.limit} per {PERIOD_UNITS[period]} is "
             f"used up ({used_before} used, {quantity} requested).",
             limit=decision.limit,
             remaining=remaining,

@@ -24,6 +24,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from config import problems
+from config.representation import quantity_text
 from grpc_clients.errors import GrpcClientError, RemoteConflict, RemoteNotFound
 from grpc_clients.registry import deadline_budget, get_oversight_client
 from oversight.choices import Decision, RequestStatus
@@ -101,9 +102,9 @@ def _submit_to_oversight(
         agent_id=str(agent.pk),
         agent_name=agent.name,
         tenant_id=str(agent.owner_id),
-        subject=f"{trade.side} {trade.quantity} {trade.symbol}",
+        subject=f"{trade.side} {quantity_text(trade.quantity)} {trade.symbol}",
         description=(
-            f"{agent.name} wants to {trade.side} {trade.quantity} {trade.symbol} "
+            f"{agent.name} wants to {trade.side} {quantity_text(trade.quantity)} {trade.symbol} "
             f"({trade.type}) for about {notional}"
         ),
         parameters={
@@ -391,7 +392,7 @@ def approval_decide(
                 trade_services.trade_execute_approved(trade=trade)
         if locked.status != RequestStatus.PENDING:
             _publish(locked, "approval.completed")
-    logger.info("%s %sd approval request %s", actor.get_username(), decision, approval.pk)
+    logger.info("%s %s approval request %s", actor.get_username(), record.decision, approval.pk)
     return approval_get(approval_request_id=approval.pk)
 
 

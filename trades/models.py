@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models import MONEY, PRICE, QUANTITY, Agent
+from config.representation import quantity_text
 from trades.choices import OrderType, Side, TimeInForce, TradeStatus
 
 
@@ -68,7 +69,7 @@ class Trade(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.side} {self.quantity} {self.symbol} ({self.status})"
+        return f"{self.side} {quantity_text(self.quantity)} {self.symbol} ({self.status})"
 
 
 class Fill(models.Model):

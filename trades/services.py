@@ -36,6 +36,7 @@ from agents.selectors import agent_get_for
 from agents.services import BALANCE_FIELDS
 from config import problems
 from config.metrics import TRADES
+from config.representation import quantity_text
 from grpc_clients.registry import deadline_budget
 from metering.periods import DAILY, period_window
 from trades import market
@@ -177,7 +178,8 @@ def _reserve(
         free = position.quantity - position.reserved_quantity if position else ZERO
         if trade.quantity > free:
             raise problems.InsufficientPosition(
-                f"Cannot sell {trade.quantity} {trade.symbol}: {free} unreserved shares held.",
+                f"Cannot sell {quantity_text(trade.quantity)} {trade.symbol}: "
+                f"{quantity_text(free)} unreserved shares held.",
                 requested=trade.quantity,
                 available=free,
             )

@@ -72,7 +72,8 @@ class PositionSerializer(serializers.Serializer):
     symbol = serializers.CharField()
     quantity = serializers.DecimalField(**QUANTITY)
     reserved_quantity = serializers.DecimalField(**QUANTITY)
-    avg_price = serializers.DecimalField(max_digits=20, decimal_places=4)
+    # Every price in the API has the market's two decimals; the cost basis keeps the exact total.
+    avg_price = serializers.DecimalField(**MONEY)
     cost_basis = serializers.DecimalField(**MONEY)
     current_price = serializers.DecimalField(**MONEY)
     market_value = serializers.DecimalField(**MONEY)
@@ -96,7 +97,7 @@ def _position_json(row: dict) -> dict:
         "symbol": str(row["symbol"]),
         "quantity": decimal_text(row["quantity"], QUANTITY["decimal_places"]),
         "reserved_quantity": decimal_text(row["reserved_quantity"], QUANTITY["decimal_places"]),
-        "avg_price": decimal_text(row["avg_price"], 4),
+        "avg_price": decimal_text(row["avg_price"], money),
         "cost_basis": decimal_text(row["cost_basis"], money),
         "current_price": decimal_text(row["current_price"], money),
         "market_value": decimal_text(row["market_value"], money),

@@ -83,6 +83,14 @@ def test_openapi_schema_and_docs(client):
     doc = schema.json()
     assert doc["openapi"].startswith("3.")
     assert "/api/v1/auth/token" in doc["paths"]
+    # the service endpoints are documented too, with what they answer
+    for path in ("/health/live", "/health/ready", "/metrics"):
+        assert "get" in doc["paths"][path], path
+    assert set(doc["paths"]["/health/ready"]["get"]["responses"]) == {"200", "503"}
+    # component names read as words
+    components = set(doc["components"]["schemas"])
+    assert "LoginRequest" in components
+    assert not [name for name in components if name.endswith("RequestRequest")]
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()

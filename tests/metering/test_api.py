@@ -248,6 +248,7 @@ def test_quota_check_counts_usage_still_in_the_outbox(agent_factory):
         quota_check(agent=agent, metric_code="trade_executions")
     problem = denied.value
     assert problem.extensions["limit"] == 5
+    assert str(problem.detail).startswith("The trade_executions quota of 5 per day is used up")
     assert problem.extensions["remaining"] == 0
     now = timezone.now()
     seconds_to_midnight = (

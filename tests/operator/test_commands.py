@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,32 @@ def test_seed_agents_creates_a_thousand_agents(user_factory):
     assert "Created 1000 agents" in out.getvalue()
     assert "1000/1000" in err.getvalue()  # the progress bar
     assert elapsed < 120
+
+
+def test_seed_agents_progress_shows_the_rate_agents_are_created_at(user_factory):
+    # given
+    user_factory(username="rate-owner")
+    err = StringIO()
+
+    # when
+    started = time.monotonic()
+    call_command("seed_agents", "--count", "50", "--owner", "rate-owner", stderr=err)
+    elapsed = time.monotonic() - started
+
+    # then: the bar ends when the agents exist, at their real rate (not that of the numbering)
+    shown_rate = float(re.findall(r"([\d.]+)agent/s", err.getvalue())[-1])
+    assert shown_rate < 3 * 50 / elapsed, (shown_rate, elapsed)
+
+
+def test_seed_agents_says_agent_for_one(user_factory):
+    user_factory(username="single-owner")
+    out = StringIO()
+
+    call_command(
+        "seed_agents", "--count", "1", "--owner", "single-owner", "--no-progress", stdout=out
+    )
+
+    assert "Created 1 agent for single-owner" in out.getvalue()
 
 
 def test_seed_agents_refuses_an_unknown_owner_and_bad_counts(user_factory):

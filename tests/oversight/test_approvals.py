@@ -132,8 +132,11 @@ def test_operator_approves_and_the_trade_fills(pending_request, operator, client
     assert completed.data["decisions"][0]["approver"] == "operator"
 
 
-def test_rejection_with_a_reason_releases_the_reservation(pending_request, operator, client_for):
+def test_rejection_with_a_reason_releases_the_reservation(
+    pending_request, operator, client_for, caplog
+):
     # given
+    caplog.set_level("INFO", logger="trading_demo.oversight")
     agent, trade = pending_request()
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("20000.00")
@@ -158,6 +161,7 @@ def test_rejection_with_a_reason_releases_the_reservation(pending_request, opera
     assert not agent.positions.filter(symbol="AAPL", quantity__gt=0).exists()
     event = AgentEvent.objects.get(agent=agent, event="approval.completed")
     assert event.data["status"] == "rejected"
+    assert f"operator rejected approval request {trade['approval_request_id']}" in caplog.text
 
 
 @pytest.mark.parametrize("body", [{}, {"reason": ""}, {"reason": "   "}])

@@ -73,7 +73,7 @@ def test_buy_then_sell_books_cash_position_and_realized_pnl(owner_client, agent)
     [position] = portfolio["positions"]
     assert position["symbol"] == "AAPL"
     assert Decimal(position["quantity"]) == 5
-    assert Decimal(position["avg_price"]) == Decimal("100")
+    assert position["avg_price"] == "100.00"  # two decimals, as every price in the API
     assert position["current_price"] == "110.00"
     assert position["market_value"] == "550.00"
     assert_ledger(agent)
@@ -163,6 +163,7 @@ def test_selling_more_than_held_is_422(owner_client, agent):
     assert response.status_code == 422
     assert problem_type(response) == "insufficient-position"
     assert Decimal(response.json()["available"]) == 10
+    assert response.json()["detail"] == "Cannot sell 10.5 AAPL: 10 unreserved shares held."
 
 
 def test_a_buy_past_max_position_fraction_is_422(owner_client, agent):

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.template.defaultfilters import pluralize
 from tqdm import tqdm
 
 from agents.choices import Strategy
@@ -79,8 +80,8 @@ class Command(BaseCommand):
 
         start = Agent.objects.filter(owner=owner_user, name__startswith=f"{prefix}-").count() + 1
         strategies = itertools.cycle([strategy] if strategy else Strategy.values)
+        # The bar advances when a batch has committed, so its rate is agents created per second.
         progress = tqdm(
-            range(start, start + total),
             total=total,
             desc=f"agents for {owner}",
             unit="agent",
@@ -88,7 +89,7 @@ class Command(BaseCommand):
             disable=options["no_progress"],
         )
         created = 0
-        numbers = iter(progress)
+        numbers = iter(range(start, start + total))
         while batch := list(itertools.islice(numbers, BATCH_SIZE)):
             # One transaction per batch: agent_create's own atomic block becomes a savepoint,
             # so the rules are the same and commits (and their on-commit quota configuration)
@@ -109,7 +110,9 @@ class Command(BaseCommand):
                     "created before its batch, which was rolled back."
                 ) from exc
             created += len(batch)
+            progress.update(len(batch))
+        progress.close()
         self.stdout.write(
-            self.style.SUCCESS(f"Created {created} agents for {owner}")
+            self.style.SUCCESS(f"Created {created} agent{pluralize(created)} for {owner}")
             + f" ({prefix}-{start:05d} … {prefix}-{start + total - 1:05d})."
         )
