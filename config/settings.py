@@ -542,6 +542,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
+        # The access log (config.middleware) has one line per request, 4xx included; Django's
+        # own "Bad Request"/"Not Found" warnings would be a second line for the same request.
+        # Server errors are still logged here, with their traceback.
+        "django.request": {"level": "ERROR"},
         # drf-problems logs every unexpected exception itself; config.exceptions logs once.
         "drf_problems": {"level": "CRITICAL"},
         "daphne": {"level": "WARNING"},

@@ -52,7 +52,8 @@ class ServicerBase:
             ),
             "-",
         )
-        self.logger.info("%s request_id=%s", method, request_id)
+        # Every call, at DEBUG: the server's access log already has one line per request.
+        self.logger.debug("%s request_id=%s", method, request_id)
         delay = self.delay_seconds
         if delay > 0:
             deadline = time.monotonic() + delay

@@ -132,7 +132,7 @@ def calls_logged(caplog, logger: str, method: str) -> int:
 
 
 def test_unavailable_is_retried_for_idempotent_calls_only(services, caplog):
-    caplog.set_level(logging.INFO, logger="reference_services")
+    caplog.set_level(logging.DEBUG, logger="reference_services")
     client = OversightClient(services.oversight_address, timeout=2.0)
     client.list_requests()  # connect first, so only server answers are counted
     services.oversight.fail_with = grpc.StatusCode.UNAVAILABLE
@@ -148,7 +148,7 @@ def test_unavailable_is_retried_for_idempotent_calls_only(services, caplog):
 
 
 def test_request_id_metadata_reaches_both_servers(services, caplog):
-    caplog.set_level(logging.INFO, logger="reference_services")
+    caplog.set_level(logging.DEBUG, logger="reference_services")
     metering = MeteringClient(
         services.metering_address, timeout=TIMEOUT, request_id_provider=lambda: "req-123"
     )

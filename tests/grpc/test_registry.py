@@ -34,7 +34,7 @@ def registry_settings(settings, services):
 
 
 def test_clients_are_shared_built_from_settings_and_reset(registry_settings, caplog):
-    caplog.set_level("INFO", logger="reference_services")
+    caplog.set_level("DEBUG", logger="reference_services")
     metering = get_metering_client()
 
     decision = metering.check_quota(agent_id="a", metric_code="api_calls", quantity=1)

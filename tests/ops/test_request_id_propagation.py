@@ -13,6 +13,7 @@ def test_order_request_id_reaches_metering_and_oversight_logs(owner_client, agen
     # given
     agent = agent_factory()
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="reference_services")
     # when
     response = owner_client.post(
         f"/api/v1/agents/{agent.pk}/trades",
@@ -28,3 +29,24 @@ def test_order_request_id_reaches_metering_and_oversight_logs(owner_client, agen
     assert ("reference_services.oversight", "SubmitRequest request_id=order-req-7f3a") in lines
     access = [r for r in caplog.records if r.name == "trading_demo.access"]
     assert any(getattr(r, "request_id", None) == "order-req-7f3a" for r in access)
+
+
+def test_one_log_line_per_request_and_grpc_calls_below_info(owner_client, agent_factory, caplog):
+    # given: the server logging at INFO, as it does by default
+    agent = agent_factory()
+    caplog.set_level(logging.INFO)
+    missing = "00000000-0000-4000-8000-000000000000"
+
+    # when: an order (two gRPC calls) and a request that answers 404
+    placed = owner_client.post(
+        f"/api/v1/agents/{agent.pk}/trades",
+        {"symbol": "AAPL", "side": "buy", "quantity": "1"},
+        format="json",
+    )
+    missed = owner_client.get(f"/api/v1/agents/{missing}")
+
+    # then: one line each, and no line per gRPC call
+    assert (placed.status_code, missed.status_code) == (201, 404)
+    about_the_404 = [r for r in caplog.records if missing in r.getMessage()]
+    assert [r.name for r in about_the_404] == ["trading_demo.access"]
+    assert not [r for r in caplog.records if r.name.startswith("reference_services")]
