@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "metering",
     "realtime",
     "dashboard",
+    "mcp_tools",
 ]
 
 MIDDLEWARE = [

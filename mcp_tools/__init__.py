@@ -1,0 +1,1 @@
+"""The trading API as Model Context Protocol tools (stdio and streamable HTTP)."""
