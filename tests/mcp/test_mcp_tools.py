@@ -1,9 +1,9 @@
-"""The trading API as MCP tools, driven with the ``mcp`` SDK's own client over stdio.
+"""The trading API as MCP tools, driven with the ``mcp`` SDK's own client over both transports.
 
 A live server (``manage.py serve`` on a SQLite database of its own, the session's reference
-gRPC services) serves REST and WebSockets; the stdio transport is ``manage.py mcp`` spawned by
-the SDK's stdio client on the same database: what an LLM agent sees through it must be what
-the REST API answers.
+gRPC services) serves REST, WebSockets and streamable HTTP at ``/mcp``; the stdio transport is
+``manage.py mcp`` spawned by the SDK's stdio client on the same database. Each test runs once
+per transport: what an LLM agent sees through either must be what the REST API answers.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from tests.realtime.servers import (
     BASE_DIR,
@@ -132,14 +133,24 @@ def live(tmp_path_factory, reference_services):
         server.stop()
 
 
-@pytest.fixture(params=["stdio"])
+@pytest.fixture(params=["http", "stdio"])
 def transport(request) -> str:
     return request.param
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(live: Live, transport: str, token: str):
+async def mcp_client(live: Live, transport: str, token: str, scheme: str = "Token"):
     """An initialized ``ClientSession`` of the SDK over ``transport``, as ``token``'s owner."""
+    if transport == "http":
+        headers = {"Authorization": f"{scheme} {token}"}
+        async with (
+            create_mcp_http_client(headers=headers) as http,
+            streamable_http_client(f"{live.server.http}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
+        return
     params = StdioServerParameters(
         command=str(PYTHON),
         args=["manage.py", "mcp"],
@@ -279,11 +290,38 @@ async def test_another_owners_agent_is_not_found(live, transport):
 
 
 async def test_a_call_without_a_valid_token_is_refused(live, transport):
+    if transport == "http":
+        # the endpoint answers 401 with the API's problem document, before any MCP exchange
+        for authorization in (None, "Token not-a-token", "Bearer not-a-token"):
+            request = urllib.request.Request(  # noqa: S310 - loopback
+                f"{live.server.http}/mcp",
+                method="POST",
+                data=b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}',
+                headers={"Content-Type": "application/json", "Accept": "application/json"}
+                | ({"Authorization": authorization} if authorization else {}),
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)  # noqa: S310
+            assert refused.value.code == 401
+            assert refused.value.headers["Content-Type"] == "application/problem+json"
+            assert json.loads(refused.value.read())["title"] == "Unauthorized"
+        # the SDK's client cannot even start a session
+        with pytest.raises(Exception):  # noqa: B017 - the SDK's own error for a 401
+            async with mcp_client(live, transport, "not-a-token"):
+                pass
+        return
     agent = live.new_agent()
     async with mcp_client(live, transport, "not-a-token") as session:
         refused = await call(session, "get_agent", agent_id=agent["id"])
     assert refused.is_error and refused.structured_content["status"] == 401
     assert refused.content[0].text.startswith("Refused: Unauthorized (401).")
+
+
+async def test_a_bearer_token_is_accepted_over_http(live):
+    agent = live.new_agent()
+    async with mcp_client(live, "http", live.tokens["owner"], scheme="Bearer") as session:
+        seen = await call(session, "get_agent", agent_id=agent["id"])
+    assert not seen.is_error and seen.structured_content["id"] == agent["id"]
 
 
 async def test_tool_calls_are_metered_as_the_same_rest_calls(live, transport):
