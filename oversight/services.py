@@ -7,6 +7,19 @@ if it cannot be reached the API answers 503 and nothing changes here. Local chan
 under row locks in the project's order (agent → trade → approval request), and every writer
 re-checks that the request is still pending once it holds the lock, so concurrent approvals,
 rejections, cancellations and expiry produce exactly one outcome.
+
+A decision the service accepted is recorded here too, whatever happens next (both places or
+neither): the service is the record, so the mirror follows it rather than the other way round.
+
+- The decision is written first, under the locks; the trade's execution runs in a savepoint
+  after it. An execution that fails (a database error, a broken row) is rolled back alone:
+  the request stays approved, as on the service, and the trade ends ``rejected`` with its
+  reservation released and the reason given (as when funds no longer cover it at approval).
+- If even the decision cannot be written, the mirror is brought in line with the service at
+  once (``approval_follow_service``: ``GetRequestStatus``, then the service's outcome applied
+  here); if that fails too, the error is answered and the next decision on the request does
+  it — the service then refuses that decision (already decided), and instead of a 409 for
+  ever, the service's outcome is recorded here before the refusal is answered.
 """
 
 from __future__ import annotations
@@ -306,6 +319,13 @@ def _send_decision(
             # attempt failed after the call): record it now instead of refusing forever.
             logger.warning("recovering approval of %s by %s", approval.pk, actor.pk)
             return
+        if exc.code == "FAILED_PRECONDITION":
+            # Closed on the service but pending here (a decision whose local step failed, or
+            # the service's own expiry): follow the service before answering the refusal.
+            try:
+                approval_follow_service(approval_request_id=approval.pk)
+            except Exception:
+                logger.exception("could not follow the oversight service for %s", approval.pk)
         raise problems.Conflict(
             f"The oversight service refused the decision: {exc.detail or exc.code}."
         ) from exc
@@ -332,9 +352,14 @@ def approval_decide(
     ``trades.services.trade_execute_approved``, a rejection releases it via
     ``trades.services.trade_release(status="rejected")``; a completed request publishes
     ``approval.completed``. An approval short of the quorum leaves the request pending.
+
+    The service's acceptance is never lost here (see the module docstring): an execution
+    that fails leaves the request approved and the trade rejected; a decision that cannot be
+    written is replaced by the service's outcome (``approval_follow_service``), and this
+    decision answers as recorded once it is; a decision the service refuses because it has
+    closed the request brings the mirror in line with it before answering 409.
     """
     from agents.permissions import is_operator
-    from trades import services as trade_services
 
     if decision not in {"approve", "reject"}:
         raise ValueError(f"decision must be 'approve' or 'reject', not {decision!r}")
@@ -350,9 +375,43 @@ def approval_decide(
         )
     _ensure_open_for(approval, actor)
     # One deadline for the decision's gRPC calls together (a resubmission, then the decision).
+    wanted = Decision.APPROVED if decision == "approve" else Decision.REJECTED
+    recorded = ApprovalDecision.objects.filter(
+        request_id=approval.pk, approver=actor, decision=wanted
+    )
     with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
-        _send_decision(approval=approval, actor=actor, decision=decision, reason=reason)
+        try:
+            _send_decision(approval=approval, actor=actor, decision=decision, reason=reason)
+        except problems.Conflict:
+            # Following the service may have recorded this very decision (its earlier local
+            # step failed): then it is this request's answer, not a conflict.
+            if recorded.exists():
+                return approval_get(approval_request_id=approval.pk)
+            raise
 
+    try:
+        _record_decision(approval=approval, actor=actor, decision=decision, reason=reason)
+    except problems.Conflict:
+        raise
+    except Exception:
+        # The service has the decision; the mirror must follow it.
+        logger.exception(
+            "could not record the %s of %s; following the service", decision, approval.pk
+        )
+        try:
+            with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+                approval_follow_service(approval_request_id=approval.pk)
+        except Exception:
+            logger.exception("could not follow the oversight service for %s", approval.pk)
+        if recorded.exists():
+            return approval_get(approval_request_id=approval.pk)
+        raise
+    logger.info("%s %s approval request %s", actor.get_username(), wanted, approval.pk)
+    return approval_get(approval_request_id=approval.pk)
+
+
+def _record_decision(*, approval: ApprovalRequest, actor, decision: str, reason: str) -> None:
+    """Record a decision the service accepted, under locks (agent → trade → request)."""
     now = timezone.now()
     with transaction.atomic():
         trade, locked = _lock_for_change(approval.pk)
@@ -377,23 +436,102 @@ def approval_decide(
         record.full_clean(exclude=["request", "approver"], validate_unique=False)
         record.save(force_insert=True)
         if decision == "reject":
-            locked.status = RequestStatus.REJECTED
-            locked.resolved_at = now
-            locked.save(update_fields=["status", "resolved_at"])
-            trade_services.trade_release(
-                trade=trade, status="rejected", reason=f"rejected by operator: {reason}"
-            )
+            _settle(locked, trade, RequestStatus.REJECTED, now, f"rejected by operator: {reason}")
         else:
             approvals = locked.decisions.filter(decision=Decision.APPROVED).count()
             if approvals >= locked.approvals_required:
-                locked.status = RequestStatus.APPROVED
-                locked.resolved_at = now
-                locked.save(update_fields=["status", "resolved_at"])
+                _settle(locked, trade, RequestStatus.APPROVED, now, "")
+
+
+def _settle(locked: ApprovalRequest, trade: Trade, status: str, now, reason: str) -> None:
+    """Close a locked pending request with ``status`` and end or execute its trade.
+
+    An approved trade is executed in a savepoint: if the execution fails, only it is rolled
+    back, and the trade ends ``rejected`` (reservation released) while the request stays
+    approved, as the service recorded it.
+    """
+    from trades import services as trade_services
+
+    locked.status = status
+    locked.resolved_at = now
+    locked.save(update_fields=["status", "resolved_at"])
+    if status == RequestStatus.APPROVED:
+        try:
+            with transaction.atomic():
                 trade_services.trade_execute_approved(trade=trade)
+        except problems.Conflict:
+            raise
+        except Exception:
+            logger.exception("approved request %s: its trade could not be executed", locked.pk)
+            trade_services.trade_release(
+                trade=trade,
+                status="rejected",
+                reason="Approved, but the order could not be executed; nothing was traded.",
+            )
+    else:
+        trade_services.trade_release(
+            trade=trade, status=_TRADE_STATUS[status], reason=reason or f"approval request {status}"
+        )
+    _publish(locked, "approval.completed")
+
+
+_TRADE_STATUS = {
+    RequestStatus.REJECTED: "rejected",
+    RequestStatus.EXPIRED: "expired",
+    RequestStatus.CANCELLED: "cancelled",
+}
+_SERVICE_OUTCOME = {
+    "approved": RequestStatus.APPROVED,
+    "rejected": RequestStatus.REJECTED,
+    "expired": RequestStatus.EXPIRED,
+    "cancelled": RequestStatus.CANCELLED,
+}
+
+
+def approval_follow_service(*, approval_request_id) -> ApprovalRequest:
+    """Bring a pending local request in line with the oversight service's final outcome.
+
+    Asks ``GetRequestStatus``; if the service has closed the request (approved, rejected,
+    expired, cancelled) while it is pending here, applies that outcome under locks: the
+    service's deciding operator's decision is recorded when that operator is a user here, the
+    trade is executed, rejected, expired or cancelled accordingly (see ``_settle``). A request
+    still undecided on the service, or already closed here, is left as it is. Returns the
+    request. ``grpc_clients.errors.GrpcClientError`` propagates.
+    """
+    from django.contrib.auth import get_user_model
+
+    status = get_oversight_client().get_request_status(str(approval_request_id))
+    outcome = _SERVICE_OUTCOME.get(status.state)
+    if outcome is None:
+        return approval_get(approval_request_id=approval_request_id)
+    decided = status.decision
+    approver = None
+    if decided is not None and decided.approver_id.isdigit():
+        approver = get_user_model().objects.filter(pk=int(decided.approver_id)).first()
+    now = timezone.now()
+    with transaction.atomic():
+        trade, locked = _lock_for_change(approval_request_id)
         if locked.status != RequestStatus.PENDING:
-            _publish(locked, "approval.completed")
-    logger.info("%s %s approval request %s", actor.get_username(), record.decision, approval.pk)
-    return approval_get(approval_request_id=approval.pk)
+            return locked
+        reason = decided.justification if decided is not None else ""
+        if (
+            approver is not None
+            and outcome in (RequestStatus.APPROVED, RequestStatus.REJECTED)
+            and not any(d.approver_id == approver.pk for d in locked.decisions.all())
+        ):
+            ApprovalDecision.objects.create(
+                request=locked,
+                approver=approver,
+                decision=(
+                    Decision.APPROVED if outcome == RequestStatus.APPROVED else Decision.REJECTED
+                ),
+                reason=reason,
+            )
+        if outcome == RequestStatus.REJECTED:
+            reason = f"rejected by operator: {reason}"
+        _settle(locked, trade, outcome, now, reason)
+        logger.warning("approval request %s follows the oversight service: %s", locked.pk, outcome)
+    return approval_get(approval_request_id=approval_request_id)
 
 
 def approval_request_cancel(
