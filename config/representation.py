@@ -1,10 +1,9 @@
-"""Values as the API's JSON shows them, built without DRF's field machinery.
+"""Values as the API's JSON shows them: DRF's ``DecimalField`` and ``DateTimeField`` formats.
 
-The hot documents (an order, a portfolio) are serialized on every order, several times, and
-DRF's ``Serializer.data`` costs milliseconds each (field copies, per-field lookups). Their fast
-builders (``trades.api.serializers.trade_json``, ``agents.api.serializers.portfolio_json``) use
-these helpers, which format exactly as DRF's ``DecimalField`` and ``DateTimeField`` do with this
-project's settings; tests hold each builder equal to its serializer's fields.
+The documents published both over REST and as live events (an order, a portfolio) are built
+by one function each (``trades.representation``, ``agents.representation``) that their
+serializers use; these helpers format exactly as DRF's fields do with this project's
+settings, and tests hold each document equal to its serializer's declared fields.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from uuid import UUID
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -42,6 +43,7 @@ from metering.periods import DAILY, period_window
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, IdempotencyRecord, Trade
+from trades.representation import approval_request_id, trade_representation
 from trades.validation import LIMIT_TYPES, STOP_TYPES, Order, order_validate
 
 logger = logging.getLogger("trading_demo.trades")
@@ -78,14 +80,16 @@ def _request_hash(data) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _trade_json(trade: Trade) -> dict:
-    from trades.api.serializers import trade_json
+def _trade_data(trade: Trade, loaded: _Loaded | None = None) -> dict:
+    """The Trade JSON of ``trade``, as the API shows it. An order being placed (``loaded``)
+    has the approval request its submission opened, if any; any other was read with its
+    approval request (``_lock_for_trade``)."""
+    known = loaded.approval_request_id if loaded is not None else approval_request_id(trade)
+    return trade_representation(trade, approval_request_id=known)
 
-    return trade_json(trade)
 
-
-def _publish_trade(trade: Trade, event: str) -> None:
-    publish_trade_data(trade, event, _trade_json(trade))
+def _publish_trade(trade: Trade, event: str, loaded: _Loaded | None = None) -> None:
+    publish_trade_data(trade, event, _trade_data(trade, loaded))
 
 
 def publish_trade_data(trade: Trade, event: str, data: dict) -> None:
@@ -112,11 +116,8 @@ class _Loaded:
     positions: dict[str, Position]
     prices: dict[str, Decimal]
     usage: list = field(default_factory=list)
-
-
-def _set_approval_cache(trade: Trade, approval_request) -> None:
-    """Tell the ORM what ``trade.approval_request`` is, so serializing it costs no query."""
-    Trade.approval_request.related.set_cached_value(trade, approval_request)
+    # The approval request the submission opened (none for an auto-approved order).
+    approval_request_id: UUID | None = None
 
 
 def _estimate_price(trade: Trade, price: Decimal) -> Decimal:
@@ -129,18 +130,26 @@ def _lock_position(agent: Agent, symbol: str) -> Position | None:
 
 
 def _lock_for_trade(trade: Trade) -> tuple[Agent, Position | None, Trade]:
-    """Lock agent, position and trade in the global lock order; return fresh rows."""
+    """Lock agent, position and trade in the global lock order; return fresh rows. The trade
+    comes with its approval request's id (not locked: oversight locks it after the trade)."""
     agent = Agent.objects.select_for_update().get(pk=trade.agent_id)
     position = _lock_position(agent, trade.symbol)
-    trade = Trade.objects.select_for_update().get(pk=trade.pk)
+    trade = (
+        Trade.objects.select_for_update(of=("self",))
+        .select_related("approval_request")
+        .get(pk=trade.pk)
+    )
     trade.agent = agent
     return agent, position, trade
 
 
 def _save(
-    *, agent: Agent, trade: Trade, position: Position | None, save_agent: bool = True
+    *, agent: Agent, trade: Trade | None, position: Position | None, save_agent: bool = True
 ) -> None:
-    trade.save()
+    """Write what an order changed: the trade (unless None: written already), the position
+    (a new one only if it holds shares) and the agent's balances."""
+    if trade is not None:
+        trade.save()
     if position is not None and (position.pk is not None or position.quantity > 0):
         _save_position(position)
     if save_agent:
@@ -261,7 +270,7 @@ def _fill(
 
     new = loaded is not None
     if new:
-        opened = _trade_json(trade)
+        opened = _trade_data(trade, loaded)
     now = timezone.now()
     position = position or Position(agent=agent, symbol=trade.symbol)
     price = cents(price)
@@ -271,7 +280,7 @@ def _fill(
         spendable = agent.available_cash + trade.reserved_amount
         if notional > spendable:
             if new:
-                _insert_new(trade)
+                _insert_new(trade, loaded)
             return _release(
                 agent=agent,
                 trade=trade,
@@ -279,6 +288,7 @@ def _fill(
                 status=TradeStatus.REJECTED,
                 reason=f"Insufficient funds at execution: required {notional}, "
                 f"available {spendable}.",
+                loaded=loaded,
             )
         agent.reserved_cash -= trade.reserved_amount
         trade.reserved_amount = ZERO
@@ -319,7 +329,7 @@ def _fill(
     }
     if new:
         loaded.usage.append(usage_build(**volume))
-        filled = _trade_json(trade)
+        filled = _trade_data(trade, loaded)
         # The order as it was accepted, stamped with its creation (the row's first version).
         created = {**opened, "created_at": filled["created_at"], "updated_at": filled["created_at"]}
         publish_trade_data(trade, "trade.created", created)
@@ -335,11 +345,11 @@ def _fill(
     return trade
 
 
-def _insert_new(trade: Trade) -> None:
+def _insert_new(trade: Trade, loaded: _Loaded) -> None:
     """Insert a submitted order as accepted and publish ``trade.created`` (the paths where it
     does not fill at once)."""
     trade.save(force_insert=True)
-    _publish_trade(trade, "trade.created")
+    _publish_trade(trade, "trade.created", loaded)
 
 
 def _publish_portfolio(
@@ -352,7 +362,7 @@ def _publish_portfolio(
 
     ``positions`` (all the agent's, current) and ``prices`` (covering their symbols) value it
     without a query; otherwise they are read."""
-    from agents.api.serializers import portfolio_json
+    from agents.representation import portfolio_representation
     from agents.selectors import portfolio_for, portfolio_valuation
     from agents.services import portfolio_snapshot_record
     from realtime.services import publish_agent_event
@@ -366,7 +376,7 @@ def _publish_portfolio(
         agent_id=agent.pk,
         event="portfolio.update",
         channel="portfolio",
-        data=portfolio_json(valuation),
+        data=portfolio_representation(valuation),
     )
 
 
@@ -377,9 +387,11 @@ def _release(
     position: Position | None,
     status: str,
     reason: str,
+    loaded: _Loaded | None = None,
 ) -> Trade:
     """End an unfilled order: give back its reserved cash or shares, set the final status and
-    publish ``trade.cancelled`` (or ``trade.updated`` for rejected/expired)."""
+    publish ``trade.cancelled`` (or ``trade.updated`` for rejected/expired). ``loaded``: see
+    ``_fill``."""
     agent.reserved_cash -= trade.reserved_amount
     trade.reserved_amount = ZERO
     if trade.reserved_quantity:
@@ -389,7 +401,8 @@ def _release(
     trade.rejection_reason = reason
     trade.cancelled_at = timezone.now()
     _save(agent=agent, trade=trade, position=position)
-    _publish_trade(trade, "trade.cancelled" if status == TradeStatus.CANCELLED else "trade.updated")
+    event = "trade.cancelled" if status == TradeStatus.CANCELLED else "trade.updated"
+    _publish_trade(trade, event, loaded)
     return trade
 
 
@@ -407,7 +420,7 @@ def _execute(
     if fill_price is not None:
         return _fill(agent=agent, trade=trade, position=position, price=fill_price, loaded=loaded)
     if loaded is not None:
-        _insert_new(trade)
+        _insert_new(trade, loaded)
     if trade.time_in_force in IMMEDIATE:
         return _release(
             agent=agent,
@@ -415,8 +428,10 @@ def _execute(
             position=position,
             status=TradeStatus.CANCELLED,
             reason=f"{trade.time_in_force} order could not be filled immediately.",
+            loaded=loaded,
         )
-    _save(agent=agent, trade=trade, position=position)
+    # A new order resting open was just inserted as it is.
+    _save(agent=agent, trade=trade if loaded is None else None, position=position)
     return trade
 
 
@@ -661,8 +676,8 @@ def _submit_locked(
         trade.status = TradeStatus.PENDING_APPROVAL
         _save(agent=agent, trade=trade, position=position)
         approval = approval_request_open(trade=trade, agent=agent, evaluation=evaluation)
-        _set_approval_cache(trade, approval)
-        _publish_trade(trade, "trade.created")
+        loaded.approval_request_id = approval.pk
+        _publish_trade(trade, "trade.created", loaded)
     loaded.usage.append(
         usage_build(
             agent=agent,
@@ -676,7 +691,7 @@ def _submit_locked(
     if api_call is not None:
         loaded.usage.append(usage_build(agent=agent, **api_call))
     usage_bulk_record(loaded.usage)
-    body = _plain(_trade_json(trade))
+    body = _plain(_trade_data(trade, loaded))
     # 7. idempotency
     if key:
         IdempotencyRecord.objects.create(
@@ -737,7 +752,6 @@ def _new_trade(*, agent: Agent, order: Order, price: Decimal, now: datetime) -> 
     trade.notional = cents(trade.quantity * _estimate_price(trade, price))
     # Constraints are the database's job here; the serializer already checked the values.
     trade.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
-    _set_approval_cache(trade, None)
     return trade
 
 
@@ -825,7 +839,6 @@ def trade_cancel(*, trade: Trade, actor=None, reason: str = "") -> Trade:
                 approval_request_cancel(
                     approval_request=approval, actor=actor, reason=reason or "trade cancelled"
                 )
-                _set_approval_cache(trade, approval)
         return _release(
             agent=agent,
             trade=trade,

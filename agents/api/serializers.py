@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from agents.choices import AgentStatus, Strategy
 from agents.models import Agent
-from config.representation import datetime_text, decimal_text
+from agents.representation import portfolio_representation
 from config.serializers import StrictInputSerializer
 
 MONEY = {"max_digits": 20, "decimal_places": 2}
@@ -80,44 +80,6 @@ class PositionSerializer(serializers.Serializer):
     unrealized_pnl = serializers.DecimalField(**MONEY)
 
 
-_MONEY_FIELDS = (
-    "cash_balance",
-    "reserved_cash",
-    "available_cash",
-    "positions_value",
-    "total_value",
-    "realized_pnl",
-    "unrealized_pnl",
-)
-
-
-def _position_json(row: dict) -> dict:
-    money = MONEY["decimal_places"]
-    return {
-        "symbol": str(row["symbol"]),
-        "quantity": decimal_text(row["quantity"], QUANTITY["decimal_places"]),
-        "reserved_quantity": decimal_text(row["reserved_quantity"], QUANTITY["decimal_places"]),
-        "avg_price": decimal_text(row["avg_price"], money),
-        "cost_basis": decimal_text(row["cost_basis"], money),
-        "current_price": decimal_text(row["current_price"], money),
-        "market_value": decimal_text(row["market_value"], money),
-        "unrealized_pnl": decimal_text(row["unrealized_pnl"], money),
-    }
-
-
-def portfolio_json(valuation: dict) -> dict:
-    """The portfolio document of SPEC §5, built directly: what ``PortfolioSerializer`` answers.
-
-    Every filled order publishes one (``portfolio.update``); see ``config.representation``.
-    """
-    document = {"agent_id": str(valuation["agent_id"])}
-    for name in _MONEY_FIELDS:
-        document[name] = decimal_text(valuation[name], MONEY["decimal_places"])
-    document["positions"] = [_position_json(row) for row in valuation["positions"]]
-    document["updated_at"] = datetime_text(valuation["updated_at"])
-    return document
-
-
 class PortfolioSerializer(serializers.Serializer):
     """The portfolio document of SPEC §5 (from ``agents.selectors.portfolio_for``)."""
 
@@ -133,8 +95,9 @@ class PortfolioSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
     def to_representation(self, instance: dict) -> dict:
-        # The fields above describe the shape (OpenAPI); portfolio_json builds it fast.
-        return portfolio_json(instance)
+        # The fields above describe the shape (OpenAPI) and format as
+        # portfolio_representation does (tests/agents/test_portfolio_json.py).
+        return portfolio_representation(instance)
 
 
 class PortfolioPointSerializer(serializers.Serializer):

@@ -1,5 +1,5 @@
-"""``portfolio_json`` (the fast portfolio document) answers exactly what ``PortfolioSerializer``'s
-fields do."""
+"""The portfolio document is one document: ``portfolio_representation`` (which the serializer and
+the ``portfolio.update`` event use) answers exactly what ``PortfolioSerializer``'s fields do."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
-from agents.api.serializers import PortfolioSerializer, portfolio_json
+from agents.api.serializers import PortfolioSerializer
+from agents.representation import portfolio_representation as portfolio_json
 from agents.selectors import portfolio_for
 from trades import market
 

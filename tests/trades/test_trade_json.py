@@ -1,4 +1,5 @@
-"""``trade_json`` (the fast Trade JSON) answers exactly what DRF's ``TradeSerializer`` fields do."""
+"""The Trade JSON is one document: what ``TradeSerializer``'s declared DRF fields produce is what
+``trade_representation`` builds, and what the REST API and the live events both answer."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
-from tests.trades.conftest import submit
-from trades.api.serializers import TradeSerializer, trade_json
+from realtime.models import AgentEvent
+from tests.trades.conftest import submit, trades_url
+from trades.api.serializers import TradeSerializer
 from trades.models import Trade
+from trades.representation import approval_request_id, trade_representation
+
+
+def trade_json(trade: Trade) -> dict:
+    return trade_representation(trade, approval_request_id=approval_request_id(trade))
 
 
 def drf_json(trade: Trade) -> dict:
@@ -72,6 +79,23 @@ def test_the_orders_of_a_session_serialize_as_drf_does(owner_client, agent):
         assert listed == [drf_json(t) for t in expected], query
 
 
+def test_each_orders_last_live_event_is_what_the_rest_api_answers(owner_client, agent):
+    # given orders that end filled, pending approval (with a request), resting and cancelled
+    filled = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="2").json()
+    pending = submit(owner_client, agent, symbol="MSFT", side="buy", quantity="60").json()
+    limit = {"side": "buy", "type": "limit", "limit_price": "10", "quantity": "1"}
+    resting = submit(owner_client, agent, symbol="GOOGL", **limit).json()
+    cancelled = submit(owner_client, agent, symbol="TSLA", **limit).json()
+    assert owner_client.delete(trades_url(agent, cancelled["id"])).status_code == 200
+    assert pending["approval_request_id"] is not None
+
+    # then the WebSocket's last event of each order is the REST API's document of it
+    for order in (filled, pending, resting, cancelled):
+        events = AgentEvent.objects.filter(agent=agent, channel="trades", data__id=order["id"])
+        last = events.order_by("-seq").first()
+        assert last.data == owner_client.get(trades_url(agent, order["id"])).json()
+
+
 amounts = st.decimals(
     min_value=Decimal("-99999999"), max_value=Decimal("99999999"), places=8, allow_nan=False
 )
@@ -113,6 +137,5 @@ def test_amounts_and_times_round_and_format_as_drf_does(quantity, price, moment,
         filled_at=later,
         cancelled_at=later,
     )
-    Trade.approval_request.related.set_cached_value(trade, None)
     # then both ways give the same JSON
     assert trade_json(trade) == drf_json(trade)

@@ -18,10 +18,10 @@ from trades.api.serializers import (
     MarketPriceSerializer,
     OrderInputSerializer,
     TradeSerializer,
-    trade_row_json,
     trade_rows,
 )
 from trades.models import Trade
+from trades.representation import trade_representation
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
@@ -48,11 +48,16 @@ class AgentTradesView(generics.ListAPIView):
         return selectors.trade_queryset_for(agent=agent)
 
     def list(self, request, *args, **kwargs):
-        # The page is read as rows and built by trade_row_json: the JSON of TradeSerializer
-        # without a model instance per trade.
+        # A page reads the columns it shows as rows, not Trade instances; each row's JSON is
+        # the serializer's (trade_representation).
         page = self.paginate_queryset(trade_rows(self.filter_queryset(self.get_queryset())))
         tz = timezone.get_current_timezone()
-        return self.get_paginated_response([trade_row_json(row, tz) for row in page])
+        return self.get_paginated_response(
+            [
+                trade_representation(row, approval_request_id=row.approval_request__id, tz=tz)
+                for row in page
+            ]
+        )
 
     @extend_schema(
         request=OrderInputSerializer,
