@@ -141,7 +141,8 @@ class Position(models.Model):
 
 
 class PortfolioSnapshot(models.Model):
-    """The agent's valuation at a moment: taken on every fill and periodically."""
+    """The agent's valuation at a moment: at creation, then on market ticks (at most one a
+    minute, while it holds shares or trades)."""
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="snapshots")
     timestamp = models.DateTimeField(db_index=True)

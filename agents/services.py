@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Prefetch, Q, Sum
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, Subquery, Sum
 from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
@@ -375,22 +375,11 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
 # --- snapshots ---------------------------------------------------------------------------------
 
 
-def portfolio_snapshot_record(*, agent: Agent, valuation: dict) -> PortfolioSnapshot:
-    """Store the valuation (``agents.selectors.portfolio_valuation``) as a history point."""
-    snapshot = PortfolioSnapshot(
-        agent=agent,
-        timestamp=valuation["updated_at"],
-        cash_balance=valuation["cash_balance"],
-        positions_value=valuation["positions_value"],
-        total_value=valuation["total_value"],
-    )
-    snapshot.save(force_insert=True)
-    return snapshot
-
-
 def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN_INTERVAL) -> int:
-    """Snapshot every live agent holding shares whose last snapshot is older than
-    ``min_interval`` (at most one a minute per agent on market ticks). Returns how many.
+    """Snapshot the valuation of every live agent whose last snapshot is older than
+    ``min_interval`` and that holds shares (its value moves with the market) or was active
+    since (its cash changed): the portfolio history, one point a minute at most per agent,
+    taken on market ticks rather than on every fill. Returns how many.
 
     Three queries whatever the number of agents: agents with their positions, prices, insert.
     """
@@ -398,12 +387,13 @@ def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN
     from trades.market import prices_for
 
     now = now or timezone.now()
+    last_snapshot = PortfolioSnapshot.objects.filter(agent=OuterRef("pk")).order_by("-timestamp")
+    holding = Position.objects.filter(agent=OuterRef("pk"), quantity__gt=0)
     agents = list(
         Agent.objects.exclude(status=AgentStatus.TERMINATED)
-        .filter(positions__quantity__gt=0)
-        .annotate(last_snapshot=Max("snapshots__timestamp"))
+        .annotate(last_snapshot=Subquery(last_snapshot.values("timestamp")[:1]))
         .filter(Q(last_snapshot__isnull=True) | Q(last_snapshot__lte=now - min_interval))
-        .distinct()
+        .filter(Exists(holding) | Q(last_active_at__gt=F("last_snapshot")))
         .prefetch_related(Prefetch("positions", queryset=Position.objects.filter(quantity__gt=0)))
     )
     if not agents:

@@ -258,9 +258,9 @@ def _fill(
     loaded: _Loaded | None = None,
 ) -> Trade:
     """Execute the whole order at ``price``: cash, position, realized P&L, reservation, the
-    fill row, ``trade_volume`` usage, a portfolio snapshot and the live events — all in the
-    caller's transaction. A buy whose cost outgrew reservation plus free cash (a stop that
-    triggered higher) is rejected instead.
+    fill row, ``trade_volume`` usage and the live events — all in the caller's transaction.
+    A buy whose cost outgrew reservation plus free cash (a stop that triggered higher) is
+    rejected instead.
 
     ``loaded`` (an order being submitted): the trade is not saved yet and is inserted
     already filled, ``trade.created`` is published before ``trade.filled``, the portfolio is
@@ -358,20 +358,19 @@ def _publish_portfolio(
     positions: list[Position] | None = None,
     prices: dict[str, Decimal] | None = None,
 ) -> None:
-    """Snapshot the agent's valuation into its history and publish ``portfolio.update``.
+    """Publish ``portfolio.update`` with the agent's valuation. (The portfolio history is
+    snapshotted on market ticks, ``market_tick``, not per fill.)
 
     ``positions`` (all the agent's, current) and ``prices`` (covering their symbols) value it
     without a query; otherwise they are read."""
     from agents.representation import portfolio_representation
     from agents.selectors import portfolio_for, portfolio_valuation
-    from agents.services import portfolio_snapshot_record
     from realtime.services import publish_agent_event
 
     if positions is not None and prices is not None:
         valuation = portfolio_valuation(agent=agent, positions=positions, prices=prices)
     else:
         valuation = portfolio_for(agent)
-    portfolio_snapshot_record(agent=agent, valuation=valuation)
     publish_agent_event(
         agent_id=agent.pk,
         event="portfolio.update",
@@ -913,7 +912,7 @@ def _match_one(*, trade: Trade, price: Decimal) -> int:
 
 def market_tick(*, now: datetime | None = None, force: bool = False) -> dict:
     """One market step (the periodic job): move prices, match resting orders, and snapshot
-    portfolios of agents holding shares (at most once a minute each)."""
+    the portfolios that moved (``portfolio_snapshots_take``: at most once a minute each)."""
     from agents.services import portfolio_snapshots_take
 
     rows = market.tick(now=now, force=force)

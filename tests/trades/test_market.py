@@ -85,6 +85,26 @@ def test_market_ticks_snapshot_holders_at_most_once_a_minute(owner_client, agent
     assert len(history) == after_fill + 1
 
 
+def test_the_next_tick_after_a_minute_records_a_fill_in_the_history(owner_client, agent):
+    # given an agent that bought, then sold everything (it holds no shares any more)
+    submit(owner_client, agent, symbol="AAPL", side="buy", quantity="10")
+    market.set_price("AAPL", "110.00")
+    submit(owner_client, agent, symbol="AAPL", side="sell", quantity="10")
+    history_url = f"/api/v1/agents/{agent.pk}/portfolio/history"
+    assert [p["cash_balance"] for p in owner_client.get(history_url).json()] == ["100000.00"]
+
+    # when the market ticks a minute after its last snapshot
+    market_tick(now=timezone.now() + timedelta(minutes=2), force=True)
+
+    # then its history shows the cash the round trip made, once
+    assert [p["cash_balance"] for p in owner_client.get(history_url).json()] == [
+        "100000.00",
+        "100100.00",
+    ]
+    market_tick(now=timezone.now() + timedelta(minutes=4), force=True)
+    assert PortfolioSnapshot.objects.filter(agent=agent).count() == 2
+
+
 def test_market_tick_matches_resting_orders(owner_client, agent):
     # given a resting limit buy at 99 and the price put far below it, out of one step's reach
     order = submit(
