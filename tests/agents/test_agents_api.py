@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from agents.models import Agent
 from metering.models import UsageEvent
@@ -12,6 +14,7 @@ from oversight.models import ApprovalRequest
 from realtime.models import AgentEvent
 from trades import market
 from trades.models import Trade
+from trades.services import market_tick
 
 AGENTS = "/api/v1/agents"
 
@@ -379,8 +382,10 @@ def test_portfolio_values_positions_at_current_prices(owner_client, agent_factor
 
 
 def test_portfolio_history_and_its_window(owner_client, agent_factory, prices):
+    # given an agent's creation point, and a market tick a minute after it bought shares
     agent = agent_factory()
     buy(owner_client, agent, quantity="10")
+    market_tick(now=timezone.now() + timedelta(minutes=2), force=True)
 
     history = owner_client.get(agent_url(agent, "/portfolio/history"), {"days": 1}).json()
 
