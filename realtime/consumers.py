@@ -98,8 +98,13 @@ def _agent_visible(*, user, agent_id: str, operator: bool) -> bool:
 
 
 @database_sync_to_async
-def _read_replay(*, agent_id: str, channel: str, since_seq: int) -> tuple[list[dict], int]:
-    from realtime.selectors import agent_event_oldest_seq, agent_events_since
+def _read_replay(*, agent_id: str, channel: str, since_seq: int) -> tuple[list[dict], int, int]:
+    """The events after ``since_seq``, the oldest buffered seq and the latest seq sent."""
+    from realtime.selectors import (
+        agent_event_latest_seq,
+        agent_event_oldest_seq,
+        agent_events_since,
+    )
 
     # Events first, then the oldest buffered seq: pruning only raises it, so a check made
     # after the read can only over-report a gap, never hide one.
@@ -115,7 +120,11 @@ def _read_replay(*, agent_id: str, channel: str, since_seq: int) -> tuple[list[d
         }
         for e in agent_events_since(agent_id=agent_id, channel=channel, since_seq=since_seq)
     ]
-    return events, agent_event_oldest_seq(agent_id=agent_id)
+    return (
+        events,
+        agent_event_oldest_seq(agent_id=agent_id),
+        agent_event_latest_seq(agent_id=agent_id),
+    )
 
 
 def _event_frame(message: dict) -> dict:
@@ -330,9 +339,22 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         return value.upper()
 
     async def _replay(self, subscription: Subscription, since_seq: int) -> None:
-        events, oldest_seq = await _read_replay(
+        events, oldest_seq, latest_seq = await _read_replay(
             agent_id=subscription.agent_id, channel=subscription.channel, since_seq=since_seq
         )
+        if since_seq > latest_seq:
+            # The client claims events this server never sent (another server's numbering, a
+            # restored database, a client bug): its state cannot be trusted, it must resync.
+            await self._send(
+                {
+                    "type": "gap",
+                    "channel": subscription.channel,
+                    "agent_id": subscription.agent_id,
+                    "since_seq": since_seq,
+                    "latest_seq": latest_seq,
+                }
+            )
+            return
         if oldest_seq > since_seq + 1:
             await self._send(
                 {

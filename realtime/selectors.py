@@ -40,3 +40,9 @@ def agent_event_oldest_seq(*, agent_id: UUID | str) -> int:
         return oldest
     last = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).first()
     return (last or 0) + 1
+
+
+def agent_event_latest_seq(*, agent_id: UUID | str) -> int:
+    """The last ``seq`` handed to one of the agent's committed events (0 before the first)."""
+    last = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).first()
+    return last or 0

@@ -194,6 +194,36 @@ async def test_resume_from_just_before_the_oldest_kept_event_is_no_gap(owner_soc
     assert [e["seq"] for e in await receive_events(communicator, 3)] == [8, 9, 10]
 
 
+async def test_gap_when_since_seq_is_beyond_anything_sent(owner_socket):
+    # given an agent whose last event has seq 3
+    agent, communicator = owner_socket
+    for n in range(3):
+        await publish(agent.id, data={"n": n})
+
+    # when a client resumes from seq 50, which the server never sent
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id), since_seq=50)
+
+    # then it is told to resync, not left waiting in silence
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "gap",
+        "channel": "trades",
+        "agent_id": str(agent.id),
+        "since_seq": 50,
+        "latest_seq": 3,
+    }
+    # and live events follow
+    await publish(agent.id, data={"n": 3})
+    assert (await communicator.receive_json_from(timeout=5))["seq"] == 4
+
+
+async def test_resume_from_the_latest_seq_is_no_gap(owner_socket):
+    agent, communicator = owner_socket
+    for n in range(3):
+        await publish(agent.id, data={"n": n})
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id), since_seq=3)
+    assert await communicator.receive_nothing(timeout=0.3)
+
+
 async def test_events_older_than_a_day_are_pruned(owner_socket):
     # given two events, the first from yesterday
     agent, communicator = owner_socket
