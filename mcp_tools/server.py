@@ -368,9 +368,8 @@ def build_server(caller: Caller | None = None, *, caller_of_request=None) -> MCP
                 break
         final = await call(ctx, "GET", path)
         if final.ok and final.body.get("status") not in FINAL_STATUSES:
-            still = (
-                f"The order is still {final.body['status']} after {timeout_seconds:g} "
-                "seconds. " + (order_note(final.body) or "")
+            still = f"The order is still {final.body['status']} after {timeout_seconds:g} s. " + (
+                order_note(final.body) or ""
             )
             return result(final, still)
         return result(final)

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from tests.realtime.servers import (
@@ -226,6 +226,12 @@ async def test_an_order_above_the_approval_limit_waits_for_an_operator(live, tra
         words = placed.content[0].text
         assert "human operator must approve" in words
         assert order["approval_request_id"] in words and "wait_for_order" in words
+        # a wait that runs out returns the order as it is, and says so
+        short = await call(
+            session, "wait_for_order", agent_id=agent["id"], order_id=order["id"], timeout_seconds=1
+        )
+        assert not short.is_error and short.structured_content["status"] == "pending_approval"
+        assert short.content[0].text.startswith("The order is still pending_approval after 1 s")
         waiting = asyncio.create_task(
             call(session, "wait_for_order", agent_id=agent["id"], order_id=order["id"])
         )
@@ -305,16 +311,33 @@ async def test_a_call_without_a_valid_token_is_refused(live, transport):
             assert refused.value.code == 401
             assert refused.value.headers["Content-Type"] == "application/problem+json"
             assert json.loads(refused.value.read())["title"] == "Unauthorized"
-        # the SDK's client cannot even start a session
-        with pytest.raises(Exception):  # noqa: B017 - the SDK's own error for a 401
+        # the SDK's client cannot even start a session: its initialize gets the error
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(MCPError, match="error response"), flatten_subgroups=True
+        ):
             async with mcp_client(live, transport, "not-a-token"):
-                pass
+                pytest.fail("a session was opened without a valid token")
         return
     agent = live.new_agent()
     async with mcp_client(live, transport, "not-a-token") as session:
         refused = await call(session, "get_agent", agent_id=agent["id"])
     assert refused.is_error and refused.structured_content["status"] == 401
     assert refused.content[0].text.startswith("Refused: Unauthorized (401).")
+
+
+def test_the_stdio_server_needs_a_token(live):
+    env = {key: value for key, value in live.env.items() if key != "TRADING_DEMO_TOKEN"}
+    done = subprocess.run(
+        [str(PYTHON), "manage.py", "mcp"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "--token or $TRADING_DEMO_TOKEN" in done.stderr
 
 
 async def test_a_bearer_token_is_accepted_over_http(live):
