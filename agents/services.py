@@ -350,7 +350,7 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
         for trade in Trade.objects.filter(agent=agent, status__in=OPEN_STATUSES).order_by(
             "created_at"
         ):
-            trade_cancel(trade=trade, actor=actor, reason="agent terminated")
+            trade_cancel(trade=trade, actor=actor, reason="agent terminated", oversight_first=False)
         agent.refresh_from_db(fields=["cash_balance", "reserved_cash", "realized_pnl"])
         now = timezone.now()
         agent.status = AgentStatus.TERMINATED

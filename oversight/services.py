@@ -54,6 +54,8 @@ logger = logging.getLogger("trading_demo.oversight")
 QUORUM_THRESHOLD = Decimal("100000")
 # The actor named on the oversight service for what the server does by itself.
 SYSTEM_ACTOR = "system"
+# The reason of a RejectRequest that stands for a cancellation (no CancelRequest extension).
+CANCELLED_PREFIX = "cancelled: "
 # The service's priority scale tops out at "critical"; ours calls it "urgent".
 _GRPC_PRIORITY = {"low": "low", "medium": "medium", "high": "high", "urgent": "critical"}
 
@@ -392,6 +394,10 @@ def approval_decide(
     try:
         _record_decision(approval=approval, actor=actor, decision=decision, reason=reason)
     except problems.Conflict:
+        # A racing cancellation or decision, refused by the service, followed it here and
+        # recorded this decision first.
+        if recorded.exists():
+            return approval_get(approval_request_id=approval.pk)
         raise
     except Exception:
         # The service has the decision; the mirror must follow it.
@@ -505,6 +511,13 @@ def approval_follow_service(*, approval_request_id) -> ApprovalRequest:
     if outcome is None:
         return approval_get(approval_request_id=approval_request_id)
     decided = status.decision
+    if (
+        outcome == RequestStatus.REJECTED
+        and decided is not None
+        and decided.justification.startswith(CANCELLED_PREFIX)
+    ):
+        # How this server closes a request on a service without CancelRequest.
+        outcome = RequestStatus.CANCELLED
     approver = None
     if decided is not None and decided.approver_id.isdigit():
         approver = get_user_model().objects.filter(pk=int(decided.approver_id)).first()
@@ -535,14 +548,15 @@ def approval_follow_service(*, approval_request_id) -> ApprovalRequest:
 
 
 def approval_request_cancel(
-    *, approval_request: ApprovalRequest, actor=None, reason: str = ""
+    *, approval_request: ApprovalRequest, actor=None, reason: str = "", closed_remotely=False
 ) -> ApprovalRequest:
     """Cancel a pending request locally, inside the caller's transaction.
 
     Callers (``trade_cancel``, ``agent_terminate``) hold the agent and trade locks already and
     release the trade's reservation themselves. Raises ``Conflict`` if the request is no longer
     pending. Publishes ``approval.completed``; after commit, closes the request on the
-    oversight service (``oversight_request_close``).
+    oversight service (``oversight_request_close``) unless ``closed_remotely`` says it was
+    closed there already (``approval_request_withdraw``).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -555,51 +569,100 @@ def approval_request_cancel(
         _publish(locked, "approval.completed")
         actor_id = str(actor.pk) if actor is not None else SYSTEM_ACTOR
         actor_name = actor.get_username() if actor is not None else SYSTEM_ACTOR
-        transaction.on_commit(
-            lambda: oversight_request_close(
-                locked.pk, actor_id=actor_id, actor_name=actor_name, reason=reason or "cancelled"
+        if not closed_remotely:
+            transaction.on_commit(
+                lambda: oversight_request_close(
+                    locked.pk,
+                    actor_id=actor_id,
+                    actor_name=actor_name,
+                    reason=reason or "cancelled",
+                )
             )
-        )
     approval_request.status = locked.status
     approval_request.resolved_at = locked.resolved_at
     return locked
 
 
+CLOSED = "closed"
+ALREADY_CLOSED = "already_closed"
+UNREACHABLE = "unreachable"
+
+
 def oversight_request_close(
-    request_id, *, actor_id: str = SYSTEM_ACTOR, actor_name: str = SYSTEM_ACTOR, reason: str
-) -> None:
-    """Close, on the oversight service, a pending request the server has dropped.
+    request_id,
+    *,
+    actor_id: str = SYSTEM_ACTOR,
+    actor_name: str = SYSTEM_ACTOR,
+    reason: str,
+) -> str:
+    """Close, on the oversight service, a pending request the server drops.
 
     ``CancelRequest`` is this project's extension of the Creto API; a service built from
     Creto's proto answers it UNIMPLEMENTED. The request is then closed with ``RejectRequest``,
     which every ``creto.oversight.v1`` service implements, its reason naming the cancellation
-    ("cancelled: …"), so no request the server dropped stays pending on the service. A request
-    the service has already closed (FAILED_PRECONDITION) or does not know is left alone. Best
-    effort, after the local change committed: a service that cannot be reached is logged, and
-    its own expiry (the same TTL) closes the request.
+    ("cancelled: …"), so no request the server dropped stays pending on the service. Returns
+    ``CLOSED``; ``ALREADY_CLOSED`` when the service had closed it already (decided, expired)
+    or does not know it; ``UNREACHABLE`` when the service could not be used (logged; its own
+    expiry, the same TTL, closes the request then).
     """
     client = get_oversight_client()
     try:
         client.cancel(request_id=str(request_id), actor_id=actor_id, reason=reason)
-        return
+        return CLOSED
     except (RemoteConflict, RemoteNotFound):
-        return
+        return ALREADY_CLOSED
     except GrpcClientError as exc:
         if exc.code != "UNIMPLEMENTED":
             logger.warning("could not cancel oversight request %s remotely: %s", request_id, exc)
-            return
+            return UNREACHABLE
     try:
         client.reject(
             request_id=str(request_id),
             rejector_id=actor_id,
             rejector_name=actor_name,
-            reason=f"cancelled: {reason}",
+            reason=f"{CANCELLED_PREFIX}{reason}",
             category=None,
         )
+        return CLOSED
     except (RemoteConflict, RemoteNotFound):
-        return
+        return ALREADY_CLOSED
     except GrpcClientError as exc:
         logger.warning("could not close oversight request %s remotely: %s", request_id, exc)
+        return UNREACHABLE
+
+
+def approval_request_withdraw(*, trade: Trade, actor=None, reason: str) -> bool:
+    """Before a held order is cancelled, close its request on the oversight service first.
+
+    The service then arbitrates between the cancellation and a decision racing it, as it does
+    between two decisions: whichever it records first is the outcome on both sides. Returns
+    True when the service closed the request for this cancellation (the local cancellation
+    need not tell it again). When the service had already closed it (an operator approved or
+    rejected it first), the server follows the service (``approval_follow_service``) and the
+    cancellation then finds the order no longer pending (409). An unreachable service does not
+    block a cancellation: it goes on locally and the service is told after commit. Makes gRPC
+    calls: call it before taking any lock.
+    """
+    approval = (
+        ApprovalRequest.objects.filter(trade_id=trade.pk, status=RequestStatus.PENDING)
+        .only("pk")
+        .first()
+    )
+    if approval is None:
+        return False
+    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+        outcome = oversight_request_close(
+            approval.pk,
+            actor_id=str(actor.pk) if actor is not None else SYSTEM_ACTOR,
+            actor_name=actor.get_username() if actor is not None else SYSTEM_ACTOR,
+            reason=reason,
+        )
+        if outcome == ALREADY_CLOSED:
+            try:
+                approval_follow_service(approval_request_id=approval.pk)
+            except Exception:
+                logger.exception("could not follow the oversight service for %s", approval.pk)
+    return outcome == CLOSED
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db import close_old_connections, connection
 
+from grpc_clients.registry import get_oversight_client
 from oversight.models import ApprovalDecision, ApprovalRequest
 from oversight.services import approvals_expire_due
 from trades.models import Trade
@@ -46,8 +47,8 @@ def _race(*actions) -> list:
     return results
 
 
-@pytest.mark.parametrize("round_", range(4))
-def test_approve_reject_and_cancel_at_once_give_exactly_one_outcome(
+@pytest.mark.parametrize("round_", range(8))
+def test_approve_reject_and_cancel_at_once_give_exactly_one_outcome_on_both_sides(
     round_, pending_request, operator, second_operator, client_for
 ):
     # given
@@ -75,6 +76,8 @@ def test_approve_reject_and_cancel_at_once_give_exactly_one_outcome(
     assert agent.reserved_cash == Decimal("0")
     expected_cash = Decimal("80000.00") if approval.status == "approved" else Decimal("100000.00")
     assert agent.cash_balance == expected_cash
+    # and the oversight service recorded the same outcome
+    assert get_oversight_client().get_request_status(request_id).state == approval.status
 
 
 def test_expiry_racing_an_approval_gives_one_outcome(pending_request, operator, client_for):
