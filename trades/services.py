@@ -389,8 +389,10 @@ def _release(
     loaded: _Loaded | None = None,
 ) -> Trade:
     """End an unfilled order: give back its reserved cash or shares, set the final status and
-    publish ``trade.cancelled`` (or ``trade.updated`` for rejected/expired). ``loaded``: see
-    ``_fill``."""
+    publish ``trade.cancelled`` (or ``trade.updated`` for rejected/expired), then
+    ``portfolio.update`` when a reservation was given back. ``loaded``: see ``_fill`` (an order
+    ended in its own submission reserved nothing that anyone saw, so no portfolio is sent)."""
+    released = bool(trade.reserved_amount or trade.reserved_quantity)
     agent.reserved_cash -= trade.reserved_amount
     trade.reserved_amount = ZERO
     if trade.reserved_quantity:
@@ -402,6 +404,8 @@ def _release(
     _save(agent=agent, trade=trade, position=position)
     event = "trade.cancelled" if status == TradeStatus.CANCELLED else "trade.updated"
     _publish_trade(trade, event, loaded)
+    if released and loaded is None:
+        _publish_portfolio(agent)
     return trade
 
 
@@ -431,7 +435,23 @@ def _execute(
         )
     # A new order resting open was just inserted as it is.
     _save(agent=agent, trade=trade if loaded is None else None, position=position)
+    # It holds a reservation now (a new order), or one adjusted to the price at approval.
+    _publish_loaded_portfolio(agent, position, loaded)
     return trade
+
+
+def _publish_loaded_portfolio(
+    agent: Agent, position: Position | None, loaded: _Loaded | None
+) -> None:
+    """``portfolio.update`` after a reservation changed: from the rows a submission loaded
+    (``loaded``), or read again."""
+    if loaded is None:
+        _publish_portfolio(agent)
+        return
+    positions = dict(loaded.positions)
+    if position is not None and position.pk is not None:
+        positions[position.symbol] = position
+    _publish_portfolio(agent, positions=list(positions.values()), prices=loaded.prices)
 
 
 # --- submission --------------------------------------------------------------------------------
@@ -677,6 +697,8 @@ def _submit_locked(
         approval = approval_request_open(trade=trade, agent=agent, evaluation=evaluation)
         loaded.approval_request_id = approval.pk
         _publish_trade(trade, "trade.created", loaded)
+        # The order holds its cash (or shares) while it waits: "available" changed.
+        _publish_loaded_portfolio(agent, position, loaded)
     loaded.usage.append(
         usage_build(
             agent=agent,

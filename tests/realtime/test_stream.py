@@ -140,3 +140,98 @@ async def test_terminating_an_agent_over_http_tells_its_trades_subscribers(
     event = await communicator.receive_json_from(timeout=5)
     assert (event["event"], event["data"]["status"]) == ("agent.terminated", "terminated")
     assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def _portfolio_updates(communicator, count: int) -> list[dict]:
+    """The next ``count`` portfolio.update payloads, skipping the other events."""
+    found: list[dict] = []
+    while len(found) < count:
+        frame = await communicator.receive_json_from(timeout=5)
+        if frame.get("event") == "portfolio.update":
+            found.append(frame["data"])
+    return found
+
+
+async def _place_pending(owner_token: str, agent) -> dict:
+    response = await AsyncClient().post(
+        f"/api/v1/agents/{agent.id}/trades",
+        {"symbol": "AAPL", "side": "buy", "quantity": "150"},
+        content_type="application/json",
+        headers=_auth(owner_token),
+    )
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+@pytest.mark.parametrize("ending", ["rejected", "cancelled", "expired"])
+async def test_a_reservation_and_its_release_each_send_portfolio_update(
+    ws, owner, operator, token_for, streaming_agent, ending
+):
+    # given the owner watching the agent's portfolio
+    agent = streaming_agent
+    owner_token = await database_sync_to_async(token_for)(owner)
+    operator_token = await database_sync_to_async(token_for)(operator)
+    communicator = await ws(owner_token)
+    await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
+
+    # when an order waits for approval (150 x 100 = 15,000 reserved)
+    trade = await _place_pending(owner_token, agent)
+
+    # then the portfolio shows the reservation, as REST does
+    [reserved] = await _portfolio_updates(communicator, 1)
+    assert (reserved["reserved_cash"], reserved["available_cash"]) == ("15000.00", "85000.00")
+    rest = await AsyncClient().get(
+        f"/api/v1/agents/{agent.id}/portfolio", headers=_auth(owner_token)
+    )
+    assert rest.json()["available_cash"] == reserved["available_cash"]
+
+    # when the order ends without a fill
+    if ending == "rejected":
+        response = await AsyncClient().post(
+            f"/api/v1/oversight/requests/{trade['approval_request_id']}/reject",
+            {"reason": "too concentrated"},
+            content_type="application/json",
+            headers=_auth(operator_token),
+        )
+        assert response.status_code == 200, response.content
+    elif ending == "cancelled":
+        response = await AsyncClient().delete(
+            f"/api/v1/agents/{agent.id}/trades/{trade['id']}", headers=_auth(owner_token)
+        )
+        assert response.status_code == 200, response.content
+    else:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from oversight.services import approvals_expire_due
+
+        later = timezone.now() + timedelta(days=2)
+        assert await database_sync_to_async(approvals_expire_due)(later) == 1
+
+    # then the portfolio shows the cash available again
+    [released] = await _portfolio_updates(communicator, 1)
+    assert (released["reserved_cash"], released["available_cash"]) == ("0.00", "100000.00")
+    assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def test_a_resting_limit_order_sends_portfolio_update(ws, owner, token_for, streaming_agent):
+    # given
+    agent = streaming_agent
+    token = await database_sync_to_async(token_for)(owner)
+    communicator = await ws(token)
+    await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
+
+    # when a limit buy below the market rests open (10 x 50 = 500 reserved)
+    response = await AsyncClient().post(
+        f"/api/v1/agents/{agent.id}/trades",
+        {"symbol": "AAPL", "side": "buy", "type": "limit", "limit_price": "50", "quantity": "10"},
+        content_type="application/json",
+        headers=_auth(token),
+    )
+
+    # then
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "open"
+    [update] = await _portfolio_updates(communicator, 1)
+    assert (update["reserved_cash"], update["available_cash"]) == ("500.00", "99500.00")

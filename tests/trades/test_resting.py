@@ -57,7 +57,8 @@ def test_a_limit_buy_below_the_market_rests_then_fills_when_crossed(owner_client
     assert Position.objects.get(agent=agent, symbol="AAPL").quantity == 10
     assert_ledger(agent)
     events = list(AgentEvent.objects.filter(agent=agent).values_list("event", flat=True))
-    assert events == ["trade.created", "trade.filled", "portfolio.update"]
+    # the reservation, then the fill, each change the portfolio
+    assert events == ["trade.created", "portfolio.update", "trade.filled", "portfolio.update"]
 
 
 def test_a_marketable_limit_fills_at_once_at_the_better_price(owner_client, agent):
