@@ -47,7 +47,7 @@ class ApiCallMeteringMiddleware:
             response.status_code < 500
             and response.status_code not in _NOT_CHARGED
             # An accepted order records its api_calls event with the order's own usage.
-            and not getattr(request, "api_call_recorded", False)
+            and not getattr(response, "api_call_recorded", False)
         )
         agent_id = agent_id_of(request) if charged else None
         if agent_id is not None:

@@ -94,7 +94,7 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     def get_queryset(self, request):
         # Not super(): ModelAdmin.get_queryset orders before the status rank exists.
         return (
-            self.model._default_manager.get_queryset()
+            self.model.objects.get_queryset()
             .annotate(
                 status_rank=Case(
                     When(status=RequestStatus.PENDING, then=Value(0)),

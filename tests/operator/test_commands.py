@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _row_counts() -> dict[str, int]:
-    return {model._meta.label: model._default_manager.count() for model in apps.get_models()}
+    return {model._meta.label: model.objects.count() for model in apps.get_models()}
 
 
 def _seed(*args) -> str:

@@ -80,10 +80,9 @@ class AgentTradesView(generics.ListAPIView):
             idempotency_key=request.headers.get("Idempotency-Key"),
             api_call=api_call_usage(request),
         )
-        if not outcome.replayed:
-            # Counted with the order's usage, in its transaction: the middleware skips it.
-            request._request.api_call_recorded = True
         response = Response(outcome.body, status=outcome.status_code)
+        # Counted with the order's usage, in its transaction: the middleware skips it.
+        response.api_call_recorded = not outcome.replayed
         if outcome.replayed:
             response["Idempotent-Replayed"] = "true"
         return response

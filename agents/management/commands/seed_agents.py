@@ -35,6 +35,20 @@ def _count(value: str) -> int:
     return count
 
 
+class _Stream:
+    """A command's output (``OutputWrapper``) as the file tqdm writes its bar to: written as
+    given, without the newline ``OutputWrapper.write`` appends by default."""
+
+    def __init__(self, output):
+        self.output = output
+
+    def write(self, text: str) -> None:
+        self.output.write(text, ending="")
+
+    def flush(self) -> None:
+        self.output.flush()
+
+
 class Command(BaseCommand):
     help = (
         "Create COUNT agents for an existing user through agents.services.agent_create, "
@@ -85,7 +99,7 @@ class Command(BaseCommand):
             total=total,
             desc=f"agents for {owner}",
             unit="agent",
-            file=self.stderr._out,
+            file=_Stream(self.stderr),
             disable=options["no_progress"],
         )
         created = 0
