@@ -243,11 +243,9 @@ def usage_event_submit(
 def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
     """Quantity of ``metric_code`` recorded for the agent since ``since`` and not yet delivered.
 
-    Every order asks this before its quota check. The statement is written by hand: the ORM
-    spent about 2 ms of CPU building this aggregate, three times the statement's own cost. It
-    reads the partial index ``usage_pending_by_agent``, which holds only the rows still in the
-    outbox: with 20,000 delivered rows of the agent that day, 6.2 ms of PostgreSQL per order
-    through the full index, 0.6 ms through this one (which still held 322 pending rows).
+    Every order asks this before its quota check. It reads the partial index
+    ``usage_pending_by_agent``, which holds only the rows still in the outbox, so its cost does
+    not grow with the agent's delivered usage (docs/performance.md).
     """
     table = UsageEvent._meta.db_table
     # The state is written as a literal, not a parameter: the prepared statement's plan can
