@@ -87,9 +87,10 @@ def test_market_ticks_snapshot_holders_at_most_once_a_minute(owner_client, agent
 
 def test_the_next_tick_after_a_minute_records_a_fill_in_the_history(owner_client, agent):
     # given an agent that bought, then sold everything (it holds no shares any more)
-    submit(owner_client, agent, symbol="AAPL", side="buy", quantity="10")
+    bought = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="10")
     market.set_price("AAPL", "110.00")
-    submit(owner_client, agent, symbol="AAPL", side="sell", quantity="10")
+    sold = submit(owner_client, agent, symbol="AAPL", side="sell", quantity="10")
+    assert [bought.json()["status"], sold.json()["status"]] == ["filled", "filled"]
     history_url = f"/api/v1/agents/{agent.pk}/portfolio/history"
     assert [p["cash_balance"] for p in owner_client.get(history_url).json()] == ["100000.00"]
 
