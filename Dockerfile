@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# Trading Demo server image: daphne (via `manage.py serve`) on port 3000, background jobs
-# leader-elected, gRPC services external. Build: docker build -t trading-demo .
-# Migrations are a separate step: docker compose run --rm app python manage.py migrate
+# Trading Demo server image, one image for every process of compose.yaml: by default gunicorn
+# serving HTTP on $PORT (8000); `daphne ... config.asgi:application` for WebSockets;
+# `python manage.py run_jobs` for the background jobs; gRPC services external.
+# Build: docker build -t trading-demo .
+# Migrations are a separate step: docker compose run --rm web python manage.py migrate
 # scripts/check_image.sh performs these same install and start-up commands in a clean venv.
 
 ARG PYTHON_IMAGE=python:3.12-slim
@@ -28,7 +30,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     EMBEDDED_SERVICES=false \
     LOG_FORMAT=json \
     HOST=0.0.0.0 \
-    PORT=3000
+    PORT=8000
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app
 COPY --from=builder /opt/venv /opt/venv
@@ -41,9 +43,9 @@ RUN DJANGO_ENV=production SECRET_KEY=build-only-collectstatic-key-not-kept \
     && mkdir -p /app/data \
     && chown app:app /app/data
 USER 10001:10001
-EXPOSE 3000
-# Liveness only (the process answers HTTP): readiness is /health/ready, for load balancers.
+EXPOSE 8000
+# Liveness only (the process answers HTTP on $PORT): readiness is /health/ready, for load
+# balancers. compose.yaml disables it for `jobs`, which serves no HTTP.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "scripts/healthcheck.py"]
-# `serve` runs daphne plus the leader-elected background jobs (market feed, outbox, expiries).
-CMD ["python", "manage.py", "serve", "--host", "0.0.0.0", "--port", "3000"]
+CMD ["gunicorn", "--config", "config/gunicorn.conf.py", "config.wsgi:application"]

@@ -2,8 +2,10 @@
 # Perform the Dockerfile's install and start-up commands in a clean virtual environment, for
 # machines without a Docker engine: builder stage (venv, pip 26.0, the runtime group under
 # constraints.txt), final stage (the source as the build context sends it, collectstatic with a
-# throw-away key), then what compose.yaml runs (migrate, the two reference services, `serve`),
-# the HEALTHCHECK commands, /health/ready, /metrics, and a clean exit on SIGTERM.
+# throw-away key), then what compose.yaml runs (migrate, the two reference services, gunicorn
+# for HTTP, daphne for WebSockets, `run_jobs`, nginx in front when it is installed), the
+# HEALTHCHECK commands, /health/ready, /metrics, static files, a WebSocket handshake, and a
+# clean exit on SIGTERM.
 #
 # Usage: scripts/check_image.sh        (make image-check)
 #        CHECK_DEPLOY_FAIL_LEVEL=ERROR scripts/check_image.sh   to see past deploy-check warnings
@@ -116,6 +118,8 @@ tail -n 1 "$WORK/logs/collectstatic.log"
 # --- run time: the image's environment plus what compose.yaml sets -------------------------------
 free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 HTTP_PORT=$(free_port)
+WS_PORT=$(free_port)
+PROXY_PORT=$(free_port)
 METERING_PORT=$(free_port)
 OVERSIGHT_PORT=$(free_port)
 export DJANGO_ENV=production EMBEDDED_SERVICES=false LOG_FORMAT=json PYTHONUNBUFFERED=1
@@ -162,20 +166,33 @@ wait_until 30 "metering healthy (compose healthcheck)" \
 wait_until 30 "oversight healthy (compose healthcheck)" \
     grpc_healthy "127.0.0.1:$OVERSIGHT_PORT" creto.oversight.v1.OversightService
 
-log "manage.py serve --host 127.0.0.1 --port $HTTP_PORT (the image's CMD)"
-"$VENV_PY" manage.py serve --host 127.0.0.1 --port "$HTTP_PORT" >"$WORK/logs/serve.log" 2>&1 &
-SERVE_PID=$!
-PIDS+=("$SERVE_PID")
+log "gunicorn on 127.0.0.1:$HTTP_PORT (the image's CMD, compose 'web')"
+"$WORK/venv/bin/gunicorn" --config config/gunicorn.conf.py --bind "127.0.0.1:$HTTP_PORT" \
+    config.wsgi:application >"$WORK/logs/web.log" 2>&1 &
+WEB_PID=$!
+PIDS+=("$WEB_PID")
 
-http_get() { # url, expected status
-    "$VENV_PY" - "$1" "$2" <<'PY'
+log "daphne on 127.0.0.1:$WS_PORT (compose 'ws')"
+"$WORK/venv/bin/daphne" --bind 127.0.0.1 --port "$WS_PORT" --proxy-headers \
+    config.asgi:application >"$WORK/logs/ws.log" 2>&1 &
+WS_PID=$!
+PIDS+=("$WS_PID")
+
+log "manage.py run_jobs (compose 'jobs')"
+"$VENV_PY" manage.py run_jobs >"$WORK/logs/jobs.log" 2>&1 &
+JOBS_PID=$!
+PIDS+=("$JOBS_PID")
+
+http_get() { # url, expected status[, "Header: value"]
+    "$VENV_PY" - "$@" <<'PY'
 import sys
 import urllib.error
 import urllib.request
 
 url, expected = sys.argv[1], int(sys.argv[2])
+headers = dict([sys.argv[3].split(": ", 1)]) if len(sys.argv) > 3 else {}
 try:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
         status, body = response.status, response.read()
 except urllib.error.HTTPError as exc:
     status, body = exc.code, exc.read()
@@ -183,8 +200,30 @@ sys.stdout.write(body.decode(errors="replace"))
 sys.exit(0 if status == expected else 1)
 PY
 }
+ws_handshake() { # port: a WebSocket upgrade of /ws/ answered 101 (stdlib only)
+    "$VENV_PY" - "$1" <<'PY'
+import base64
+import os
+import socket
+import sys
+
+port = int(sys.argv[1])
+key = base64.b64encode(os.urandom(16)).decode()
+request = (
+    f"GET /ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    f"Origin: http://127.0.0.1:{port}\r\n\r\n"
+)
+with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+    conn.sendall(request.encode())
+    status = conn.recv(1024).split(b"\r\n", 1)[0]
+print(status.decode(errors="replace"))
+sys.exit(0 if b" 101 " in status else 1)
+PY
+}
 BASE="http://127.0.0.1:$HTTP_PORT"
-wait_until 60 "HEALTHCHECK (scripts/healthcheck.py → /health/live)" "$VENV_PY" scripts/healthcheck.py
+wait_until 60 "HEALTHCHECK of web (scripts/healthcheck.py → /health/live)" "$VENV_PY" scripts/healthcheck.py
+wait_until 60 "HEALTHCHECK of ws" env PORT="$WS_PORT" "$VENV_PY" scripts/healthcheck.py
 wait_until 30 "/health/ready answers 200" http_get "$BASE/health/ready" 200
 http_get "$BASE/health/ready" 200
 echo
@@ -194,11 +233,50 @@ for family in trading_http_request_duration_seconds_count trading_domain_metrics
     grep -q "^$family" <<<"$METRICS" || fail "/metrics lacks $family"
 done
 grep -q '^trading_domain_metrics_up 1' <<<"$METRICS" || fail "/metrics: database gauges down"
-grep -q '^trading_leader 1' <<<"$METRICS" || fail "/metrics: the only process is not the leader"
-echo "ok: /metrics exposes the expected families; this process leads the background jobs"
-grep -q '"logger": "trading_demo.access"' "$WORK/logs/serve.log" ||
-    fail "no JSON access-log line in the server's output"
+echo "ok: /metrics exposes the expected families"
+# As the TLS-terminating proxy forwards it (production redirects plain HTTP to HTTPS).
+http_get "$BASE/static/rest_framework/css/bootstrap.min.css" 200 "X-Forwarded-Proto: https" >/dev/null ||
+    fail "whitenoise does not serve the collected static files"
+echo "ok: static files served by the WSGI server"
+ws_handshake "$WS_PORT" || fail "daphne does not accept a WebSocket handshake on /ws/"
+echo "ok: WebSocket handshake on daphne"
+grep -q '"logger": "trading_demo.access"' "$WORK/logs/web.log" ||
+    fail "no JSON access-log line in the web server's output"
 echo "ok: JSON access log lines on stderr"
+
+# One replica on SQLite, which has no lock to elect with (the PostgreSQL and Redis elections
+# of several replicas are proven by tests/ops/test_processes.py).
+wait_until 30 "the jobs process leads and runs its jobs" grep -q "Background jobs running" "$WORK/logs/jobs.log"
+
+if command -v nginx >/dev/null; then
+    log "nginx with deploy/nginx.conf on 127.0.0.1:$PROXY_PORT (compose 'proxy')"
+    mkdir -p "$WORK/nginx"
+    sed -e "s/server web:8000/server 127.0.0.1:$HTTP_PORT/" -e "s/server ws:8001/server 127.0.0.1:$WS_PORT/" \
+        -e "s/listen 80;/listen 127.0.0.1:$PROXY_PORT;/" "$ROOT/deploy/nginx.conf" >"$WORK/nginx/default.conf"
+    cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/logs/nginx.log;
+daemon off;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    include $WORK/nginx/default.conf;
+}
+NGINX
+    nginx -c "$WORK/nginx/nginx.conf" -e "$WORK/logs/nginx.log" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_until 10 "/health/live through the proxy" http_get "http://127.0.0.1:$PROXY_PORT/health/live" 200
+    ws_handshake "$PROXY_PORT" || fail "the proxy does not route /ws/ to daphne"
+    echo "ok: one port: HTTP to gunicorn, /ws/ to daphne"
+    kill -TERM "$PROXY_PID"
+    wait "$PROXY_PID" 2>/dev/null || true
+else
+    echo "nginx not installed (apt-get install nginx-light): the proxy's routing not checked"
+fi
 
 log "SIGTERM: every process exits 0"
 stop_and_check() { # pid, name
@@ -212,7 +290,9 @@ stop_and_check() { # pid, name
     [ "$status" -eq 0 ] || fail "$2 exited $status after SIGTERM"
     echo "ok: $2 exited 0"
 }
-stop_and_check "$SERVE_PID" "serve"
+stop_and_check "$WEB_PID" "web (gunicorn)"
+stop_and_check "$WS_PID" "ws (daphne)"
+stop_and_check "$JOBS_PID" "jobs"
 stop_and_check "$METERING_PID" "metering"
 stop_and_check "$OVERSIGHT_PID" "oversight"
 

@@ -1,4 +1,5 @@
-"""The operators' manage.py commands: seeding, bulk agents, the market feed, the gRPC servers."""
+"""The operators' manage.py commands: seeding, bulk agents, the market feed, the background
+jobs, the gRPC servers."""
 
 from __future__ import annotations
 
@@ -212,8 +213,66 @@ def test_run_reference_services_serves_until_sigterm(tmp_path):
             process.wait()
 
 
+def test_run_jobs_ticks_the_market_until_sigterm_then_exits_0(tmp_path, reference_services):
+    # given a migrated database of its own
+    database = tmp_path / "jobs.db"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=f"sqlite:///{database}",
+        EMBEDDED_SERVICES="false",
+        METERING_GRPC_ADDRESS=reference_services.metering_address,
+        OVERSIGHT_GRPC_ADDRESS=reference_services.oversight_address,
+        MARKET_TICK_MS="100",
+        PYTHONUNBUFFERED="1",
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    log = tmp_path / "jobs.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_jobs"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # when it has run for a while
+        deadline = time.monotonic() + 30
+        while "Background jobs running" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)
+
+        # then the market has ticked: every symbol's seq advanced
+        import sqlite3
+
+        with sqlite3.connect(database) as db:
+            seqs = dict(db.execute("SELECT symbol, seq FROM trades_marketprice").fetchall())
+        assert seqs and min(seqs.values()) >= 3, (seqs, log.read_text())
+
+        # and SIGTERM stops the jobs and exits 0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log.read_text()
+        assert "Stopped." in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.parametrize(
-    "command", ["seed_demo", "seed_agents", "run_market", "run_reference_services"]
+    "command", ["seed_demo", "seed_agents", "run_market", "run_jobs", "run_reference_services"]
 )
 def test_every_command_explains_itself(command):
     result = subprocess.run(

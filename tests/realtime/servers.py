@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect
 BASE_DIR = Path(__file__).resolve().parents[2]
 PYTHON = BASE_DIR / ".venv" / "bin" / "python"
 DAPHNE = BASE_DIR / ".venv" / "bin" / "daphne"
+GUNICORN = BASE_DIR / ".venv" / "bin" / "gunicorn"
 START_TIMEOUT_SECONDS = 30
 RECEIVE_TIMEOUT_SECONDS = 10
 
@@ -125,9 +126,26 @@ class ServerProcess:
             f"the server did not start in {START_TIMEOUT_SECONDS}s:\n{self.output()}"
         )
 
-    def output(self) -> str:
+    def wait_output(self, text: str, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Wait until the process has printed ``text`` (a process that serves no HTTP)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output(tail=None):
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"the process exited early:\n{self.output()}")
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not printed in {timeout}s:\n{self.output()}")
+
+    def output(self, tail: int | None = 4000) -> str:
         self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-4000:]
+        text = Path(self.log.name).read_text(errors="replace")
+        return text if tail is None else text[-tail:]
+
+    def terminate(self, timeout: float = 20) -> int:
+        """SIGTERM to the process alone (not its children); its exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,0 +1,31 @@
+"""gunicorn settings of the HTTP server: ``gunicorn -c config/gunicorn.conf.py config.wsgi``.
+
+Threaded workers (``gthread``): a request waiting on the database or a gRPC service leaves its
+process free for the others. Every worker imports the application itself after the fork
+(no ``preload_app``): gRPC channels must not cross a fork. Settings come from the environment:
+
+- ``HOST``/``PORT``: the listening address (default ``0.0.0.0:8000``);
+- ``WEB_CONCURRENCY``: worker processes (default 2, gunicorn's own variable);
+- ``WEB_THREADS``: threads per worker (default 4);
+- ``WEB_TIMEOUT``: seconds a request may run before its worker is replaced (default 30).
+
+On SIGTERM gunicorn stops accepting, lets the requests in flight finish for
+``graceful_timeout`` seconds and exits 0. The access log is Django's (``trading_demo.access``),
+so gunicorn's own is off.
+"""
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "4"))
+timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+graceful_timeout = 10
+keepalive = 5
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# No runtime control socket: one fixed path per user would be shared by every gunicorn on the
+# machine (tests, the benchmark); manage the server with signals.
+control_socket_disable = True
