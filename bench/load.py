@@ -9,6 +9,9 @@ cores with the server, so it must cost as little CPU per request as possible; a 
 HTTP/1.1 client over ``asyncio.open_connection`` is ~60 lines and needs no extra package.
 WebSocket clients are a bare asyncio protocol too (``FanoutClient``).
 
+The plan's ``base_url`` is the HTTP server; ``ws_url``, when given, the WebSocket server (the
+production processes: gunicorn and daphne on ports of their own).
+
 Phases (in this order, all against one server run):
 - ``baseline``: ``GET /health/live`` from ``concurrency`` connections: the stack's ceiling.
 - ``trades``: auto-approved market buys ``POST /api/v1/agents/{id}/trades``, each connection
@@ -474,14 +477,20 @@ FILLED = b'"event": "trade.filled"'
 MARKET_PRICE = b'"event": "market.price"'
 
 
-async def run_fanout(plan: dict, host: str, port: int, clock: PhaseClock) -> dict:
+async def run_fanout(
+    plan: dict, host: str, port: int, clock: PhaseClock, ws: tuple[str, int] | None = None
+) -> dict:
     """Connect the clients, then run the orders twice while they watch: first at the offered
     rate ``fanout_rate`` (the fan-out's own latency, the machine not saturated), then as many
     as ``concurrency`` connections take (the fan-out under the full trade load). The keys of
-    the full-load stage are at the top level; the paced stage's are under ``paced``."""
+    the full-load stage are at the top level; the paced stage's are under ``paced``. The
+    orders go to ``host:port``, the clients connect to ``ws`` (default: the same address)."""
     owners = plan["owners"]
     pairs = [(owner["token"], agent) for owner in owners for agent in owner["agents"]]
-    clients = [FanoutClient(host, port, *pairs[i % len(pairs)]) for i in range(plan["ws_clients"])]
+    ws_host, ws_port = ws or (host, port)
+    clients = [
+        FanoutClient(ws_host, ws_port, *pairs[i % len(pairs)]) for i in range(plan["ws_clients"])
+    ]
     # Connect in batches: a thousand simultaneous handshakes only measure the accept backlog.
     tasks = []
     connect_started = time.perf_counter()
@@ -622,7 +631,8 @@ async def main(plan: dict) -> dict:
                 **common, seconds=plan["seconds"], make_request=read_requests(plan)
             )
     if "fanout" in phases and plan["ws_clients"] > 0:
-        results["fanout"] = await run_fanout(plan, host, port, clock)
+        ws = urlsplit(plan.get("ws_url") or plan["base_url"])
+        results["fanout"] = await run_fanout(plan, host, port, clock, (ws.hostname, ws.port))
     results["phase_times"] = clock.times
     return results
 

@@ -1,4 +1,5 @@
-"""``make bench``: start the server as in production, load it from another process, report.
+"""``make bench``: start the server's processes as in production, load them from another
+process, report.
 
 What one run does, in order (every step bounded in time):
 
@@ -9,9 +10,13 @@ What one run does, in order (every step bounded in time):
    (``python -m reference_services``), seeds owners, tokens and agents that auto-approve
    (``bench/seed.py``), and measures SQL queries and gRPC calls per order in process
    (``bench/inprocess.py``).
-3. Starts ``manage.py serve`` in production mode (``DJANGO_ENV=production``, a generated
-   ``SECRET_KEY``, no rate limits, ``LOG_LEVEL=WARNING``, external gRPC services) with
-   ``--workers`` from ``BENCH_WORKERS``, plus the arguments in ``BENCH_SERVE_ARGS``.
+3. Starts the server in production mode (``DJANGO_ENV=production``, a generated
+   ``SECRET_KEY``, no rate limits, ``LOG_LEVEL=WARNING``, external gRPC services). On
+   PostgreSQL + Redis: the production processes, each on a port of its own and without the
+   proxy (the load addresses them directly): gunicorn (``config.wsgi``, ``BENCH_WORKERS``
+   workers x ``BENCH_THREADS`` threads) for HTTP, daphne (``config.asgi``) for the WebSockets,
+   ``manage.py run_jobs`` for the background jobs. On SQLite, which one process owns, with the
+   in-memory channel layer, which does not cross processes: ``manage.py serve`` (``make run``).
 4. Runs the load generator (``bench/load.py``) as a separate process: baseline, trades,
    reads, WebSocket fan-out, gRPC overhead from ``/metrics``. Meanwhile it samples the RSS of
    every server process and the load average.
@@ -27,10 +32,9 @@ default 10; 0 skips it), ``BENCH_CONCURRENCY`` (64),
 ``BENCH_WS_CLIENTS`` (1000), ``BENCH_MAX_REQUESTS`` (per phase, 100000),
 ``BENCH_BACKEND`` (``auto``, ``sqlite``, ``postgres``), ``BENCH_DATABASE_URL`` (PostgreSQL
 server URL whose ``bench`` database is recreated; default ``postgres://postgres@127.0.0.1:5432/bench``),
-``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/6``), ``BENCH_WORKERS`` (``serve
---workers``; default 3 on PostgreSQL + Redis, 1 on SQLite, which cannot be shared by several
-processes), ``BENCH_SERVE_ARGS`` (more ``serve`` arguments; a ``--workers`` there wins),
-``BENCH_RESULTS`` (output directory), ``BENCH_LABEL`` (a note stored with the results),
+``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/6``), ``BENCH_WORKERS`` (gunicorn's
+workers, default 3), ``BENCH_THREADS`` (threads per worker, default 4), ``BENCH_RESULTS``
+(output directory), ``BENCH_LABEL`` (a note stored with the results),
 ``BENCH_NAME`` (also write ``<name>.json`` and ``<name>.md`` next to ``latest``).
 """
 
@@ -40,7 +44,6 @@ import json
 import os
 import platform
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
@@ -137,33 +140,30 @@ def choose_backend(tmp: Path) -> dict:
 DEFAULT_FANOUT_RATE = 10.0
 
 
-# Worker processes of `serve` when BENCH_WORKERS is unset: what the numbers favoured on the
-# 2-core machine (README, "Performance"). SQLite is one process's database: always 1.
-DEFAULT_POSTGRES_WORKERS = 3
+# gunicorn's workers and threads when BENCH_WORKERS / BENCH_THREADS are unset.
+DEFAULT_WORKERS = 3
+DEFAULT_THREADS = 4
 
 
-def choose_workers(backend: dict) -> int | None:
-    """``serve --workers`` of this run, or None when BENCH_SERVE_ARGS already says."""
-    if "--workers" in os.environ.get("BENCH_SERVE_ARGS", ""):
-        return None
-    raw = os.environ.get("BENCH_WORKERS", "").strip()
-    if raw:
-        return int(raw)
-    return DEFAULT_POSTGRES_WORKERS if backend["env"].get("REDIS_URL") else 1
+def server_commands(backend: dict, env: dict) -> tuple[dict[str, list[str]], str, int]:
+    """The server's processes of this run (name → command), their description, and the
+    processes that answer ``/metrics`` at the HTTP address."""
+    if not backend["env"].get("REDIS_URL"):
+        command = [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", env["PORT"]]
+        return {"serve": command}, "manage.py serve (one process)", 1
+    workers = env_int("BENCH_WORKERS", DEFAULT_WORKERS)
+    threads = env_int("BENCH_THREADS", DEFAULT_THREADS)
+    web = [PY, "-m", "gunicorn", "--config", "config/gunicorn.conf.py"]
+    web += ["--bind", f"127.0.0.1:{env['PORT']}", "--workers", str(workers)]
+    web += ["--threads", str(threads), "config.wsgi:application"]
+    ws = [PY, "-m", "daphne", "--bind", "127.0.0.1", "--port", env["WS_PORT"]]
+    ws += ["config.asgi:application"]
+    jobs = [PY, "manage.py", "run_jobs"]
+    described = f"gunicorn {workers} workers x {threads} threads + daphne + run_jobs"
+    return {"web": web, "ws": ws, "jobs": jobs}, described, workers
 
 
 # --- process sampling -------------------------------------------------------------------------
-
-
-def workers_of(serve_args: str) -> int:
-    """The serving processes ``serve`` runs with these arguments (``--workers``, default 1)."""
-    args = shlex.split(serve_args)
-    for i, arg in enumerate(args):
-        if arg == "--workers" and i + 1 < len(args):
-            return int(args[i + 1])
-        if arg.startswith("--workers="):
-            return int(arg.split("=", 1)[1])
-    return 1
 
 
 def process_tree(root: int) -> list[int]:
@@ -224,9 +224,9 @@ class Sampler(threading.Thread):
     """Every half second: the server processes' RSS, the load average, and the CPU time used
     by the server processes, the reference services and the whole machine."""
 
-    def __init__(self, root: int, services: int):
+    def __init__(self, roots: list[int], services: int):
         super().__init__(daemon=True)
-        self.root = root
+        self.roots = roots
         self.services = services
         self.max_rss: dict[int, float] = {}
         self.max_total = 0.0
@@ -239,7 +239,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(0.5):
             total = 0.0
-            tree = process_tree(self.root)
+            tree = [pid for root in self.roots for pid in process_tree(root)]
             for pid in tree:
                 rss = rss_mb(pid)
                 if rss is None:
@@ -343,18 +343,13 @@ def main() -> int:
         "owners": env_int("BENCH_OWNERS", 10),
         "ws_clients": env_int("BENCH_WS_CLIENTS", 1000),
         "max_requests": env_int("BENCH_MAX_REQUESTS", 100_000),
-        "serve_args": os.environ.get("BENCH_SERVE_ARGS", ""),
     }
     results_dir = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results"))
     host = machine()  # before anything starts: the calibration loop has the machine to itself
     tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
     backend = choose_backend(tmp)
     print(f"bench: backend {backend['name']}", flush=True)
-    workers = choose_workers(backend)
-    if workers is not None:
-        settings["serve_args"] = f"--workers {workers} {settings['serve_args']}".strip()
-
-    port, metering_port, oversight_port = free_port(), free_port(), free_port()
+    port, ws_port, metering_port, oversight_port = (free_port() for _ in range(4))
     env = {
         **os.environ,
         **backend["env"],
@@ -370,6 +365,7 @@ def main() -> int:
         "OVERSIGHT_GRPC_ADDRESS": f"127.0.0.1:{oversight_port}",
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        "WS_PORT": str(ws_port),
     }
     if not env["REDIS_URL"]:
         del env["REDIS_URL"]
@@ -416,19 +412,19 @@ def main() -> int:
             run_checked([PY, "bench/inprocess.py", str(seed_path)], env, 120, "in-process counts")
         )
 
-        serve_log = (tmp / "serve.log").open("w")
-        server = subprocess.Popen(
-            [PY, "manage.py", "serve", *shlex.split(settings["serve_args"])],
-            env=env,
-            cwd=ROOT,
-            stdout=serve_log,
-            stderr=subprocess.STDOUT,
-        )
-        processes.append(server)
+        commands, settings["servers"], http_processes = server_commands(backend, env)
+        servers = {}
+        for name, command in commands.items():
+            log = (tmp / f"{name}.log").open("w")
+            servers[name] = subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+            processes.append(servers[name])
 
-        def healthy() -> bool:
-            if server.poll() is not None:
-                raise SystemExit(f"bench: the server exited; see {tmp / 'serve.log'}")
+        def answers(port: int) -> bool:
+            for name, server in servers.items():
+                if server.poll() is not None:
+                    raise SystemExit(f"bench: {name} exited; see {tmp / (name + '.log')}")
             try:
                 url = f"http://127.0.0.1:{port}/health/live"
                 with urllib.request.urlopen(url, timeout=1) as r:
@@ -436,23 +432,26 @@ def main() -> int:
             except OSError:
                 return False
 
-        wait_until(healthy, 60, "the server")
+        wait_until(lambda: answers(port), 60, "the HTTP server")
+        if "ws" in servers:
+            wait_until(lambda: answers(ws_port), 60, "the WebSocket server")
         time.sleep(1.0)  # every worker of a multi-process server finishes starting
-        print(f"bench: server up on 127.0.0.1:{port} ({settings['serve_args'] or 'defaults'})")
+        print(f"bench: server up on 127.0.0.1:{port} ({settings['servers']})")
 
         seed = json.loads(seed_path.read_text())
         plan = {
             **settings,
             "base_url": f"http://127.0.0.1:{port}",
+            "ws_url": f"http://127.0.0.1:{ws_port if 'ws' in servers else port}",
             "owners": seed["owners"],
             "phases": ["baseline", "trades", "reads", "fanout"],
             "drain_seconds": 10,
             "scrape_attempts": 12,
-            "processes": workers_of(settings["serve_args"]),
+            "processes": http_processes,
         }
         plan_path = tmp / "plan.json"
         plan_path.write_text(json.dumps(plan))
-        sampler = Sampler(server.pid, services.pid)
+        sampler = Sampler([server.pid for server in servers.values()], services.pid)
         sampler.start()
         load_started = time.monotonic()
         print("bench: running the load (baseline, trades, reads, fan-out)…", flush=True)
@@ -645,7 +644,7 @@ def markdown(r: dict) -> str:
         f"Benchmark {r['when']} (git {r['git']}{', ' + r['label'] if r['label'] else ''}): "
         f"{m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']} "
         f"(speed {m.get('calibration_mloops_per_s')} M loops/s); "
-        f"backend {r['backend']}; serve {r['settings']['serve_args'] or '(defaults)'}; "
+        f"backend {r['backend']}; {r['settings']['servers']}; "
         f"{r['settings']['concurrency']} connections, {r['settings']['seconds']} s per phase; "
         f"load average {r['load_average']['before']} before, max {r['load_average']['max']}; "
         f"wall time {r['wall_seconds']} s.",

@@ -1,16 +1,18 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels at ``/ws/``, and the MCP
-streamable HTTP transport at ``/mcp`` (mcp_tools.http).
+"""ASGI entry point: WebSockets through Channels at ``/ws/``, the MCP streamable HTTP transport
+at ``/mcp`` (mcp_tools.http), and HTTP through Django.
 
-Serving processes (``manage.py serve`` or ``daphne config.asgi:application``) import this
-module; background services (embedded gRPC servers, market feed, outbox) are started by the
-``serve`` command, never from here or from ``AppConfig.ready()``.
+Production serves it with daphne for the WebSockets and ``/mcp`` (the rest of HTTP goes to
+gunicorn, ``config.wsgi``);
+``manage.py serve`` (``make run``) serves everything from it in one process. Background
+services (embedded gRPC servers, jobs) are started by those commands, never from here or from
+``AppConfig.ready()``.
 """
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+from django.core.asgi import get_asgi_application
 
-from config.handlers import get_asgi_application
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 # Set up Django (apps, settings) before importing anything that touches models.
 django_asgi_app = get_asgi_application()

@@ -47,7 +47,7 @@ LEADER = Gauge(
     "1 while this process holds the leader lock and runs the singleton background jobs.",
 )
 
-# Tells the processes behind one address apart (`serve --workers N`): their counters are per
+# Tells the processes behind one address apart (gunicorn's workers): their counters are per
 # process, and process_start_time_seconds is the same for workers started in the same second.
 PROCESS_ID = Gauge("trading_process_id", "Operating-system pid of this serving process.")
 PROCESS_ID.set(os.getpid())

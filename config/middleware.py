@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.utils.functional import SimpleLazyObject
 
@@ -18,45 +17,29 @@ access_log = logging.getLogger("trading_demo.access")
 class RequestIdMiddleware:
     """Accepts or generates ``X-Request-ID``, echoes it, and logs the request when done.
 
-    Works for both sync and async views: Django picks the matching call path.
+    Synchronous only, as every view is (see ``MIDDLEWARE`` in the settings).
     """
 
     sync_capable = True
-    async_capable = True
+    async_capable = False
 
     def __init__(self, get_response):
         self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self._acall(request)
         request_id = request_context.accept_or_generate(request.headers.get("X-Request-ID"))
         request.request_id = request_id
         token = request_context.set_request_id(request_id)
         started = time.perf_counter()
         try:
             response = self.get_response(request)
-            self._finish(request, response, started, may_query=True)
-            return response
-        finally:
-            request_context.reset_request_id(token)
-
-    async def _acall(self, request):
-        request_id = request_context.accept_or_generate(request.headers.get("X-Request-ID"))
-        request.request_id = request_id
-        token = request_context.set_request_id(request_id)
-        started = time.perf_counter()
-        try:
-            response = await self.get_response(request)
-            self._finish(request, response, started, may_query=False)
+            self._finish(request, response, started)
             return response
         finally:
             request_context.reset_request_id(token)
 
     @staticmethod
-    def _finish(request, response, started: float, *, may_query: bool) -> None:
+    def _finish(request, response, started: float) -> None:
         seconds = time.perf_counter() - started
         response["X-Request-ID"] = request.request_id
         duration_ms = round(seconds * 1000, 2)
@@ -77,7 +60,7 @@ class RequestIdMiddleware:
                 "route": route,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "user": _username(request, may_query=may_query),
+                "user": _username(request),
                 "agent": _agent_id(resolver),
                 "request_id": request.request_id,
             },
@@ -87,20 +70,18 @@ class RequestIdMiddleware:
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _username(request, *, may_query: bool) -> str | None:
+def _username(request) -> str | None:
     """The authenticated user's name, without loading a user just to log it.
 
     A user that authentication set (DRF's token or session authentication replaces
     ``request.user`` with it) is named. Django's lazy ``request.user`` (a plain Django view) is
     looked at only when the request carries a session cookie, so a request that cannot be
-    logged in costs no query, and never on the event loop, where a query cannot run.
+    logged in costs no query.
     """
     user = getattr(request, "user", None)
     if user is None:
         return None
-    if isinstance(user, SimpleLazyObject) and (
-        not may_query or settings.SESSION_COOKIE_NAME not in request.COOKIES
-    ):
+    if isinstance(user, SimpleLazyObject) and settings.SESSION_COOKIE_NAME not in request.COOKIES:
         return None
     return user.get_username() if user.is_authenticated else None
 

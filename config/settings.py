@@ -57,15 +57,6 @@ if PRODUCTION and not ALLOWED_HOSTS:
 
 HOST = env_str("HOST", "0.0.0.0")
 PORT = env_int("PORT", 3000, minimum=0)
-# Garbage collection in `serve` (config/management/commands/serve.py, _tune_gc): freeze what
-# exists at startup, and collect the first generation every GC_THRESHOLD[0] allocations.
-GC_FREEZE = env_bool("GC_FREEZE", True)
-GC_THRESHOLD = tuple(int(v) for v in env_list("GC_THRESHOLD", "50000,20,100"))
-# HTTP requests of one serving process that run their (synchronous) Django part at once; the
-# rest wait their turn on the event loop (config/handlers.py). Four measured best on two cores
-# (README, "Performance": fewer threads contend for the interpreter lock); a deployment whose
-# dependencies answer slowly keeps more requests in flight with more.
-SYNC_REQUEST_SLOTS = env_int("SYNC_REQUEST_SLOTS", 4, minimum=1)
 
 # --- applications ------------------------------------------------------------------------------
 
@@ -114,12 +105,17 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Counts `api_calls` for every authenticated request made for an agent.
-    "metering.middleware.ApiCallMeteringMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last (django-axes): turns a locked-out login form into the lockout page (config.lockout).
+    # After every middleware that handles a response (django-axes: turns a locked-out login
+    # form into the lockout page, config.lockout).
     "axes.middleware.AxesMiddleware",
+    # Counts `api_calls` for every authenticated request made for an agent. Innermost, and
+    # synchronous only (it declares no async support), like every view: under ASGI
+    # (`manage.py serve`) Django then runs each middleware around it in its synchronous mode
+    # too, so a request's whole chain runs in one worker thread instead of hopping between
+    # threads and the event loop at every hook. Keep the innermost middleware synchronous.
+    "metering.middleware.ApiCallMeteringMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -186,8 +182,9 @@ def _database_from_env() -> dict:
         # DATABASE_POOL_CHECK_INTERVAL seconds instead (config.background), off the requests.
         config["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_HEALTH_CHECKS", not pooled)
         if pooled:
-            # Django's connections are per thread: the request threads (config/handlers.py),
-            # the thread of the WebSocket consumers' queries and each background job. The
+            # Django's connections are per thread: the request threads (gunicorn's, or
+            # Django's own under ASGI), the thread of the WebSocket consumers' queries and
+            # each background job. The
             # pool bounds what a process holds (DATABASE_POOL_MAX_SIZE), hands out a warm
             # connection and takes it back when the request or the job's step ends, so an
             # idle thread holds none. A thread that comes and goes (a test's, a command's)
@@ -287,7 +284,7 @@ else:
         }
     }
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "realtime.layers.LocalChannelLayer", "CONFIG": {"capacity": 2000}}
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2000}}
     }
     # django-ratelimit refuses a cache that is not shared between processes (E003) and warns
     # about one without atomic increments (W001). The embedded default is one process, where

@@ -39,26 +39,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-# The scope key of the server's own ``send``, below Channels' session wrapper.
-EVENT_SEND = "trading_demo.event_send"
-
-
-class EventSendMiddleware(BaseMiddleware):
-    """Puts the server's ``send`` in the scope (``EVENT_SEND``) for the live event frames.
-
-    Channels' session middleware wraps ``send`` to save a changed session with an HTTP
-    response; for every message it first reads the lazily loaded session's ``modified`` and
-    ``is_empty()``. An event frame has nothing to do with the session, and with a thousand
-    clients on the market stream those reads were a seventh of the serving loop's time
-    (py-spy). The consumer sends its event frames with this ``send``, everything else (accept,
-    answers, close) through the wrapper.
-    """
-
-    async def __call__(self, scope, receive, send):
-        return await super().__call__({**scope, EVENT_SEND: send}, receive, send)
-
-
 def TokenAuthMiddlewareStack(inner):
     """Session authentication (cookie) overridden by ``?token=`` when present (named like
-    Channels' ``AuthMiddlewareStack``, which it wraps), the event frames' ``send`` kept."""
-    return EventSendMiddleware(AuthMiddlewareStack(TokenAuthMiddleware(inner)))
+    Channels' ``AuthMiddlewareStack``, which it wraps)."""
+    return AuthMiddlewareStack(TokenAuthMiddleware(inner))

@@ -22,14 +22,11 @@ import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from config.metrics import WEBSOCKET_CONNECTIONS
-from config.websocket_server import PREPARED_FRAME, prepared_frame
-from realtime.auth import EVENT_SEND
 from realtime.groups import (
     AGENT_CHANNELS,
     CHANNELS,
@@ -139,23 +136,21 @@ def _event_frame(message: dict) -> dict:
     }
 
 
-# Frames of recent events as sent, shared by the connections of this process: a tick or a fill
-# watched by a thousand clients is encoded and framed once, not a thousand times.
-_frames: OrderedDict[tuple, tuple] = OrderedDict()
-FRAME_MEMORY = 1024
+# Texts of recent events as sent, shared by the connections of this process: a tick or a fill
+# watched by a thousand clients is encoded once, not a thousand times.
+_texts: OrderedDict[tuple, str] = OrderedDict()
+TEXT_MEMORY = 1024
 
 
-def _event_send(key: tuple, message: dict) -> dict:
-    """The ``websocket.send`` message of an event: its text, and its frame prepared for
-    daphne (``config.websocket_server``)."""
+def _event_text(key: tuple, message: dict) -> str:
+    """The JSON text of an event's frame (encoded once per process)."""
     cache_key = (*key, message["event"], message["timestamp"])
-    frame = _frames.get(cache_key)
-    if frame is None:
-        text = json.dumps(_event_frame(message))
-        frame = _frames[cache_key] = (text, prepared_frame(text))
-        if len(_frames) > FRAME_MEMORY:
-            _frames.popitem(last=False)
-    return {"type": "websocket.send", "text": frame[0], PREPARED_FRAME: frame[1]}
+    text = _texts.get(cache_key)
+    if text is None:
+        text = _texts[cache_key] = json.dumps(_event_frame(message))
+        if len(_texts) > TEXT_MEMORY:
+            _texts.popitem(last=False)
+    return text
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -373,18 +368,6 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     # --- channel layer → client -----------------------------------------------------------
 
-    # Channels' dispatch first closes stale database connections in a worker thread, for every
-    # message: one thread hop per tick and per event, per connection (a quarter of a serving
-    # process's time with 1,000 clients on the market stream). These handlers never touch the
-    # database; the ones that do go through database_sync_to_async, which does its own closing.
-    NO_DATABASE_HANDLERS = frozenset({"agent.events", "market.prices"})
-
-    async def dispatch(self, message: dict) -> None:
-        if message.get("type") in self.NO_DATABASE_HANDLERS:
-            await getattr(self, get_handler_name(message))(message)
-            return
-        await super().dispatch(message)
-
     async def agent_events(self, message: dict) -> None:
         """Agents' events in seq order (``agent.events``), from a group this connection joined."""
         for event in message["events"]:
@@ -420,7 +403,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self._remember(key)
         if not self.closing:
-            await self.scope.get(EVENT_SEND, self.base_send)(_event_send(key, message))
+            await self.send(text_data=_event_text(key, message))
 
     def _remember(self, key: tuple) -> None:
         self.delivered[key] = None
