@@ -116,7 +116,13 @@ async def _wait_for_one_leader(jobs: list[ServerProcess], timeout: float = 15) -
 
 
 async def _ticks(client, count: int) -> list[tuple[float, int]]:
-    """``(arrival time, seq)`` of the next ``count`` AAPL ticks."""
+    """``(arrival time, seq)`` of the next ``count`` AAPL ticks, once what arrived while
+    nobody read (held in the client's buffer, arriving at once) is dropped."""
+    while True:
+        try:
+            await asyncio.wait_for(client.recv(), 0.05)
+        except TimeoutError:
+            break
     ticks = []
     while len(ticks) < count:
         event = await ws_receive(client)
