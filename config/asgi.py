@@ -2,10 +2,9 @@
 at ``/mcp`` (mcp_tools.http), and HTTP through Django.
 
 Production serves it with daphne for the WebSockets and ``/mcp`` (the rest of HTTP goes to
-gunicorn, ``config.wsgi``);
-``manage.py serve`` (``make run``) serves everything from it in one process. Background
-services (embedded gRPC servers, jobs) are started by those commands, never from here or from
-``AppConfig.ready()``.
+gunicorn, ``config.wsgi``); ``manage.py serve`` (``make run``) serves everything from it in one
+process. Background services (embedded gRPC servers, jobs) are started by those commands,
+never from here or from ``AppConfig.ready()``.
 """
 
 import os

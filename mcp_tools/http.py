@@ -6,7 +6,7 @@ document before the MCP layer sees it; each tool call then carries the same toke
 REST request (``mcp_tools.dispatch``), where DRF authenticates it again, as it would any call.
 
 The SDK's app runs **stateless** with JSON responses: each POST is a complete exchange, no
-session lives in one process's memory, so any serving process (``serve --workers N``) can
+session lives in one process's memory, so any serving process (daphne replicas) can
 answer any request, and a tool call's identity is the token of its own request rather than
 whoever opened a session. The SDK's DNS-rebinding check (Host/Origin allow-lists) is off:
 every call needs the token in a header, which a rebinding page cannot send, and the Host of
