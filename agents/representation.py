@@ -1,5 +1,7 @@
-"""The portfolio document of SPEC §5, built in one place.
+"""The Agent and portfolio documents of SPEC §5, each built in one place for the REST API and
+the live events.
 
+``AgentSerializer`` is the Agent JSON of the API and of ``agent.terminated``.
 ``PortfolioSerializer`` (the REST API) answers what ``portfolio_representation`` builds, and the
 ``portfolio.update`` live event publishes it too. Values are formatted as DRF's
 ``DecimalField`` and ``DateTimeField`` format them (``config.representation``); a test holds the
@@ -8,10 +10,45 @@ serializer's declared fields equal to it.
 
 from __future__ import annotations
 
+from rest_framework import serializers
+
+from agents.models import Agent
 from config.representation import datetime_text, decimal_text
 
 MONEY_PLACES = 2
 QUANTITY_PLACES = 6
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    """The Agent JSON of SPEC §5. ``owner`` is the owner's username (select_related it)."""
+
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    available_cash = serializers.DecimalField(
+        max_digits=20, decimal_places=MONEY_PLACES, read_only=True
+    )
+    config = serializers.JSONField(source="effective_config", read_only=True)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id",
+            "name",
+            "owner",
+            "status",
+            "strategy",
+            "risk_tolerance",
+            "budget",
+            "cash_balance",
+            "reserved_cash",
+            "available_cash",
+            "realized_pnl",
+            "config",
+            "created_at",
+            "updated_at",
+            "last_active_at",
+        ]
+        read_only_fields = fields
+
 
 _MONEY_FIELDS = (
     "cash_balance",

@@ -333,7 +333,7 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
     ``agent_terminations`` usage event is recorded and ``agent.terminated`` is published.
     Terminating a terminated agent changes nothing.
     """
-    from agents.api.serializers import AgentSerializer
+    from agents.representation import AgentSerializer
     from metering.services import server_transaction_id, usage_record
     from realtime.services import publish_agent_event
     from trades.choices import OPEN_STATUSES

@@ -7,41 +7,11 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from agents.choices import AgentStatus, Strategy
-from agents.models import Agent
-from agents.representation import portfolio_representation
+from agents.representation import AgentSerializer, portfolio_representation
 from config.serializers import StrictInputSerializer
 
 MONEY = {"max_digits": 20, "decimal_places": 2}
 QUANTITY = {"max_digits": 20, "decimal_places": 6}
-
-
-class AgentSerializer(serializers.ModelSerializer):
-    """The Agent JSON of SPEC §5. ``owner`` is the owner's username (select_related it)."""
-
-    owner = serializers.CharField(source="owner.username", read_only=True)
-    available_cash = serializers.DecimalField(**MONEY, read_only=True)
-    config = serializers.JSONField(source="effective_config", read_only=True)
-
-    class Meta:
-        model = Agent
-        fields = [
-            "id",
-            "name",
-            "owner",
-            "status",
-            "strategy",
-            "risk_tolerance",
-            "budget",
-            "cash_balance",
-            "reserved_cash",
-            "available_cash",
-            "realized_pnl",
-            "config",
-            "created_at",
-            "updated_at",
-            "last_active_at",
-        ]
-        read_only_fields = fields
 
 
 class AgentCreateSerializer(StrictInputSerializer):
