@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import connection
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -108,6 +109,13 @@ def metrics(request):
     """Prometheus text format: this process's counters plus the database gauges of the scrape."""
     register_domain_collector()
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+@require_GET
+def favicon(request):
+    """Browsers ask every page's host for /favicon.ico: answer with the project's icon rather
+    than a 404 on every load (the dashboard, the admin, the API docs)."""
+    return HttpResponseRedirect(static("dashboard/favicon.svg"))
 
 
 def index_redirect(request):

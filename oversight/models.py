@@ -60,4 +60,4 @@ class ApprovalDecision(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.decision} by {self.approver_id}"
+        return f"{self.decision} by {self.approver.get_username()}"

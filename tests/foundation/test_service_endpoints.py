@@ -166,3 +166,9 @@ def test_api_v1_lists_the_resources(anon_client, client_for, operator):
     signed_in = client_for(operator)
     for name, link in resources.items():
         assert signed_in.get(link).status_code in {200, 405}, name
+
+
+def test_the_favicon_is_served(client):
+    response = client.get("/favicon.ico", follow=True)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("image/svg+xml")

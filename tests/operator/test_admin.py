@@ -52,7 +52,8 @@ def test_operator_approves_from_the_admin_and_the_trade_fills(staff_operator, pe
     assert trade.approval_request.status == "approved"
     decision = trade.approval_request.decisions.get()
     assert (decision.approver, decision.decision) == (staff_operator, "approved")
-    assert any("Approved: 1" in text for text in _messages(response))
+    name = trade.agent.name
+    assert f"Approved: buy 150 AAPL for {name} (order filled)." in _messages(response)
 
 
 def test_pending_requests_come_first_in_the_queue(staff_operator, pending_order, agent_factory):
@@ -167,7 +168,9 @@ def test_bulk_approve_fills_three_trades(staff_operator, pending_order):
 
     # then
     assert [_status(trade) for trade in trades] == ["filled"] * 3
-    assert any("Approved: 3" in text for text in _messages(response))
+    assert [text for text in _messages(response) if text.startswith("Approved: buy 150")] == [
+        f"Approved: buy 150 AAPL for {trade.agent.name} (order filled)." for trade in trades
+    ]
 
 
 def test_an_oversight_outage_is_an_error_message_and_changes_nothing(
@@ -254,3 +257,87 @@ def test_every_admin_page_renders(staff_operator, pending_order):
     for url in pages:
         assert client.get(url).status_code == 200, url
     assert client.get(reverse("admin:agents_agent_add")).status_code == 403
+
+
+# --- the request's own page ---------------------------------------------------------------
+
+
+def _change_url(trade) -> str:
+    return reverse("admin:oversight_approvalrequest_change", args=[trade.approval_request.pk])
+
+
+def _decide(client: Client, trade, **data):
+    url = reverse("admin:oversight_approvalrequest_decide", args=[trade.approval_request.pk])
+    return client.post(url, data, follow=True)
+
+
+def test_the_request_page_has_approve_and_reject_and_reads_as_words(staff_operator, pending_order):
+    # given
+    trade = pending_order()
+    client = _admin_client(staff_operator)
+
+    # when
+    page = client.get(_change_url(trade)).content.decode()
+
+    # then: the decision buttons, the reason field, the agent's name linked, the order in words
+    assert 'value="Approve"' in page and 'value="Reject"' in page
+    assert 'name="reason"' in page and "required" in page
+    agent_url = reverse("admin:agents_agent_change", args=[trade.agent_id])
+    assert f'<a href="{agent_url}">{trade.agent.name}</a>' in page
+    assert "buy 150 AAPL (pending_approval)" in page
+    # risk factors as a table, not JSON
+    assert '<table class="risk-factors">' in page
+    assert "notional vs budget" in page
+    assert '"factor":' not in page
+
+
+def test_approve_on_the_request_page_fills_and_says_what_was_decided(staff_operator, pending_order):
+    trade = pending_order()
+    client = _admin_client(staff_operator)
+
+    response = _decide(client, trade, decision="approve")
+
+    assert response.status_code == 200
+    assert _status(trade) == "filled"
+    assert _messages(response) == [f"Approved: buy 150 AAPL for {trade.agent.name} (order filled)."]
+    # the page no longer offers a decision, and the history names the approver
+    page = response.content.decode()
+    assert 'value="Approve"' not in page
+    assert "approved by desk-operator" in page
+
+
+def test_reject_on_the_request_page_needs_a_reason(staff_operator, pending_order):
+    trade = pending_order()
+    client = _admin_client(staff_operator)
+
+    refused = _decide(client, trade, decision="reject", reason="  ")
+    assert _status(trade) == "pending_approval"
+    assert "a reason is required" in " ".join(_messages(refused)).lower()
+
+    response = _decide(client, trade, decision="reject", reason="too concentrated")
+    assert _status(trade) == "rejected"
+    assert _messages(response) == [
+        f"Rejected: buy 150 AAPL for {trade.agent.name} (reason: too concentrated)."
+    ]
+
+
+def test_the_request_page_keeps_the_self_approval_rule(user_factory, pending_order):
+    # given: a staff operator who owns the agent
+    owner = user_factory(username="owner-operator", operator=True, staff=True)
+    trade = pending_order(user=owner)
+
+    response = _decide(_admin_client(owner), trade, decision="approve")
+
+    assert _status(trade) == "pending_approval"
+    assert any("Self-Approval" in text and "403" in text for text in _messages(response))
+
+
+def test_the_queue_shows_agent_names_not_ids(staff_operator, pending_order):
+    trade = pending_order()
+
+    page = _admin_client(staff_operator).get(reverse(CHANGELIST)).content.decode()
+
+    # the name, linked; the id only inside the link's address
+    assert f">{trade.agent.name}</a></td>" in page
+    assert f">{trade.agent_id}" not in page
+    assert f"({trade.agent_id})" not in page
