@@ -6,8 +6,17 @@ is not your laptop). ``demo_logins()`` is what the ``serve`` banner prints.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
+
+logger = logging.getLogger("trading_demo.demo")
 
 
 @dataclass(frozen=True)
@@ -129,3 +138,38 @@ def demo_logins() -> list[str]:
         token = tokens.get(demo.username, "(no token)")
         lines.append(f"{demo.username} / {demo.password}  token {token}  ({role})")
     return lines
+
+
+class DemoAgents:
+    """``manage.py run_agents --demo-tokens`` as a child process of the server (``make run``).
+
+    The runner is a client of the server like any other (REST and WebSocket at ``url``);
+    running it as a separate process keeps the server free of any special case for it. It is
+    started once the server listens and stopped with it.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from django.conf import settings
+
+        manage = Path(settings.BASE_DIR) / "manage.py"
+        command = [sys.executable, str(manage), "run_agents", "--demo-tokens", "--url", self.url]
+        try:
+            self.process = subprocess.Popen(command, env=os.environ.copy())  # noqa: S603
+        except OSError:
+            logger.exception("could not start the demo agents (run_agents)")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()

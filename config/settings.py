@@ -462,6 +462,9 @@ RATELIMIT_FAIL_OPEN = True
 METERING_GRPC_ADDRESS = env_str("METERING_GRPC_ADDRESS", "localhost:50051")
 OVERSIGHT_GRPC_ADDRESS = env_str("OVERSIGHT_GRPC_ADDRESS", "localhost:50052")
 EMBEDDED_SERVICES = env_bool("EMBEDDED_SERVICES", not PRODUCTION)
+# `serve --seed-demo-if-empty` (make run) starts `run_agents` for the seeded demo agents once
+# it listens, so the demo trades by itself; DEMO_AGENTS=false leaves them idle.
+DEMO_AGENTS = env_bool("DEMO_AGENTS", True)
 GRPC_TIMEOUT_SECONDS = env_float("GRPC_TIMEOUT_SECONDS", 2.0)
 # Tell the reference metering service each agent's daily_trade_limit (its private quota_limit
 # convention), so that its own trade_executions quota matches. Only a hint: the server counts

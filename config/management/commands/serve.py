@@ -55,6 +55,7 @@ class Command(BaseCommand):
 
         services = start_embedded_services()
         jobs = []
+        demo_agents = None
         try:
             if seed_demo_if_empty:
                 from django.core.management import call_command
@@ -65,16 +66,19 @@ class Command(BaseCommand):
             jobs = [] if no_jobs else default_jobs()
             for job in jobs:
                 job.start()
+            demo_agents = _demo_agents(host, port) if seed_demo_if_empty else None
             server = Server(
                 application=application,
                 endpoints=build_endpoint_description_strings(host=host, port=port),
                 signal_handlers=True,
                 application_close_timeout=5,
-                ready_callable=lambda: self._banner(host, port, services),
+                ready_callable=lambda: self._ready(host, port, services, demo_agents),
                 verbosity=0,
             )
             server.run()
         finally:
+            if demo_agents is not None:
+                demo_agents.stop()
             self.stdout.write("Shutting down: stopping background jobs and gRPC services…")
             for job in jobs:
                 job.stop()
@@ -85,7 +89,13 @@ class Command(BaseCommand):
             reset_clients()
             self.stdout.write("Stopped.")
 
-    def _banner(self, host: str, port: int, services) -> None:
+    def _ready(self, host: str, port: int, services, demo_agents) -> None:
+        """Once daphne listens: the banner, then the demo agents' runner (a client of it)."""
+        self._banner(host, port, services, demo_agents=demo_agents)
+        if demo_agents is not None:
+            demo_agents.start()
+
+    def _banner(self, host: str, port: int, services, *, demo_agents=None) -> None:
         shown = "localhost" if host in {"0.0.0.0", "::"} else host
         base = f"http://{shown}:{port}"
         line = "━" * 64
@@ -110,6 +120,13 @@ class Command(BaseCommand):
         out = [line, f"  {settings.APP_NAME}", line]
         out += [f"  {label + ':':<16} {value}" for label, value in rows]
         demo = _demo_logins()
+        if demo_agents is not None:
+            out.append(
+                f"  {'Demo agents:':<16} trading by their strategies (run_agents); "
+                "DEMO_AGENTS=false turns them off"
+            )
+        elif demo and not settings.DEMO_AGENTS:
+            out.append(f"  {'Demo agents:':<16} idle (DEMO_AGENTS=false)")
         if demo:
             out.append(line)
             out.append("  Demo logins (seed_demo):")
@@ -117,6 +134,20 @@ class Command(BaseCommand):
         out.append(line)
         self.stdout.write("\n".join(out))
         self.stdout.flush()
+
+
+def _demo_agents(host: str, port: int):
+    """The runner of the seeded demo agents (``make run``), unless ``DEMO_AGENTS`` is off or
+    nothing was seeded; it reaches this server over loopback like any client."""
+    from agents.demo import DemoAgents
+
+    if not settings.DEMO_AGENTS or not _demo_logins():
+        return None
+    if host in {"", "0.0.0.0", "::"}:
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return DemoAgents(f"http://{host}:{port}")
 
 
 def _demo_logins() -> list[str]:
