@@ -101,7 +101,6 @@ def test_the_seeded_agents_trade_on_the_dashboard_without_anyone_typing_a_reques
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_selector("html[data-dashboard-ready='true']")
     page.wait_for_selector("#connection-state[data-state='open']")
-    assert "Demo agents:" in demo_server.output()
     seeded = page.eval_on_selector_all(
         "#trades-body tr", "rows => rows.map(r => r.dataset.tradeId)"
     )
@@ -143,6 +142,7 @@ def test_the_seeded_agents_trade_on_the_dashboard_without_anyone_typing_a_reques
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     assert problems == []
     output = demo_server.output()
+    assert "Demo agents:" in output
     assert "decided:" in output
     assert "Traceback" not in output
 

@@ -37,6 +37,8 @@ TEST_AGENTS = {
     # Every buy it may size above the approval threshold is: its first quote waits.
     "Whale Maker": ("bob", "market_making", {"oversize_every": 1}),
     "Doomed Maker": ("alice", "market_making", {"spread": "0.004"}),
+    # Paused by its owner before the run: it idles.
+    "Paused Maker": ("bob", "market_making", {}),
 }
 
 BOOKS = """
@@ -126,6 +128,12 @@ def test_the_runner_trades_by_strategy_obeys_governance_and_stops_a_terminated_a
         )
         assert status == 201, agent
         agents[name] = agent
+
+    paused = agents["Paused Maker"]["id"]
+    status, _ = _http(
+        "PATCH", f"{api}/agents/{paused}", token=tokens["bob"], body={"status": "paused"}
+    )
+    assert status == 200
 
     # when: the runner drives them, knowing only the URL and the owners' tokens
     log_path = tmp_path / "runner.log"
@@ -217,6 +225,11 @@ def test_the_runner_trades_by_strategy_obeys_governance_and_stops_a_terminated_a
     assert all(_epoch(stamp) <= killed_at for stamp in created), (created, killed_at)
     assert output.count("Doomed Maker: ") and "Doomed Maker: buy" in output
     assert summary["agents"]["Doomed Maker"]["status"] == "terminated"
+
+    # the paused agent placed nothing
+    status, page = _http("GET", f"{api}/agents/{paused}/trades", token=tokens["bob"])
+    assert page["count"] == 0
+    assert summary["agents"]["Paused Maker"]["status"] == "paused"
 
     # the books balance for every agent: cash + positions at cost = budget + realised P&L
     books = json.loads(manage("shell", "-c", BOOKS).strip().splitlines()[-1])
