@@ -91,7 +91,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        from agent_runner.client import RequestBudget, parse_rate
+        import httpx2
+
+        from agent_runner.client import ApiError, RequestBudget, parse_rate
         from agent_runner.runner import Runner
 
         tokens = [t for t in options["token"] if t]
@@ -125,7 +127,12 @@ class Command(BaseCommand):
             f"run_agents: {options['url']} with {len(tokens)} owner token(s), "
             f"at most {options['rate']} requests (burst {options['burst']}). Ctrl-C stops."
         )
-        asyncio.run(self._run(runner, options["duration"] or None))
+        try:
+            asyncio.run(self._run(runner, options["duration"] or None))
+        except ApiError as error:
+            raise CommandError(f"{options['url']}: {error}") from None
+        except httpx2.TransportError as error:
+            raise CommandError(f"{options['url']} cannot be reached: {error}") from None
         self.stdout.write(runner.progress_line().replace("run_agents", "run_agents done", 1))
         if options["json_summary"]:
             self.stdout.write("summary " + json.dumps(runner.summary()))
