@@ -198,7 +198,7 @@ def approval_evaluate(
 
 
 def _publish(approval: ApprovalRequest, event: str) -> None:
-    from oversight.api.serializers import ApprovalRequestSerializer
+    from oversight.representation import ApprovalRequestSerializer
     from realtime.services import publish_agent_event
 
     fresh = approval_get(approval_request_id=approval.pk)

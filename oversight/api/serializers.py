@@ -5,52 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from config.serializers import StrictInputSerializer
-from oversight.models import ApprovalDecision, ApprovalRequest
-
-
-class RiskSerializer(serializers.Serializer):
-    score = serializers.IntegerField(source="risk_score")
-    level = serializers.CharField(source="risk_level")
-    factors = serializers.JSONField(source="risk_factors")
-
-
-class ApprovalDecisionSerializer(serializers.ModelSerializer):
-    approver = serializers.CharField(source="approver.username", read_only=True)
-
-    class Meta:
-        model = ApprovalDecision
-        fields = ["approver", "decision", "reason", "decided_at"]
-        read_only_fields = fields
-
-
-class ApprovalRequestSerializer(serializers.ModelSerializer):
-    """``{id, trade_id, agent_id, amount, status, priority, reason, risk{score, level, factors},
-    approvals_required, decisions[…], created_at, expires_at, resolved_at}``."""
-
-    trade_id = serializers.UUIDField(read_only=True)
-    agent_id = serializers.UUIDField(read_only=True)
-    risk = RiskSerializer(source="*", read_only=True)
-    decisions = ApprovalDecisionSerializer(many=True, read_only=True)
-
-    class Meta:
-        model = ApprovalRequest
-        fields = [
-            "id",
-            "trade_id",
-            "agent_id",
-            "amount",
-            "status",
-            "priority",
-            "reason",
-            "risk",
-            "approvals_required",
-            "decisions",
-            "created_at",
-            "expires_at",
-            "resolved_at",
-        ]
-        read_only_fields = fields
-
+from oversight.representation import ApprovalDecisionSerializer, ApprovalRequestSerializer
 
 # What a decision body may not set: the request's own members and a decision's.
 _DECISION_READ_ONLY = (
