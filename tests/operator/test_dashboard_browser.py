@@ -42,6 +42,14 @@ def test_operator_approves_live_and_sees_new_trades_without_reloading(live_serve
     trade_id = row.get_attribute("data-trade-id")
     trade_row = page.locator(f"#trades-body tr[data-trade-id='{trade_id}']")
     assert trade_row.get_attribute("data-status") == "pending_approval"
+    # statuses read as words; the deadline as a countdown and a date, not a bare time of day
+    assert trade_row.locator("[data-field='status']").inner_text() == "pending approval"
+    expires = row.locator("[data-field='expires']").inner_text()
+    assert re.fullmatch(r"in 2[34] h \d+ min · [A-Z][a-z]{2} \d{1,2}, \d\d:\d\d [AP]M", expires), (
+        expires
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-pending.png"), full_page=True)
     agent_row = page.locator("#agents-body tr", has_text="Alice Momentum")
     cash_before = agent_row.locator("[data-field='cash']").inner_text()
     positions_before = agent_row.locator("[data-field='positions']").inner_text()

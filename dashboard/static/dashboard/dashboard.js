@@ -46,10 +46,27 @@ const num = (value) => (value === null || value === undefined || value === "" ? 
 const fmtMoney = (value) => (num(value) === null ? "—" : money.format(num(value)));
 const fmtQty = (value) => (num(value) === null ? "—" : plain.format(num(value)));
 const fmtTime = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "—");
+const dateTime = new Intl.DateTimeFormat("en-US", {
+  month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+});
+// A deadline reads as a countdown and a date ("in 23 h 59 min · Dec 4, 08:53 AM"): a time of
+// day alone looks past when it is tomorrow's.
+function fmtExpiry(iso) {
+  if (!iso) return "—";
+  const when = new Date(iso);
+  const minutes = Math.round((when.getTime() - Date.now()) / 60000);
+  let left;
+  if (minutes <= 0) left = "expired";
+  else if (minutes < 60) left = `in ${minutes} min`;
+  else left = `in ${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  return `${left} · ${dateTime.format(when)}`;
+}
+// Statuses as words: "pending_approval" → "pending approval".
+const statusWords = (status) => String(status).replaceAll("_", " ");
 const orderText = (t) => `${t.side} ${fmtQty(t.quantity)} ${t.symbol}`;
 
 function statusBadge(status, field = "status") {
-  return el("span", { class: `status status-${status}`, dataset: { field } }, status);
+  return el("span", { class: `status status-${status}`, dataset: { field } }, statusWords(status));
 }
 
 function setText(node, text) {
@@ -205,7 +222,7 @@ function renderAgent(entry) {
   }
   const row = entry.row;
   const status = row.querySelector('[data-field="agent-status"]');
-  status.textContent = agent.status;
+  status.textContent = statusWords(agent.status);
   status.className = `status status-${agent.status}`;
   setText(row.querySelector('[data-field="cash"]'), fmtMoney(value.cash));
   setText(row.querySelector('[data-field="available"]'), fmtMoney(value.available));
@@ -311,7 +328,7 @@ function upsertTrade(trade, { quiet = false } = {}) {
     renderApprovals();
   }
   if (!quiet && (!before || before.status !== trade.status)) {
-    announce(`${agentName(trade.agent_id)}: ${orderText(trade)} ${trade.status.replace("_", " ")}`);
+    announce(`${agentName(trade.agent_id)}: ${orderText(trade)} ${statusWords(trade.status)}`);
   }
 }
 
@@ -367,7 +384,15 @@ function renderApprovals() {
         el("td", {}, approval.priority),
         el("td", {}, approval.risk ? `${approval.risk.level} (${approval.risk.score})` : "—"),
         el("td", {}, `${approved.length} / ${approval.approvals_required}`),
-        el("td", {}, el("time", { datetime: approval.expires_at }, fmtTime(approval.expires_at))),
+        el(
+          "td",
+          {},
+          el(
+            "time",
+            { datetime: approval.expires_at, dataset: { field: "expires" } },
+            fmtExpiry(approval.expires_at),
+          ),
+        ),
         actions,
       );
     }),
@@ -604,6 +629,12 @@ function start() {
   $("reject-form").addEventListener("submit", submitReject);
   $("reject-cancel").addEventListener("click", () => $("reject-dialog").close());
   $("reject-reason").addEventListener("input", () => $("reject-reason").setCustomValidity(""));
+  // Countdowns move on without a re-render.
+  setInterval(() => {
+    for (const node of document.querySelectorAll('time[data-field="expires"]')) {
+      node.textContent = fmtExpiry(node.getAttribute("datetime"));
+    }
+  }, 30_000);
   connect();
   document.documentElement.dataset.dashboardReady = "true";
 }
