@@ -25,7 +25,9 @@ def usage_summary(*, agent: Agent, period: str, now: datetime | None = None) -> 
 
     Counts delivered and not-yet-delivered events alike (the ledger is the truth of what was
     done); events the metering service rejected as invalid are left out. ``by_event_type``
-    counts events per Creto event type; ``by_symbol`` gives trades and volume per symbol.
+    counts events per Creto event type (an order is an ``api_call`` event of code
+    ``trade_executions``); ``by_metric_code`` sums the quantities per metric code, the figures
+    the top-level numbers and the quotas use; ``by_symbol`` gives trades and volume per symbol.
     """
     start, end = period_window(period, now or timezone.now())
     events = UsageEvent.objects.filter(
@@ -60,7 +62,11 @@ def usage_summary(*, agent: Agent, period: str, now: datetime | None = None) -> 
         "trades": totals.get(MetricCode.TRADE_EXECUTIONS, 0),
         "trade_volume": totals.get(MetricCode.TRADE_VOLUME, 0),
         "oversight_requests": totals.get(MetricCode.OVERSIGHT_REQUESTS, 0),
-        "breakdown": {"by_event_type": by_event_type, "by_symbol": by_symbol},
+        "breakdown": {
+            "by_metric_code": dict(sorted(totals.items())),
+            "by_event_type": by_event_type,
+            "by_symbol": by_symbol,
+        },
     }
 
 

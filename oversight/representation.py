@@ -23,12 +23,26 @@ class ApprovalDecisionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ApprovalOrderSerializer(serializers.Serializer):
+    """The order a request is about, so that an operator needs no second call to decide."""
+
+    symbol = serializers.CharField()
+    side = serializers.CharField()
+    quantity = serializers.DecimalField(max_digits=20, decimal_places=6)
+    type = serializers.CharField()
+    limit_price = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    stop_price = serializers.DecimalField(max_digits=20, decimal_places=2, allow_null=True)
+    time_in_force = serializers.CharField()
+
+
 class ApprovalRequestSerializer(serializers.ModelSerializer):
-    """``{id, trade_id, agent_id, amount, status, priority, reason, risk{score, level, factors},
+    """``{id, trade_id, agent_id, order{symbol, side, quantity, type, limit_price, stop_price,
+    time_in_force}, amount, status, priority, reason, risk{score, level, factors},
     approvals_required, decisions[…], created_at, expires_at, resolved_at}``."""
 
     trade_id = serializers.UUIDField(read_only=True)
     agent_id = serializers.UUIDField(read_only=True)
+    order = ApprovalOrderSerializer(source="trade", read_only=True)
     risk = RiskSerializer(source="*", read_only=True)
     decisions = ApprovalDecisionSerializer(many=True, read_only=True)
 
@@ -38,6 +52,7 @@ class ApprovalRequestSerializer(serializers.ModelSerializer):
             "id",
             "trade_id",
             "agent_id",
+            "order",
             "amount",
             "status",
             "priority",

@@ -16,7 +16,7 @@ def _is_operator(user) -> bool:
 
 def approval_base_queryset() -> QuerySet[ApprovalRequest]:
     """Requests with what their JSON needs: decisions and their approvers in one query each."""
-    return ApprovalRequest.objects.select_related("agent").prefetch_related(
+    return ApprovalRequest.objects.select_related("agent", "trade").prefetch_related(
         Prefetch(
             "decisions",
             queryset=ApprovalDecision.objects.select_related("approver").order_by("decided_at"),

@@ -14,8 +14,19 @@ class UsageQuerySerializer(serializers.Serializer):
 
 
 class UsageBreakdownSerializer(serializers.Serializer):
-    by_event_type = serializers.DictField(child=serializers.IntegerField())
-    by_symbol = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))
+    by_metric_code = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Sum of the quantities per metric code: what the totals and quotas count.",
+    )
+    by_event_type = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Number of usage events per Creto event type. An order is one api_call "
+        "event of code trade_executions, so api_call here exceeds api_calls above.",
+    )
+    by_symbol = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()),
+        help_text="Per symbol: trades (orders accepted) and trade_volume (whole dollars filled).",
+    )
 
 
 class UsageSerializer(serializers.Serializer):
@@ -23,10 +34,18 @@ class UsageSerializer(serializers.Serializer):
     period = serializers.CharField()
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
-    api_calls = serializers.IntegerField()
-    trades = serializers.IntegerField()
-    trade_volume = serializers.IntegerField()
-    oversight_requests = serializers.IntegerField()
+    api_calls = serializers.IntegerField(
+        help_text="Authenticated API requests made for the agent (metric api_calls)."
+    )
+    trades = serializers.IntegerField(
+        help_text="Orders accepted, filled or not (metric trade_executions)."
+    )
+    trade_volume = serializers.IntegerField(
+        help_text="Notional filled, in whole dollars (metric trade_volume)."
+    )
+    oversight_requests = serializers.IntegerField(
+        help_text="Orders sent for human approval (metric oversight_requests)."
+    )
     breakdown = UsageBreakdownSerializer()
 
 

@@ -155,6 +155,13 @@ def test_usage_report_sums_the_ledger_of_the_period(agent_factory, owner_client)
         1,
     )
     assert body["breakdown"]["by_event_type"] == {"api_call": 8, "oversight_request": 1}
+    # by metric code, the same figures as the totals: no guessing why api_call says 8
+    assert body["breakdown"]["by_metric_code"] == {
+        "api_calls": 4,
+        "oversight_requests": 1,
+        "trade_executions": 2,
+        "trade_volume": 2200,
+    }
     assert body["breakdown"]["by_symbol"] == {
         "AAPL": {"trades": 1, "trade_volume": 1500},
         "TSLA": {"trades": 1, "trade_volume": 700},

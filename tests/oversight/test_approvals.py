@@ -24,6 +24,7 @@ REQUEST_KEYS = {
     "id",
     "trade_id",
     "agent_id",
+    "order",
     "amount",
     "status",
     "priority",
@@ -76,6 +77,16 @@ def test_a_large_order_waits_for_approval_with_a_risk_assessment(pending_request
     assert set(body) == REQUEST_KEYS
     assert body["trade_id"] == trade["id"]
     assert body["agent_id"] == str(agent.pk)
+    # the order it is about, so the operator needs no second call
+    assert body["order"] == {
+        "symbol": trade["symbol"],
+        "side": "buy",
+        "quantity": trade["quantity"],
+        "type": trade["type"],
+        "limit_price": trade["limit_price"],
+        "stop_price": None,
+        "time_in_force": trade["time_in_force"],
+    }
     assert body["amount"] == "20000.00"
     assert body["status"] == "pending"
     assert body["approvals_required"] == 1
