@@ -1,8 +1,10 @@
 """``manage.py run_market``: the simulated price feed as its own process.
 
-For deployments where the serving processes run with ``--no-jobs`` (or several replicas should
-not all tick): calls ``trades.services.market_tick`` every ``MARKET_TICK_MS`` until SIGINT or
-SIGTERM. A tick that fails is logged and the next one is tried, as in the embedded job.
+The market alone, for a server that runs without its jobs (``serve --no-jobs``), or to tick a
+database a given number of times (``--ticks``); ``run_jobs`` runs the market with the other
+jobs, under leader election. Calls ``trades.services.market_tick`` every ``MARKET_TICK_MS``
+until SIGINT or SIGTERM. A tick that fails is logged and the next one is tried, as in the
+embedded job.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Command(BaseCommand):
         "Run the simulated market feed (trades.services.market_tick every MARKET_TICK_MS "
         f"= {settings.MARKET_TICK_MS} ms: "
         "prices move, resting orders fill, market.price events go out) until Ctrl-C/SIGTERM. "
-        "Run only one per database, and serve with --no-jobs when you run it."
+        "Not beside run_jobs or a serve with jobs, which tick the market themselves."
     )
 
     def add_arguments(self, parser):
