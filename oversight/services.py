@@ -674,11 +674,15 @@ class ExpiryReport:
 def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
     """Expire every pending request past ``expires_at``; one transaction per request.
 
-    Each: under locks (agent → trade → request) and re-checked, status ``expired`` with
-    ``resolved_at``, the trade released as ``expired`` (its reservation freed) and
-    ``approval.completed`` published. A request decided meanwhile is skipped; one that fails is
-    logged and counted in ``failed`` without stopping the others. The oversight service expires
-    its copy by itself (same timeout).
+    Each is first closed on the oversight service (``oversight_request_close``, before any
+    lock), so an approval racing the expiry has one outcome on both sides: if the service had
+    already closed it (an approval that got there first, or its own expiry), the server
+    follows the service (``approval_follow_service``); an unreachable service does not hold
+    expiry up (the service expires its copy by itself, same timeout). Then, under locks
+    (agent → trade → request) and re-checked, status ``expired`` with ``resolved_at``, the
+    trade released as ``expired`` (its reservation freed) and ``approval.completed``
+    published. A request decided meanwhile is skipped; one that fails is logged and counted
+    in ``failed`` without stopping the others.
     """
     from trades import services as trade_services
 
@@ -689,8 +693,19 @@ def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
         ).values_list("pk", flat=True)
     )
     expired = failed = 0
+    reachable = True
     for request_id in due:
         try:
+            with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+                closed = UNREACHABLE
+                if reachable:  # one wait for an unreachable service per run, not one each
+                    closed = oversight_request_close(request_id, reason="approval request expired")
+                    reachable = closed != UNREACHABLE
+                if closed == ALREADY_CLOSED:
+                    followed = approval_follow_service(approval_request_id=request_id)
+                    if followed.status != RequestStatus.PENDING:
+                        expired += followed.status == RequestStatus.EXPIRED
+                        continue
             with transaction.atomic():
                 trade, locked = _lock_for_change(request_id)
                 if locked.status != RequestStatus.PENDING or locked.expires_at > now:

@@ -80,7 +80,10 @@ def test_approve_reject_and_cancel_at_once_give_exactly_one_outcome_on_both_side
     assert get_oversight_client().get_request_status(request_id).state == approval.status
 
 
-def test_expiry_racing_an_approval_gives_one_outcome(pending_request, operator, client_for):
+@pytest.mark.parametrize("round_", range(6))
+def test_expiry_racing_an_approval_gives_one_outcome_on_both_sides(
+    round_, pending_request, operator, client_for
+):
     # given
     agent, trade = pending_request()
     approval = ApprovalRequest.objects.get(pk=trade["approval_request_id"])
@@ -103,6 +106,12 @@ def test_expiry_racing_an_approval_gives_one_outcome(pending_request, operator, 
         assert Trade.objects.get(pk=trade["id"]).status == "expired"
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("0")
+    # and the oversight service approved it too, or closed it without an approval
+    remote = get_oversight_client().get_request_status(str(approval.pk)).state
+    if approval.status == "approved":
+        assert remote == "approved"
+    else:
+        assert remote in {"expired", "cancelled"}
 
 
 def test_two_operators_completing_a_quorum_at_once_execute_once(
