@@ -9,9 +9,14 @@
   Django middleware then answers.
 * ``NulCharacterMiddleware`` answers 400 for a NUL character in the path or the query
   string: PostgreSQL text cannot hold one, so a filter or lookup that passed it on was a 500.
-* ``RateLimitMiddleware`` counts every ``/api/`` request per client IP with django-ratelimit
-  (``RATE_LIMIT``) and answers 429 ``rate-limited`` with ``Retry-After`` = the seconds left
-  in the window. ``enforce_trade_rate`` limits order submission per user (``TRADE_RATE_LIMIT``).
+* ``RATE_LIMIT`` on ``/api/`` (django-ratelimit), two buckets of that size: anonymous
+  requests per client address (``RateLimitMiddleware``, before any view), authenticated ones
+  per user (``UserRateThrottle``, DRF's throttle hook, once the credentials are checked), so
+  that an operator's dashboard and a script on the same address do not share one budget. A
+  request whose credentials are refused (401) counts against its address, so guessing tokens
+  is limited like anonymous traffic. The 429 ``rate-limited`` detail names the bucket, its size
+  and when it resets; ``Retry-After`` = the seconds left in the window.
+  ``enforce_trade_rate`` limits order submission per user (``TRADE_RATE_LIMIT``).
   Both are off when ``RATE_LIMIT_ENABLED`` is false. The counters live in the default cache
   (Redis when ``REDIS_URL`` is set, whose INCR is atomic across processes). When the cache
   cannot be reached the limits fail open: an outage of Redis must not take the API down.
@@ -21,13 +26,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.http import HttpResponse
 from django_ratelimit.core import get_usage
 from rest_framework.renderers import JSONRenderer
+from rest_framework.throttling import BaseThrottle
 
 from config import problems
+from config.env import parse_rate
 
 logger = logging.getLogger("trading_demo.limits")
 
@@ -163,25 +171,95 @@ def _usage(request, *, group: str, key, rate: str) -> dict | None:
         return None
 
 
-def _rate_limited(usage: dict | None) -> problems.RateLimited | None:
+def _rate_limited(usage: dict | None, *, scope: str = "") -> problems.RateLimited | None:
     if usage is None or not usage["should_limit"]:
         return None
-    return problems.RateLimited(retry_after=max(1, usage["time_left"]))
+    retry_after = max(1, usage["time_left"])
+    if not scope:
+        return problems.RateLimited(retry_after=retry_after)
+    resets_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=retry_after)
+    count, seconds = parse_rate(settings.RATE_LIMIT)
+    return problems.RateLimited(
+        f"The API limit of {count} requests per {_period_text(seconds)} {scope} is used up; "
+        f"it resets in {retry_after} s (at {resets_at.isoformat().replace('+00:00', 'Z')}).",
+        retry_after=retry_after,
+        limit=count,
+        period_seconds=seconds,
+        scope=scope.removeprefix("per ").removeprefix("for this "),
+        reset_at=resets_at.isoformat().replace("+00:00", "Z"),
+    )
+
+
+def _period_text(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            amount = seconds // size
+            return unit if amount == 1 else f"{amount} {unit}s"
+    return f"{seconds} seconds"
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/api/") or request.path == "/api"
+
+
+def _has_credentials(request) -> bool:
+    """Whether the request carries a token or a session: then its user is counted instead."""
+    header = request.META.get("HTTP_AUTHORIZATION", "").split(" ", 1)[0].lower()
+    return header in {"token", "bearer"} or settings.SESSION_COOKIE_NAME in request.COOKIES
+
+
+ADDRESS_COUNTED = "trading_demo_rate_counted"
+ADDRESS_SCOPE = "per address"
+USER_SCOPE = "for this user"
+
+
+def _count_address(request) -> problems.RateLimited | None:
+    setattr(request, ADDRESS_COUNTED, True)
+    usage = _usage(request, group="api", key="ip", rate=settings.RATE_LIMIT)
+    return _rate_limited(usage, scope=ADDRESS_SCOPE)
 
 
 class RateLimitMiddleware:
-    """Per-IP limit (``RATE_LIMIT``) on every ``/api/`` request."""
+    """``RATE_LIMIT`` per client address on ``/api/`` requests without credentials, and on
+    requests whose credentials were refused (a 401 over the limit becomes the 429)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path.startswith("/api/") or request.path == "/api":
-            usage = _usage(request, group="api", key="ip", rate=settings.RATE_LIMIT)
-            problem = _rate_limited(usage)
+        if not _is_api(request):
+            return self.get_response(request)
+        if not _has_credentials(request):
+            problem = _count_address(request)
             if problem is not None:
                 return problem_response(request, problem)
-        return self.get_response(request)
+            return self.get_response(request)
+        response = self.get_response(request)
+        if response.status_code == 401 and not getattr(request, ADDRESS_COUNTED, False):
+            problem = _count_address(request)
+            if problem is not None:
+                return problem_response(request, problem)
+        return response
+
+
+class UserRateThrottle(BaseThrottle):
+    """DRF throttle: ``RATE_LIMIT`` per authenticated user; a request that reached a view
+    without a user (credentials that named nobody, on an open endpoint) counts against its
+    address unless the middleware counted it already."""
+
+    def allow_request(self, request, view) -> bool:
+        if not _is_api(request):
+            return True
+        if request.user and request.user.is_authenticated:
+            usage = _usage(request, group="api-user", key=_user_key, rate=settings.RATE_LIMIT)
+            problem = _rate_limited(usage, scope=USER_SCOPE)
+        elif not getattr(request, ADDRESS_COUNTED, False):  # DRF's Request reads through
+            problem = _count_address(request)
+        else:
+            problem = None
+        if problem is not None:
+            raise problem
+        return True
 
 
 def client_ip(request) -> str:

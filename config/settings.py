@@ -97,7 +97,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.gzip.GZipMiddleware",
-    # Abuse limits (config.limits): 413 over the body limit, 429 over RATE_LIMIT per IP.
+    # Abuse limits (config.limits): 413 over the body limit, 429 over RATE_LIMIT per address
+    # for anonymous requests (per user for authenticated ones: a DRF throttle).
     "config.limits.BodyLimitMiddleware",
     "config.limits.NulCharacterMiddleware",
     "config.limits.RateLimitMiddleware",
@@ -400,6 +401,8 @@ REST_FRAMEWORK = {
         "config.filters.QueryFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
+    # RATE_LIMIT per authenticated user (per address for anonymous requests: config.limits).
+    "DEFAULT_THROTTLE_CLASSES": ["config.limits.UserRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "config.pagination.StandardPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.exceptions.problem_exception_handler",

@@ -1,5 +1,6 @@
-"""Abuse limits: per-IP rate limit on /api/, per-user limit on order submission, page size
-cap. (The WebSocket frame size and message rate caps are tested in tests/realtime.)"""
+"""Abuse limits: the /api/ rate limit per address (anonymous) and per user, the per-user
+limit on order submission, the page size cap. (The WebSocket frame size and message rate caps
+are tested in tests/realtime.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from decimal import Decimal
 import pytest
 from django.core.cache import cache
 from django.test import RequestFactory, override_settings
+from rest_framework.test import APIClient
 
 from tests.foundation.test_problems import assert_problem
 
@@ -33,23 +35,62 @@ def seconds_left_in_window(ip: str, period: int) -> int:
 
 @pytest.mark.django_db
 @override_settings(RATE_LIMIT_ENABLED=True, RATE_LIMIT="3/m")
-def test_api_requests_over_the_per_ip_limit_are_429_with_seconds_left(mine):
-    # given three requests allowed per minute per IP
+def test_anonymous_requests_over_the_per_address_limit_are_429_saying_which_limit(mine):
+    # given three anonymous requests allowed per minute per address
+    anonymous = APIClient()
     for _ in range(3):
-        assert mine.client.get("/api/v1/agents").status_code == 200
+        assert anonymous.get("/api").status_code == 200
     # when
-    response = mine.client.get("/api/v1/agents", REMOTE_ADDR="127.0.0.1")
-    # then
+    response = anonymous.get("/api/v1/", REMOTE_ADDR="127.0.0.1")
+    # then: the answer names the limit, its size and when it resets
     assert_problem(response, 429, "rate-limited")
     retry_after = int(response["Retry-After"])
     expected = seconds_left_in_window("127.0.0.1", 60)
     assert 1 <= retry_after <= 60
     assert abs(retry_after - max(1, expected)) <= 1
-    # every /api/ route counts, authenticated or not
-    assert_problem(mine.client.post("/api/v1/auth/token", {}, format="json"), 429, "rate-limited")
-    # another client IP has its own budget; non-API routes are not limited
-    assert mine.client.get("/api/v1/agents", REMOTE_ADDR="10.9.8.7").status_code == 200
-    assert mine.client.get("/health/live").status_code == 200
+    body = response.json()
+    assert body["detail"].startswith(
+        f"The API limit of 3 requests per minute per address is used up; it resets in "
+        f"{retry_after} s (at "
+    )
+    assert (body["limit"], body["period_seconds"], body["scope"]) == (3, 60, "address")
+    assert body["reset_at"].endswith("Z")
+    # every anonymous /api/ route counts, the token login too
+    assert_problem(anonymous.post("/api/v1/auth/token", {}, format="json"), 429, "rate-limited")
+    # a signed-in user on the same address has their own budget (the dashboard's buttons)
+    assert mine.client.get("/api/v1/agents").status_code == 200
+    # another address has its own budget; non-API routes are not limited
+    assert anonymous.get("/api", REMOTE_ADDR="10.9.8.7").status_code == 200
+    assert anonymous.get("/health/live").status_code == 200
+
+
+@pytest.mark.django_db
+@override_settings(RATE_LIMIT_ENABLED=True, RATE_LIMIT="3/m")
+def test_authenticated_requests_are_limited_per_user(mine, theirs):
+    # given a user who spent their three requests
+    for _ in range(3):
+        assert mine.client.get("/api/v1/agents").status_code == 200
+    # when
+    response = mine.client.get("/api/v1/agents")
+    # then
+    assert_problem(response, 429, "rate-limited")
+    body = response.json()
+    assert body["detail"].startswith(
+        "The API limit of 3 requests per minute for this user is used up; it resets in "
+    )
+    assert (body["limit"], body["scope"]) == (3, "user")
+    # another user from the same address is not affected
+    assert theirs.client.get("/api/v1/agents").status_code == 200
+
+
+@pytest.mark.django_db
+@override_settings(RATE_LIMIT_ENABLED=True, RATE_LIMIT="3/m")
+def test_refused_tokens_count_against_the_address(db):
+    guesser = APIClient()
+    guesser.credentials(HTTP_AUTHORIZATION="Token not-a-real-key")
+    for _ in range(3):
+        assert guesser.get("/api/v1/agents").status_code == 401
+    assert_problem(guesser.get("/api/v1/agents"), 429, "rate-limited")
 
 
 @pytest.mark.django_db
@@ -168,13 +209,14 @@ def test_page_size_is_capped_at_200(owner, owner_client):
 @override_settings(
     RATE_LIMIT_ENABLED=True, RATE_LIMIT="2/m", RATE_LIMIT_IP_HEADER="HTTP_X_FORWARDED_FOR"
 )
-def test_behind_a_proxy_each_client_address_has_its_own_budget(mine):
+def test_behind_a_proxy_each_client_address_has_its_own_budget(db):
     # given every request arriving from the proxy's address, the client's in X-Forwarded-For
     proxy = {"REMOTE_ADDR": "10.0.0.2"}
+    anonymous = APIClient()
 
     def get(forwarded: str | None):
         extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded is not None else {}
-        return mine.client.get("/api/v1/agents", **proxy, **extra)
+        return anonymous.get("/api", **proxy, **extra)
 
     # when one client spends its budget (the proxy appended the address it saw, last)
     for _ in range(2):
