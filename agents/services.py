@@ -136,9 +136,12 @@ def agent_limits_authorize(*, actor, before: dict | None, after: dict) -> bool:
     )
 
 
-def _limit_changes_record(*, agent: Agent, actor, before: dict | None, after: dict, operator):
+def _limit_changes_record(
+    *, agent: Agent, actor, before: dict | None, after: dict, operator: bool
+) -> None:
     """One audit row per config setting whose value changed (on creation: each that differs
-    from its default), in the caller's transaction."""
+    from its default), in the caller's transaction, so a change and its record commit or roll
+    back together. ``operator``: the change needed an operator's authority."""
     reference = before if before is not None else agent_config_normalize(None)
     username = getattr(actor, "username", "") or ""
     rows = [
