@@ -294,3 +294,15 @@ def enforce_trade_rate(request) -> None:
     problem = _rate_limited(usage)
     if problem is not None:
         raise problem
+
+
+def limits_summary() -> str:
+    """The request limits in force, in words, for the start-up banner."""
+    if not settings.RATE_LIMIT_ENABLED:
+        return "off (RATE_LIMIT_ENABLED=false)"
+    count, seconds = parse_rate(settings.RATE_LIMIT)
+    orders, order_seconds = parse_rate(settings.TRADE_RATE_LIMIT)
+    return (
+        f"{count} requests per {_period_text(seconds)} per address (anonymous) "
+        f"and per user (signed in); {orders} orders per {_period_text(order_seconds)} per user"
+    )

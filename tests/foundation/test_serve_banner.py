@@ -39,3 +39,21 @@ def test_the_banner_calls_a_service_the_server_did_not_start_external(settings, 
     banner = out.getvalue()
     assert re.search(r"Metering gRPC:\s+\S+ \(embedded\)", banner), banner
     assert re.search(r"Oversight gRPC:\s+\S+ \(external\)", banner), banner
+
+
+def test_the_banner_prints_the_request_limits(settings):
+    # given
+    settings.RATE_LIMIT_ENABLED = True
+    settings.RATE_LIMIT = "100/15m"
+    settings.TRADE_RATE_LIMIT = "600/m"
+    out = StringIO()
+
+    # when
+    Command(stdout=out)._banner("127.0.0.1", 8000, None)
+
+    # then
+    assert re.search(
+        r"Rate limits:\s+100 requests per 15 minutes per address \(anonymous\) and per user "
+        r"\(signed in\); 600 orders per minute per user",
+        out.getvalue(),
+    ), out.getvalue()

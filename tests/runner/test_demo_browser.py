@@ -176,4 +176,6 @@ def test_demo_agents_false_leaves_the_seeded_agents_idle(tmp_path, reference_ser
 
     # then: the banner says so, and no runner started
     assert "Demo agents:     idle (DEMO_AGENTS=false)" in output, output
+    # the demo logins are printed once, in the banner
+    assert output.count("alice / alice-demo-pass") == 1, output
     assert "run_agents:" not in output

@@ -36,8 +36,13 @@ class Command(BaseCommand):
             action="store_true",
             help="do nothing when any user exists (what `make run` uses on every start)",
         )
+        parser.add_argument(
+            "--no-logins",
+            action="store_true",
+            help="do not print the logins (the server's banner prints them once)",
+        )
 
-    def handle(self, *args, if_empty: bool, **options):
+    def handle(self, *args, if_empty: bool, no_logins: bool = False, **options):
         user_model = get_user_model()
         if if_empty and user_model.objects.exists():
             self.stdout.write("Users exist already; not seeding the demo (--if-empty).")
@@ -56,6 +61,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS("Demo data ready.") + f" New orders: {created_orders}."
         )
+        if no_logins:
+            return
         self.stdout.write("Logins (username / password, API token):")
         for line in demo_logins():
             self.stdout.write(f"  {line}")

@@ -19,6 +19,8 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config.limits import limits_summary
+
 logger = logging.getLogger("trading_demo.serve")
 
 
@@ -60,7 +62,14 @@ class Command(BaseCommand):
             if seed_demo_if_empty:
                 from django.core.management import call_command
 
-                call_command("seed_demo", if_empty=True, stdout=self.stdout, stderr=self.stderr)
+                # The banner prints the logins: once, at the end of the start-up output.
+                call_command(
+                    "seed_demo",
+                    if_empty=True,
+                    no_logins=True,
+                    stdout=self.stdout,
+                    stderr=self.stderr,
+                )
             # Before any job or request moves money: holds left by a crash equal the live orders'.
             reservations_reconcile()
             jobs = [] if no_jobs else default_jobs()
@@ -115,6 +124,7 @@ class Command(BaseCommand):
             ("Oversight gRPC", f"{settings.OVERSIGHT_GRPC_ADDRESS} ({oversight})"),
             ("Database", settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]),
             ("Channel layer", "redis" if settings.REDIS_URL else "in-memory"),
+            ("Rate limits", limits_summary()),
             ("Environment", settings.DJANGO_ENV),
         ]
         out = [line, f"  {settings.APP_NAME}", line]
