@@ -571,11 +571,8 @@ def approval_request_cancel(
         actor_name = actor.get_username() if actor is not None else SYSTEM_ACTOR
         if not closed_remotely:
             transaction.on_commit(
-                lambda: oversight_request_close(
-                    locked.pk,
-                    actor_id=actor_id,
-                    actor_name=actor_name,
-                    reason=reason or "cancelled",
+                lambda: _close_after_cancel(
+                    locked.pk, actor_id=actor_id, actor_name=actor_name, reason=reason
                 )
             )
     approval_request.status = locked.status
@@ -629,6 +626,21 @@ def oversight_request_close(
     except GrpcClientError as exc:
         logger.warning("could not close oversight request %s remotely: %s", request_id, exc)
         return UNREACHABLE
+
+
+def _close_after_cancel(request_id, *, actor_id: str, actor_name: str, reason: str) -> None:
+    """After a cancellation that did not ask the service first (the kill switch, which must
+    work whatever the service says): close the request there, and leave a trace when the
+    service had decided it meanwhile, the one case where the two records then differ."""
+    outcome = oversight_request_close(
+        request_id, actor_id=actor_id, actor_name=actor_name, reason=reason or "cancelled"
+    )
+    if outcome == ALREADY_CLOSED:
+        logger.warning(
+            "approval request %s was cancelled here but had already been closed on the "
+            "oversight service",
+            request_id,
+        )
 
 
 def approval_request_withdraw(*, trade: Trade, actor=None, reason: str) -> bool:
