@@ -30,6 +30,7 @@ from agents.models import (
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
 from config import problems
+from config.background import background_row_failed
 
 logger = logging.getLogger("trading_demo.agents")
 
@@ -383,6 +384,8 @@ def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN
     ``min_interval`` and that holds shares (its value moves with the market) or was active
     since (its cash changed): the portfolio history, one point a minute at most per agent,
     taken on market ticks rather than on every fill. Returns how many.
+    An agent whose valuation fails or cannot be stored is logged and counted
+    (``background_row_failed``); the others are snapshotted.
 
     Three queries whatever the number of agents: agents with their positions, prices, insert.
     """
@@ -404,18 +407,25 @@ def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN
     prices = prices_for({p.symbol for agent in agents for p in agent.positions.all()})
     snapshots = []
     for agent in agents:
-        valuation = portfolio_valuation(
-            agent=agent, positions=list(agent.positions.all()), prices=prices
-        )
-        snapshots.append(
-            PortfolioSnapshot(
+        try:
+            valuation = portfolio_valuation(
+                agent=agent, positions=list(agent.positions.all()), prices=prices
+            )
+            snapshot = PortfolioSnapshot(
                 agent=agent,
                 timestamp=now,
                 cash_balance=valuation["cash_balance"],
                 positions_value=valuation["positions_value"],
                 total_value=valuation["total_value"],
             )
-        )
+            # An amount too large for its column fails here, not the whole batch's INSERT.
+            snapshot.full_clean(
+                exclude=["agent"], validate_unique=False, validate_constraints=False
+            )
+        except Exception:
+            background_row_failed("snapshots", agent.pk)
+            continue
+        snapshots.append(snapshot)
     PortfolioSnapshot.objects.bulk_create(snapshots)
     return len(snapshots)
 

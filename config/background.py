@@ -2,7 +2,10 @@
 
 Each job is a plain function of the domain (``trades.services.market_tick`` and so on) called
 every ``interval`` seconds. A job that raises is logged and called again at the next interval:
-one failure never stops the loop. ``stop()`` ends the loop and waits for the current call.
+one failure never stops the loop. Within a run, a job that works row by row processes each row
+in its own transaction and reports one it cannot process with ``background_row_failed``
+(logged with its id, counted in ``/metrics``) before going on with the others. ``stop()`` ends
+the loop and waits for the current call.
 
 A ``singleton`` job runs its function only while this process holds the leader lock
 (``config.leader``): among several serving processes exactly one ticks the market, delivers
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from django.db import close_old_connections
 
 from config.leader import Leadership
+from config.metrics import BACKGROUND_ROW_FAILURES
 
 logger = logging.getLogger("trading_demo.background")
 
@@ -64,6 +68,15 @@ class PeriodicJob:
             self._thread.join(timeout)
         if self.singleton:
             self.leadership.stop()
+
+
+def background_row_failed(job: str, row_id: object) -> None:
+    """Record that ``job`` could not process one row: logged with its id and the traceback,
+    counted in ``trading_background_row_failures_total{job=…}``. Call it from the ``except``
+    block of the row's own transaction, then go on with the next row: one bad row must never
+    stop a job from doing the rest of its work."""
+    logger.exception("background job %s could not process row %s; going on", job, row_id)
+    BACKGROUND_ROW_FAILURES.labels(job).inc()
 
 
 def database_pool_check() -> None:

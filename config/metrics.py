@@ -42,6 +42,12 @@ CHANNEL_LAYER_DROPPED = Counter(
     "trading_channel_layer_dropped_total",
     "Events that could not be published to the channel layer (clients resync by seq).",
 )
+BACKGROUND_ROW_FAILURES = Counter(
+    "trading_background_row_failures_total",
+    "Rows a background job could not process (each logged with its id); the job went on "
+    "with the others.",
+    ["job"],
+)
 LEADER = Gauge(
     "trading_leader",
     "1 while this process holds the leader lock and runs the singleton background jobs.",

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.utils import timezone
 
 from grpc_clients.registry import get_metering_client
 from metering.choices import MetricCode
 from metering.models import DeliveryState, UsageEvent
 from metering.periods import period_window
-from metering.services import pending_usage
+from metering.services import pending_usage, usage_sum_total, usage_sums
 
 if TYPE_CHECKING:
     from agents.models import Agent
@@ -34,8 +34,8 @@ def usage_summary(*, agent: Agent, period: str, now: datetime | None = None) -> 
         agent=agent, occurred_at__gte=start, occurred_at__lt=end
     ).exclude(delivery_state=DeliveryState.REJECTED)
     totals = {
-        row["code"]: int(row["total"] or 0)
-        for row in events.values("code").annotate(total=Sum("quantity")).order_by()
+        row["code"]: usage_sum_total(row)
+        for row in events.values("code").annotate(**usage_sums()).order_by()
     }
     by_event_type = {
         row["event_type"]: row["events"]
@@ -46,13 +46,13 @@ def usage_summary(*, agent: Agent, period: str, now: datetime | None = None) -> 
         events.exclude(symbol="")
         .filter(code__in=[MetricCode.TRADE_EXECUTIONS, MetricCode.TRADE_VOLUME])
         .values("symbol", "code")
-        .annotate(total=Sum("quantity"))
+        .annotate(**usage_sums())
         .order_by("symbol", "code")
     )
     for row in symbol_rows:
         entry = by_symbol.setdefault(row["symbol"], {"trades": 0, "trade_volume": 0})
         key = "trades" if row["code"] == MetricCode.TRADE_EXECUTIONS else "trade_volume"
-        entry[key] = int(row["total"] or 0)
+        entry[key] = usage_sum_total(row)
     return {
         "agent_id": agent.pk,
         "period": period,

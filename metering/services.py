@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import BigIntegerField, F, Q, Sum, Value
 from django.utils import timezone
 
 from config import problems
+from config.background import background_row_failed
+from config.metrics import BACKGROUND_ROW_FAILURES
 from grpc_clients import metering as metering_api
 from grpc_clients.errors import GrpcClientError, ServiceUnavailable
 from grpc_clients.registry import get_metering_client
@@ -240,6 +242,29 @@ def usage_event_submit(
 # --- quotas ------------------------------------------------------------------------------------
 
 
+# A sum of usage quantities is taken as two sums, of each quantity's part above and below
+# 2**32, added up in Python: neither can overflow a 64-bit integer before 2**31 events,
+# whatever their quantities. SQLite's SUM raises on an overflow (PostgreSQL's widens to
+# numeric), and the usage of an agent that did would answer 500 and its orders 503.
+SUM_SPLIT = 2**32
+# The largest quantity a CheckQuota request carries (int64): a larger one is over any limit.
+MAX_WIRE_QUANTITY = 2**63 - 1
+
+
+def usage_sums(field: str = "quantity") -> dict[str, Sum]:
+    """Aggregates of ``field`` that cannot overflow; ``usage_sum_total`` adds them up."""
+    split = Value(SUM_SPLIT, output_field=BigIntegerField())
+    return {
+        "sum_high": Sum(F(field) / split, output_field=BigIntegerField()),
+        "sum_low": Sum(F(field) % split, output_field=BigIntegerField()),
+    }
+
+
+def usage_sum_total(row: dict) -> int:
+    """The exact sum from a row aggregated with ``usage_sums`` (0 when there were no rows)."""
+    return int(row["sum_high"] or 0) * SUM_SPLIT + int(row["sum_low"] or 0)
+
+
 def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
     """Quantity of ``metric_code`` recorded for the agent since ``since`` and not yet delivered.
 
@@ -250,8 +275,10 @@ def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
     table = UsageEvent._meta.db_table
     # The state is written as a literal, not a parameter: the prepared statement's plan can
     # then use the partial index of pending rows (usage_pending_by_agent).
+    # Two sums that cannot overflow (see usage_sums); %% is a literal % for the driver.
     sql = (
-        f"SELECT COALESCE(SUM(quantity), 0) FROM {table} "  # noqa: S608 (names from the model)
+        f"SELECT COALESCE(SUM(quantity / {SUM_SPLIT}), 0), "  # noqa: S608 (names from the model)
+        f"COALESCE(SUM(quantity %% {SUM_SPLIT}), 0) FROM {table} "
         f"WHERE agent_id = %s AND code = %s AND delivery_state = '{DeliveryState.PENDING.value}'"
     )
     params = [
@@ -265,8 +292,8 @@ def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
         )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        (total,) = cursor.fetchone()
-    return int(total or 0)
+        high, low = cursor.fetchone()
+    return int(high) * SUM_SPLIT + int(low)
 
 
 def _crossed_warning(used_before: int, used_after: int, limit: int) -> bool:
@@ -299,7 +326,9 @@ def quota_check(
     period_start, period_end = period_window(period, now)
     undelivered = pending_usage(agent_id=agent.pk, metric_code=metric_code, since=period_start)
     decision = get_metering_client().check_quota(
-        agent_id=str(agent.pk), metric_code=metric_code, quantity=quantity + undelivered
+        agent_id=str(agent.pk),
+        metric_code=metric_code,
+        quantity=min(quantity + undelivered, MAX_WIRE_QUANTITY),
     )
     used_before = decision.current_usage + undelivered
     remaining = max(decision.limit - used_before, 0) if decision.limit else 0
@@ -428,6 +457,11 @@ def backoff_seconds(attempts: int) -> int:
 
 
 def _to_wire(event: UsageEvent) -> metering_api.UsageEvent:
+    """The event as sent; ``ValueError`` for a row no metering service could take."""
+    if event.event_type not in metering_api.USAGE_EVENT_TYPES:
+        raise ValueError(f"unknown event_type {event.event_type!r}")
+    if not isinstance(event.properties or {}, dict):
+        raise ValueError("properties must be an object")
     properties = dict(event.properties or {})
     if event.symbol:
         properties.setdefault("symbol", event.symbol)
@@ -463,11 +497,30 @@ def _postpone(events: list[UsageEvent], *, now: datetime, error: str) -> None:
 
 
 def _deliver_batch(events: list[UsageEvent], *, now: datetime, report: DeliveryReport) -> bool:
-    """Send one batch (its rows locked by the caller); returns False when delivery must stop."""
+    """Send one batch (its rows locked by the caller); returns False when delivery must stop.
+
+    A row that cannot even be put on the wire is parked as ``rejected`` (retrying cannot
+    help), logged with its id and counted; the rest of the batch is sent."""
+    wire = []
+    sendable = []
+    for event in events:
+        try:
+            wire.append(_to_wire(event))
+        except Exception as exc:
+            background_row_failed("outbox", event.pk)
+            UsageEvent.objects.filter(pk=event.pk).update(
+                delivery_state=DeliveryState.REJECTED,
+                attempts=F("attempts") + 1,
+                last_error=f"not sendable: {exc}"[:2000],
+            )
+            report.rejected += 1
+        else:
+            sendable.append(event)
+    events = sendable
+    if not events:
+        return True
     try:
-        result = get_metering_client().ingest_batch(
-            [_to_wire(e) for e in events], continue_on_error=True
-        )
+        result = get_metering_client().ingest_batch(wire, continue_on_error=True)
     except GrpcClientError as exc:
         _postpone(events, now=now, error=str(exc))
         report.retrying += len(events)
@@ -492,6 +545,7 @@ def _deliver_batch(events: list[UsageEvent], *, now: datetime, report: DeliveryR
             # Retrying cannot make an invalid event valid: park it for a human to look at.
             event.delivery_state = DeliveryState.REJECTED
             report.rejected += 1
+            BACKGROUND_ROW_FAILURES.labels("outbox").inc()
             logger.error(
                 "metering rejected usage event %s: %s", event.transaction_id, outcome.error_message
             )

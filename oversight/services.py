@@ -37,6 +37,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from config import problems
+from config.background import background_row_failed
 from config.representation import quantity_text
 from grpc_clients.errors import GrpcClientError, RemoteConflict, RemoteNotFound
 from grpc_clients.registry import deadline_budget, get_oversight_client
@@ -732,7 +733,7 @@ def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
             expired += 1
         except Exception:
             failed += 1
-            logger.exception("could not expire approval request %s", request_id)
+            background_row_failed("approval-expiry", request_id)
     return ExpiryReport(expired=expired, failed=failed)
 
 

@@ -36,6 +36,8 @@ from agents.money import ZERO, cents, whole_dollars
 from agents.selectors import agent_get_for
 from agents.services import BALANCE_FIELDS
 from config import problems
+from config.background import background_row_failed
+from config.bounds import MAX_NOTIONAL
 from config.metrics import TRADES
 from config.representation import quantity_text
 from grpc_clients.registry import deadline_budget
@@ -771,6 +773,12 @@ def _new_trade(*, agent: Agent, order: Order, price: Decimal, now: datetime) -> 
         market_day=market.market_day(now) if order.time_in_force == TimeInForce.DAY else None,
     )
     trade.notional = cents(trade.quantity * _estimate_price(trade, price))
+    if trade.notional > MAX_NOTIONAL:
+        # Past it the amounts of the order and of the books are no longer stored exactly.
+        raise problems.ValidationFailed(
+            f"The order's notional {trade.notional} is above {MAX_NOTIONAL}.",
+            errors={"quantity": [f"Quantity times price must be at most {MAX_NOTIONAL}."]},
+        )
     # Constraints are the database's job here; the serializer already checked the values.
     trade.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
     return trade
@@ -906,7 +914,8 @@ def orders_match(*, prices: dict[str, Decimal] | None = None) -> int:
 
     ``prices`` defaults to the current price of every symbol. Each order is matched in its
     own transaction under the agent lock, re-checked there (it may have been cancelled
-    meanwhile). Returns the number of orders filled. One order failing does not stop others.
+    meanwhile). Returns the number of orders filled. One order failing does not stop the
+    others: it is logged and counted (``background_row_failed``) and tried on the next tick.
     """
     if prices is None:
         prices = {row.symbol: cents(row.price) for row in market.all_prices()}
@@ -928,7 +937,7 @@ def orders_match(*, prices: dict[str, Decimal] | None = None) -> int:
                 trade=Trade(pk=trade_id, agent_id=agent_id, symbol=symbol), price=prices[symbol]
             )
         except Exception:
-            logger.exception("could not match order %s", trade_id)
+            background_row_failed("matching", trade_id)
     return filled
 
 
@@ -963,12 +972,16 @@ def market_tick(*, now: datetime | None = None, force: bool = False) -> dict:
 
 def orders_expire_day(*, now: datetime | None = None) -> int:
     """Expire ``open`` day orders whose simulated trading day has ended (reservations
-    released, ``trade.updated`` published). Returns how many expired."""
+    released, ``trade.updated`` published), oldest first, each in its own transaction. An
+    order that cannot be expired is logged and counted (``background_row_failed``) and the
+    others still expire; it is tried again on the next run. Returns how many expired."""
     day = market.market_day(now)
     due = list(
         Trade.objects.filter(
             status=TradeStatus.OPEN, time_in_force=TimeInForce.DAY, market_day__lt=day
-        ).values_list("pk", "agent_id", "symbol", "market_day")
+        )
+        .order_by("created_at")
+        .values_list("pk", "agent_id", "symbol", "market_day")
     )
     expired = 0
     for trade_id, agent_id, symbol, trade_day in due:
@@ -981,4 +994,6 @@ def orders_expire_day(*, now: datetime | None = None) -> int:
             expired += 1
         except problems.Conflict:
             continue  # filled or cancelled meanwhile
+        except Exception:
+            background_row_failed("day-orders", trade_id)
     return expired

@@ -7,11 +7,13 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from config.bounds import MAX_PRICE, MAX_QUANTITY
 from config.serializers import StrictInputSerializer
 from trades import market
 from trades.choices import OrderType, Side, TimeInForce
 
-PRICE = {"max_digits": 18, "decimal_places": 2}
+# Bounded to what every supported database stores exactly (config.bounds).
+PRICE = {"max_digits": 18, "decimal_places": 2, "max_value": MAX_PRICE}
 LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT)
 STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
 
@@ -25,8 +27,9 @@ class OrderMetadataSerializer(StrictInputSerializer):
 class OrderInputSerializer(StrictInputSerializer):
     """The body of ``POST /agents/{id}/trades``. Unknown or read-only members are a 400.
 
-    Prices are whole cents; quantities have up to six decimal places. The ``agent`` in the
-    context restricts symbols to its ``allowed_symbols``.
+    Prices are whole cents, at most ``MAX_PRICE``; quantities have up to six decimal places,
+    at most ``MAX_QUANTITY`` (``config.bounds``: what every supported database stores
+    exactly). The ``agent`` in the context restricts symbols to its ``allowed_symbols``.
     """
 
     # The members of the Trade JSON that the server sets.
@@ -49,7 +52,7 @@ class OrderInputSerializer(StrictInputSerializer):
     symbol = serializers.CharField(max_length=16)
     side = serializers.ChoiceField(choices=Side.choices)
     type = serializers.ChoiceField(choices=OrderType.choices, default=OrderType.MARKET)
-    quantity = serializers.DecimalField(max_digits=20, decimal_places=6)
+    quantity = serializers.DecimalField(max_digits=20, decimal_places=6, max_value=MAX_QUANTITY)
     limit_price = serializers.DecimalField(**PRICE, required=False, allow_null=True)
     stop_price = serializers.DecimalField(**PRICE, required=False, allow_null=True)
     time_in_force = serializers.ChoiceField(choices=TimeInForce.choices, default=TimeInForce.DAY)
