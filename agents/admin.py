@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - grpc_clients is part of the project
 
 def problem_message(exc: Exception) -> str:
     """A one-line, operator-readable description of a problem raised by a domain service."""
-    from config.problems import Problem
+    from api.problems import Problem
 
     if isinstance(exc, Problem):
         detail = str(exc.detail)
@@ -47,7 +47,7 @@ def problem_message(exc: Exception) -> str:
 
 def domain_errors() -> tuple[type[Exception], ...]:
     """Exceptions an admin action turns into an error message (anything else is a bug)."""
-    from config.problems import Problem
+    from api.problems import Problem
 
     return (Problem, GrpcClientError, DjangoValidationError)
 

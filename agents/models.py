@@ -18,7 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
-from config.representation import quantity_text
+from api.representation import quantity_text
 
 MONEY = {"max_digits": 20, "decimal_places": 2}
 QUANTITY = {"max_digits": 20, "decimal_places": 6}

@@ -4,7 +4,7 @@ the live events.
 ``AgentSerializer`` is the Agent JSON of the API and of ``agent.terminated``.
 ``PortfolioSerializer`` (the REST API) answers what ``portfolio_representation`` builds, and the
 ``portfolio.update`` live event publishes it too. Values are formatted as DRF's
-``DecimalField`` and ``DateTimeField`` format them (``config.representation``); a test holds the
+``DecimalField`` and ``DateTimeField`` format them (``api.representation``); a test holds the
 serializer's declared fields equal to it.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from agents.models import Agent
-from config.representation import datetime_text, decimal_text
+from api.representation import datetime_text, decimal_text
 
 MONEY_PLACES = 2
 QUANTITY_PLACES = 6

@@ -12,7 +12,7 @@ from django.utils import timezone
 from agents.models import Agent, PortfolioSnapshot, Position
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
-from config import problems
+from api import problems
 
 
 def agent_queryset_for(user) -> QuerySet[Agent]:

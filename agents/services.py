@@ -29,8 +29,8 @@ from agents.models import (
 )
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
-from config import problems
-from config.background import background_row_failed
+from api import problems
+from runtime.jobs import background_row_failed
 
 logger = logging.getLogger("trading_demo.agents")
 

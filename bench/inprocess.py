@@ -25,7 +25,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from config.metrics import grpc_call_counts  # noqa: E402
+from observability.metrics import grpc_call_counts  # noqa: E402
 
 ORDERS = 5
 # Transaction control is counted apart: the order's one transaction costs a BEGIN and a COMMIT.

@@ -19,7 +19,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from config.limits import BodyLimitASGIMiddleware  # noqa: E402
+from api.limits import BodyLimitASGIMiddleware  # noqa: E402
 from mcp_tools.http import mcp_http_application  # noqa: E402
 from realtime.auth import TokenAuthMiddlewareStack  # noqa: E402
 from realtime.origins import WebSocketOriginValidator  # noqa: E402

@@ -77,9 +77,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "drf_problems",
     "corsheaders",
-    # Login throttling; before "config", whose admin module adapts axes' lockout screens.
+    # Login throttling; before "accounts", whose admin module adapts axes' lockout screens.
     "axes",
-    "config",
+    "accounts",
+    "api",
+    "runtime",
     "grpc_clients",
     "agents",
     "trades",
@@ -91,17 +93,17 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "config.middleware.RequestIdMiddleware",
+    "observability.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.gzip.GZipMiddleware",
-    # Abuse limits (config.limits): 413 over the body limit, 429 over RATE_LIMIT per address
+    # Abuse limits (api.limits): 413 over the body limit, 429 over RATE_LIMIT per address
     # for anonymous requests (per user for authenticated ones: a DRF throttle).
-    "config.limits.BodyLimitMiddleware",
-    "config.limits.NulCharacterMiddleware",
-    "config.limits.RateLimitMiddleware",
+    "api.limits.BodyLimitMiddleware",
+    "api.limits.NulCharacterMiddleware",
+    "api.limits.RateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -109,7 +111,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # After every middleware that handles a response (django-axes: turns a locked-out login
-    # form into the lockout page, config.lockout).
+    # form into the lockout page, accounts.lockout).
     "axes.middleware.AxesMiddleware",
     # Counts `api_calls` for every authenticated request made for an agent. Innermost, and
     # synchronous only (it declares no async support), like every view: under ASGI
@@ -180,7 +182,7 @@ def _database_from_env() -> dict:
         pooled = env_bool("DATABASE_POOL", True)
         # A round trip to check the connection before each request's first query. Pooled,
         # the serving processes check the pool's idle connections every
-        # DATABASE_POOL_CHECK_INTERVAL seconds instead (config.background), off the requests.
+        # DATABASE_POOL_CHECK_INTERVAL seconds instead (runtime.jobs), off the requests.
         config["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_HEALTH_CHECKS", not pooled)
         if pooled:
             # Django's connections are per thread: the request threads (gunicorn's, or
@@ -304,10 +306,10 @@ AUTH_PASSWORD_VALIDATORS = [
 OPERATORS_GROUP = "operators"
 # Password guessing is throttled by django-axes on every login: /admin/login/,
 # /dashboard/login/ and POST /api/v1/auth/token. After LOGIN_FAILURE_LIMIT failures for one
-# username, or from one address (config.limits.client_ip, as the rate limit counts them),
+# username, or from one address (api.limits.client_ip, as the rate limit counts them),
 # logins of that username or from that address are refused for LOGIN_COOLOFF_SECONDS, the
 # right password included; another failure meanwhile starts the cool-off again. Forms show
-# the lockout page (config.lockout), the API answers 429 rate-limited with Retry-After.
+# the lockout page (accounts.lockout), the API answers 429 rate-limited with Retry-After.
 # Failures are rows of the database (AccessAttempt): operators unlock by deleting them in
 # the admin (Axes → Access attempts).
 AUTHENTICATION_BACKENDS = [
@@ -317,8 +319,8 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
 AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900, minimum=1))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_CLIENT_IP_CALLABLE = "config.limits.client_ip"
-AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "api.limits.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_VERBOSE = False
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
@@ -390,22 +392,22 @@ if PRODUCTION:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes unauthenticated calls 401, not 403.
-        "config.authentication.TokenAuthentication",
-        "config.authentication.BearerTokenAuthentication",
+        "api.authentication.TokenAuthentication",
+        "api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["config.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": [
-        "config.filters.QueryFilterBackend",
+        "api.filters.QueryFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    # RATE_LIMIT per authenticated user (per address for anonymous requests: config.limits).
-    "DEFAULT_THROTTLE_CLASSES": ["config.limits.UserRateThrottle"],
-    "DEFAULT_PAGINATION_CLASS": "config.pagination.StandardPagination",
+    # RATE_LIMIT per authenticated user (per address for anonymous requests: api.limits).
+    "DEFAULT_THROTTLE_CLASSES": ["api.limits.UserRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.StandardPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "config.exceptions.problem_exception_handler",
+    "EXCEPTION_HANDLER": "api.exceptions.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -437,11 +439,11 @@ SPECTACULAR_SETTINGS = {
         "TradeStatusEnum": "trades.choices.TradeStatus",
         "ApprovalRequestStatusEnum": "oversight.choices.RequestStatus",
     },
-    # Declares the problem+json error answers of every operation (config.schema).
+    # Declares the problem+json error answers of every operation (api.schema).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "config.schema.add_service_endpoints",
-        "config.schema.add_problem_responses",
+        "api.schema.add_service_endpoints",
+        "api.schema.add_problem_responses",
     ],
 }
 
@@ -456,7 +458,7 @@ RATELIMIT_USE_CACHE = "default"
 # header that carries the client's address (e.g. HTTP_X_FORWARDED_FOR) so the per-IP limit
 # counts clients, not the proxy. Only set it when the proxy overwrites that header.
 RATE_LIMIT_IP_HEADER = env_str("RATE_LIMIT_IP_HEADER")
-RATELIMIT_IP_META_KEY = "config.limits.client_ip"
+RATELIMIT_IP_META_KEY = "api.limits.client_ip"
 # A cache that cannot count (Redis down) lets requests through: availability first.
 RATELIMIT_FAIL_OPEN = True
 
@@ -473,8 +475,8 @@ GRPC_TIMEOUT_SECONDS = env_float("GRPC_TIMEOUT_SECONDS", 2.0)
 # convention), so that its own trade_executions quota matches. Only a hint: the server counts
 # daily_trade_limit itself (trades.services.daily_trade_limit_check).
 METERING_QUOTA_HINTS = env_bool("METERING_QUOTA_HINTS", True)
-GRPC_CALL_HOOK = "config.metrics.observe_grpc_call"
-GRPC_REQUEST_ID_PROVIDER = "config.request_context.current_request_id"
+GRPC_CALL_HOOK = "observability.metrics.observe_grpc_call"
+GRPC_REQUEST_ID_PROVIDER = "observability.request_context.current_request_id"
 
 # --- trading domain ----------------------------------------------------------------------------
 
@@ -510,7 +512,7 @@ DATABASE_POOL_CHECK_INTERVAL = env_float("DATABASE_POOL_CHECK_INTERVAL", 30.0)
 WS_IDLE_TIMEOUT_SECONDS = env_int("WS_IDLE_TIMEOUT_SECONDS", 120, minimum=1)
 WS_EVENT_BUFFER_SIZE = env_int("WS_EVENT_BUFFER_SIZE", 1000, minimum=1)
 WS_MAX_MESSAGES_PER_SECOND = env_int("WS_MAX_MESSAGES_PER_SECOND", 20, minimum=1)
-# Leader election of the singleton jobs (config.leader): heartbeat period, and how long a
+# Leader election of the singleton jobs (runtime.leader): heartbeat period, and how long a
 # leader that cannot renew keeps running them (also the Redis key's expiry).
 LEADER_RENEW_SECONDS = env_float("LEADER_RENEW_SECONDS", 2.0)
 LEADER_LEASE_SECONDS = env_float("LEADER_LEASE_SECONDS", 10.0)
@@ -523,9 +525,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "request_context": {"()": "config.request_context.RequestContextFilter"},
+        "request_context": {"()": "observability.request_context.RequestContextFilter"},
         # Masks ?token=, passwords and Authorization values; the request becomes its path.
-        "redact_secrets": {"()": "config.log_redaction.RedactSecretsFilter"},
+        "redact_secrets": {"()": "observability.log_redaction.RedactSecretsFilter"},
     },
     "formatters": {
         "json": {
@@ -546,11 +548,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
-        # The access log (config.middleware) has one line per request, 4xx included; Django's
+        # The access log (observability.middleware) has one line per request, 4xx included; Django's
         # own "Bad Request"/"Not Found" warnings would be a second line for the same request.
         # Server errors are still logged here, with their traceback.
         "django.request": {"level": "ERROR"},
-        # drf-problems logs every unexpected exception itself; config.exceptions logs once.
+        # drf-problems logs every unexpected exception itself; api.exceptions logs once.
         "drf_problems": {"level": "CRITICAL"},
         "daphne": {"level": "WARNING"},
     },

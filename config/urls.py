@@ -1,13 +1,16 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import views
+from api import views as api_views
+from dashboard.views import favicon
+from observability import views as service_views
 
 api_v1 = [
-    path("", views.ApiV1RootView.as_view(), name="api-v1-root"),
-    path("auth/token", views.ObtainTokenView.as_view(), name="auth-token"),
+    path("", api_views.ApiV1RootView.as_view(), name="api-v1-root"),
+    path("auth/token", api_views.ObtainTokenView.as_view(), name="auth-token"),
     path("", include("agents.api.urls")),
     path("", include("trades.api.urls")),
     path("", include("oversight.api.urls")),
@@ -15,20 +18,20 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("health/live", views.health_live, name="health-live"),
-    path("health/ready", views.health_ready, name="health-ready"),
-    path("metrics", views.metrics, name="metrics"),
-    path("favicon.ico", views.favicon, name="favicon"),
-    path("api", views.ApiRootView.as_view(), name="api-root"),
+    path("health/live", service_views.health_live, name="health-live"),
+    path("health/ready", service_views.health_ready, name="health-ready"),
+    path("metrics", service_views.metrics, name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),
+    path("api", api_views.ApiRootView.as_view(), name="api-root"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("problems/", include("config.problem_urls")),
+    path("problems/", include("api.problem_urls")),
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
     # Anything else under /api answers a 404 problem document instead of an HTML page.
-    re_path(r"^api(?:/.*)?$", views.ApiNotFoundView.as_view()),
+    re_path(r"^api(?:/.*)?$", api_views.ApiNotFoundView.as_view()),
 ]
 
 if settings.DEBUG:
-    urlpatterns.append(path("", views.index_redirect))
+    urlpatterns.append(path("", RedirectView.as_view(url="/api")))

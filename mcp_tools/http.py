@@ -31,9 +31,9 @@ from django.db import connection
 from mcp.server.transport_security import TransportSecuritySettings
 from rest_framework import exceptions
 
-from config import problems
-from config.authentication import TokenAuthentication
-from config.limits import problem_response
+from api import problems
+from api.authentication import TokenAuthentication
+from api.limits import problem_response
 from mcp_tools.dispatch import Caller
 from mcp_tools.server import build_server
 

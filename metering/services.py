@@ -24,15 +24,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import BigIntegerField, F, Q, Sum, Value
 from django.utils import timezone
 
-from config import problems
-from config.background import background_row_failed
-from config.metrics import BACKGROUND_ROW_FAILURES
+from api import problems
 from grpc_clients import metering as metering_api
 from grpc_clients.errors import GrpcClientError, ServiceUnavailable
 from grpc_clients.registry import get_metering_client
 from metering.choices import MetricCode
 from metering.models import DeliveryState, UsageEvent
 from metering.periods import DAILY, PERIOD_UNITS, period_window
+from observability.metrics import BACKGROUND_ROW_FAILURES
+from runtime.jobs import background_row_failed
 
 if TYPE_CHECKING:
     from agents.models import Agent

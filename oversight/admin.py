@@ -25,7 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from agents.admin import ReadOnlyAdmin, ReadOnlyInline, domain_errors, problem_message
-from config.representation import quantity_text
+from api.representation import quantity_text
 from oversight.choices import Decision, RequestStatus
 from oversight.models import ApprovalDecision, ApprovalRequest
 

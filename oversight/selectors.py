@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
-from config import problems
+from api import problems
 from oversight.models import ApprovalDecision, ApprovalRequest
 
 

@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from config.metrics import WEBSOCKET_CONNECTIONS
+from observability.metrics import WEBSOCKET_CONNECTIONS
 from realtime.groups import (
     AGENT_CHANNELS,
     CHANNELS,

@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config.metrics import CHANNEL_LAYER_DROPPED
+from observability.metrics import CHANNEL_LAYER_DROPPED
 from realtime.groups import agent_control_group, agent_group, market_group, oversight_feed_group
 
 logger = logging.getLogger("trading_demo.realtime")

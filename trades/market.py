@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.money import cents
-from config import problems
+from api import problems
 from trades.models import MarketPrice
 
 # Opening prices of the usual symbols; any other symbol gets a seeded price in [20, 500).

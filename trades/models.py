@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models import MONEY, PRICE, QUANTITY, Agent
-from config.representation import quantity_text
+from api.representation import quantity_text
 from trades.choices import OrderType, Side, TimeInForce, TradeStatus
 
 

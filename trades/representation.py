@@ -3,7 +3,7 @@
 ``TradeSerializer`` (the REST API) answers what ``trade_representation`` builds, and the live
 events of ``trades.services`` publish it too, so an order looks the same over REST and over
 the WebSocket. Values are formatted as DRF's ``DecimalField`` and ``DateTimeField`` format
-them (``config.representation``); a test holds the serializer's declared fields equal to it.
+them (``api.representation``); a test holds the serializer's declared fields equal to it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from uuid import UUID
 from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 
-from config.representation import datetime_text, decimal_text
+from api.representation import datetime_text, decimal_text
 
 MONEY_PLACES = 2
 QUANTITY_PLACES = 6

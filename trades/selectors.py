@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from agents.models import Agent
 from agents.selectors import agent_get_for
-from config import problems
+from api import problems
 from trades.models import Trade
 
 

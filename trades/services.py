@@ -35,13 +35,13 @@ from agents.models import Agent, Position
 from agents.money import ZERO, cents, whole_dollars
 from agents.selectors import agent_get_for
 from agents.services import BALANCE_FIELDS
-from config import problems
-from config.background import background_row_failed
-from config.bounds import MAX_NOTIONAL
-from config.metrics import TRADES
-from config.representation import quantity_text
+from api import problems
+from api.bounds import MAX_NOTIONAL
+from api.representation import quantity_text
 from grpc_clients.registry import deadline_budget
 from metering.periods import DAILY, period_window
+from observability.metrics import TRADES
+from runtime.jobs import background_row_failed
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, IdempotencyRecord, Trade

@@ -7,12 +7,12 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from config.bounds import MAX_PRICE, MAX_QUANTITY
-from config.serializers import StrictInputSerializer
+from api.bounds import MAX_PRICE, MAX_QUANTITY
+from api.serializers import StrictInputSerializer
 from trades import market
 from trades.choices import OrderType, Side, TimeInForce
 
-# Bounded to what every supported database stores exactly (config.bounds).
+# Bounded to what every supported database stores exactly (api.bounds).
 PRICE = {"max_digits": 18, "decimal_places": 2, "max_value": MAX_PRICE}
 LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT)
 STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
@@ -28,7 +28,7 @@ class OrderInputSerializer(StrictInputSerializer):
     """The body of ``POST /agents/{id}/trades``. Unknown or read-only members are a 400.
 
     Prices are whole cents, at most ``MAX_PRICE``; quantities have up to six decimal places,
-    at most ``MAX_QUANTITY`` (``config.bounds``: what every supported database stores
+    at most ``MAX_QUANTITY`` (``api.bounds``: what every supported database stores
     exactly). The ``agent`` in the context restricts symbols to its ``allowed_symbols``.
     """
 

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from agents.choices import AgentStatus, Strategy
 from agents.representation import AgentSerializer, portfolio_representation
-from config.serializers import StrictInputSerializer
+from api.serializers import StrictInputSerializer
 
 MONEY = {"max_digits": 20, "decimal_places": 2}
 QUANTITY = {"max_digits": 20, "decimal_places": 6}

@@ -18,7 +18,7 @@ from agents.api.serializers import (
     PortfolioSerializer,
 )
 
-# Declared without content: config.schema gives every error the problem+json document.
+# Declared without content: api.schema gives every error the problem+json document.
 _PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 

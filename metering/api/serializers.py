@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from config.bounds import MAX_USAGE_QUANTITY
-from config.serializers import StrictInputSerializer
+from api.bounds import MAX_USAGE_QUANTITY
+from api.serializers import StrictInputSerializer
 from grpc_clients.metering import USAGE_EVENT_TYPES
 from metering.periods import DAILY, REPORT_PERIODS
 
@@ -76,7 +76,7 @@ class UsageEventInputSerializer(StrictInputSerializer):
         max_length=64,
         error_messages={"invalid": "Use lower-case letters, digits, '_', '.' or '-'."},
     )
-    # Bounded so that no sum of an agent's usage can overflow (config.bounds).
+    # Bounded so that no sum of an agent's usage can overflow (api.bounds).
     quantity = serializers.IntegerField(min_value=0, max_value=MAX_USAGE_QUANTITY)
     transaction_id = serializers.CharField(required=False, max_length=64, allow_blank=False)
     properties = serializers.DictField(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from config.serializers import StrictInputSerializer
+from api.serializers import StrictInputSerializer
 from oversight.representation import ApprovalDecisionSerializer, ApprovalRequestSerializer
 
 # What a decision body may not set: the request's own members and a decision's.

@@ -7,7 +7,7 @@ from django.test import override_settings
 from django.urls import path
 from rest_framework.views import APIView
 
-from config import problems
+from api import problems
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 

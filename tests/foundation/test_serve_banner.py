@@ -8,8 +8,8 @@ from io import StringIO
 
 import pytest
 
-from config.embedded import start_embedded_services
-from config.management.commands.serve import Command
+from runtime.embedded import start_embedded_services
+from runtime.management.commands.serve import Command
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from config import problems
+from api import problems
 from metering.models import UsageEvent
 from metering.services import quota_check, quota_configure, usage_deliver_pending, usage_record
 from realtime.models import AgentEvent
@@ -396,7 +396,7 @@ def test_api_calls_crossing_80_percent_on_delivery_publish_one_warning(agent_fac
 
 
 def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_factory):
-    from config.metrics import grpc_call_counts
+    from observability.metrics import grpc_call_counts
 
     # given: an api_calls quota of 100 per day, known to the deliverer after a first delivery
     agent = agent_factory()

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from config.background import PeriodicJob
-from config.leader import (
+from runtime.jobs import PeriodicJob
+from runtime.leader import (
     AlwaysLeader,
     Leadership,
     PostgresAdvisoryLock,

@@ -15,7 +15,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
 
-from config.request_context import RequestContextFilter
+from observability.request_context import RequestContextFilter
 
 
 @pytest.fixture

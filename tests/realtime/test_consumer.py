@@ -10,7 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from config.metrics import WEBSOCKET_CONNECTIONS
+from observability.metrics import WEBSOCKET_CONNECTIONS
 from tests.realtime.helpers import publish, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)

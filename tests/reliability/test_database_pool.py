@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from config.background import database_pool_check, default_jobs
+from runtime.jobs import database_pool_check, default_jobs
 
 
 def test_each_serving_process_checks_its_own_pool_and_requests_do_not():

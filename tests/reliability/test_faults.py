@@ -32,12 +32,12 @@ from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
 from agents.services import reservations_reconcile
-from config.metrics import CHANNEL_LAYER_DROPPED
 from grpc_clients.errors import ServiceUnavailable
 from grpc_clients.metering import MeteringClient
 from grpc_clients.registry import get_metering_client, reset_clients
 from metering.models import DeliveryState, UsageEvent
 from metering.services import usage_deliver_pending
+from observability.metrics import CHANNEL_LAYER_DROPPED
 from realtime.models import AgentEvent
 from reference_services.server import start_reference_services
 from tests.realtime.helpers import open_socket

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 
 from agents.models import Agent, Position
 from agents.services import agent_create, agent_terminate
-from config import problems
+from api import problems
 from oversight.choices import RequestStatus
 from oversight.models import ApprovalRequest
 from oversight.services import approval_decide, approvals_expire_due

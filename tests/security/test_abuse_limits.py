@@ -154,7 +154,7 @@ def test_rate_limit_fails_open_when_its_cache_is_down(mine):
 @pytest.mark.django_db
 def test_per_ip_limit_is_exact_under_concurrency_on_redis(settings):
     # given the Redis cache, a limit of 10 and 40 threads released together from one IP
-    from config.limits import RateLimitMiddleware
+    from api.limits import RateLimitMiddleware
 
     assert "RedisCache" in settings.CACHES["default"]["BACKEND"]
     settings.RATE_LIMIT_ENABLED = True

@@ -261,7 +261,7 @@ def test_tokens_passwords_and_the_secret_key_never_reach_the_logs(
     ],
 )
 def test_the_console_filter_masks_credentials_in_any_message(message, secret):
-    from config.log_redaction import RedactSecretsFilter
+    from observability.log_redaction import RedactSecretsFilter
 
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", (message,), None)
     clean = RedactSecretsFilter().filter(record)

@@ -8,8 +8,8 @@ import re
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from config.metrics import grpc_call_counts
 from metering.models import UsageEvent
+from observability.metrics import grpc_call_counts
 from realtime.models import AgentEvent
 from tests.trades.conftest import submit
 from trades.models import Trade

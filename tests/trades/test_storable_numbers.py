@@ -1,4 +1,4 @@
-"""Orders carry only numbers every supported database stores exactly (``config.bounds``).
+"""Orders carry only numbers every supported database stores exactly (``api.bounds``).
 
 A price of ``9999999999999999.99`` was accepted; SQLite stored it as an integer its field then
 could not read, and every page listing that order answered 500. Prices, quantities and

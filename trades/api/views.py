@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.selectors import agent_get_for
-from config.limits import enforce_trade_rate
+from api.limits import enforce_trade_rate
 from metering.services import api_call_usage
 from trades import market, selectors, services
 from trades.api.filters import TradeFilter
@@ -29,7 +29,7 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Replaying a key with the same body returns the first answer.",
 )
-# Declared without content: config.schema gives every error the problem+json document.
+# Declared without content: api.schema gives every error the problem+json document.
 _PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 

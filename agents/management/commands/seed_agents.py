@@ -19,7 +19,7 @@ from django.template.defaultfilters import pluralize
 from tqdm import tqdm
 
 from agents.choices import Strategy
-from config.problems import Problem
+from api.problems import Problem
 
 MAX_COUNT = 100_000
 BATCH_SIZE = 100

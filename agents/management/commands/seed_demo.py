@@ -128,7 +128,7 @@ class Command(BaseCommand):
         return agent
 
     def _trade(self, agent, demo: DemoTrade, *, user) -> int:
-        from config.problems import Problem
+        from api.problems import Problem
         from grpc_clients.errors import GrpcClientError
         from trades.market import current_price
         from trades.models import Trade

@@ -1,7 +1,7 @@
 """OpenAPI schema post-processing: the problem documents every operation can answer.
 
 drf-spectacular describes the success answers a view declares. The errors come from one place
-(``config.exceptions``), so they are declared in one place too: this hook adds a ``Problem``
+(``api.exceptions``), so they are declared in one place too: this hook adds a ``Problem``
 component and, to every operation, the error statuses its shape implies (401 when it needs
 credentials, 404 when it has path parameters, 400/413/415 when it takes a body, 429 for the
 ``/api/`` rate limit). Domain errors particular to one operation (402, 409, 422, 503, …) are
@@ -87,7 +87,7 @@ def _implied_statuses(path: str, method: str, operation: dict) -> list[str]:
 
 # The service endpoints are plain Django views (they answer before DRF's machinery, and
 # /metrics speaks Prometheus' text format), so drf-spectacular does not see them: they are
-# declared here, with the documents config.views answers.
+# declared here, with the documents observability.views answers.
 _HEALTH_CHECKS = {
     "type": "object",
     "properties": {

@@ -8,8 +8,8 @@ import time
 from django.conf import settings
 from django.utils.functional import SimpleLazyObject
 
-from config import request_context
-from config.metrics import HTTP_REQUEST_SECONDS
+from observability import request_context
+from observability.metrics import HTTP_REQUEST_SECONDS
 
 access_log = logging.getLogger("trading_demo.access")
 

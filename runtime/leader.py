@@ -307,7 +307,7 @@ class Leadership:
 
 
 def _set_leader_gauge(value: bool) -> None:
-    from config.metrics import LEADER
+    from observability.metrics import LEADER
 
     LEADER.set(1 if value else 0)
 

@@ -3,7 +3,7 @@
 A login form (``/admin/login/``, ``/dashboard/login/``) gets a page saying plainly that
 signing in is temporarily locked for this username or address, and for how long; the API's
 token login answers 429 ``rate-limited`` with ``Retry-After`` through the project's error path
-(``config.views.ObtainTokenView``). Both take the duration from the same cool-off setting.
+(``api.views.ObtainTokenView``). Both take the duration from the same cool-off setting.
 """
 
 from __future__ import annotations

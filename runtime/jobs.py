@@ -8,7 +8,7 @@ in its own transaction and reports one it cannot process with ``background_row_f
 the loop and waits for the current call.
 
 A ``singleton`` job runs its function only while this process holds the leader lock
-(``config.leader``): among several serving processes exactly one ticks the market, delivers
+(``runtime.leader``): among several serving processes exactly one ticks the market, delivers
 the outbox and expires orders and approvals. The others keep trying to take the lock and take
 over within a renew interval of the leader stopping (a crashed leader: within the lease).
 """
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from django.db import close_old_connections
 
-from config.leader import Leadership
-from config.metrics import BACKGROUND_ROW_FAILURES
+from observability.metrics import BACKGROUND_ROW_FAILURES
+from runtime.leader import Leadership
 
 logger = logging.getLogger("trading_demo.background")
 
@@ -97,10 +97,10 @@ def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
     the process's own database pool."""
     from django.conf import settings
 
-    from config.leader import leadership_from_settings
     from metering.services import usage_deliver_pending
     from oversight.services import approvals_expire_due
     from realtime.services import event_buffer_prune
+    from runtime.leader import leadership_from_settings
     from trades.services import market_tick, orders_expire_day
 
     leadership = leadership or leadership_from_settings()

@@ -1,7 +1,7 @@
 """The problem catalogue: one exception class per RFC 7807 problem type of SPEC §6.
 
 Domain code raises these (``raise InsufficientFunds(required=..., available=...)``); the
-handler in ``config.exceptions`` renders them as ``application/problem+json``. Each class is
+handler in ``api.exceptions`` renders them as ``application/problem+json``. Each class is
 registered with drf-problems, whose ``/problems/<slug>/`` page describes it, so every ``type``
 URL resolves.
 """

@@ -1,6 +1,6 @@
 """The one error path: every exception raised while serving the API becomes a problem document.
 
-``problem_exception_handler`` normalises what reaches it into a ``config.problems.Problem`` and
+``problem_exception_handler`` normalises what reaches it into a ``api.problems.Problem`` and
 then delegates to drf-problems, which renders ``type``, ``title`` and ``status``. Around that it
 adds ``detail``, ``instance``, extension members and ``Retry-After``; and it makes sure that
 nothing about an unexpected exception leaves the server outside DEBUG.
@@ -20,7 +20,7 @@ from drf_problems.exceptions import exception_handler as drf_problems_handler
 from rest_framework import exceptions
 from rest_framework.fields import get_error_detail
 
-from config import problems
+from api import problems
 from grpc_clients.errors import GrpcClientError
 from grpc_clients.errors import ServiceUnavailable as GrpcServiceUnavailable
 

@@ -19,7 +19,7 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from config.limits import limits_summary
+from api.limits import limits_summary
 
 logger = logging.getLogger("trading_demo.serve")
 
@@ -52,8 +52,8 @@ class Command(BaseCommand):
 
         from agents.services import reservations_reconcile
         from config.asgi import application
-        from config.background import default_jobs
-        from config.embedded import start_embedded_services
+        from runtime.embedded import start_embedded_services
+        from runtime.jobs import default_jobs
 
         services = start_embedded_services()
         jobs = []

@@ -34,7 +34,7 @@ from django_ratelimit.core import get_usage
 from rest_framework.renderers import JSONRenderer
 from rest_framework.throttling import BaseThrottle
 
-from config import problems
+from api import problems
 from config.env import parse_rate
 
 logger = logging.getLogger("trading_demo.limits")
@@ -44,7 +44,7 @@ BODY_TOO_LARGE_SCOPE_KEY = "trading_demo.body_too_large"
 
 def problem_response(request, problem: problems.Problem) -> HttpResponse:
     """Render a problem document outside DRF (middleware), exactly as the API handler does."""
-    from config.exceptions import problem_exception_handler
+    from api.exceptions import problem_exception_handler
 
     rendered = problem_exception_handler(problem, {"request": request})
     response = HttpResponse(

@@ -1,12 +1,12 @@
 """``manage.py run_jobs``: the background jobs as a process of their own.
 
-Runs ``config.background.default_jobs()`` (market feed, matching of resting orders, outbox
+Runs ``runtime.jobs.default_jobs()`` (market feed, matching of resting orders, outbox
 delivery, order and approval expiry, event-buffer pruning) until SIGINT or SIGTERM, then stops
 them (each finishes the step it is in) and exits 0. First, once, it reconciles reservations
 (``reservations_reconcile``): holds left by a crash are made equal to the live orders'.
 
 Safe to run as several replicas: the singleton jobs run only in the process that holds the
-leader lock (``config.leader``: a PostgreSQL advisory lock, else a Redis lease), and another
+leader lock (``runtime.leader``: a PostgreSQL advisory lock, else a Redis lease), and another
 replica takes over within a lease of the leader stopping or vanishing.
 """
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from agents.services import reservations_reconcile
-        from config.background import default_jobs
+        from runtime.jobs import default_jobs
 
         stop = threading.Event()
 
