@@ -622,7 +622,13 @@ def _prepare(
         price = prices[order.symbol]
         trade = _new_trade(agent=agent, order=order, price=price, now=timezone.now())
         held = positions.get(order.symbol)
-        _reserve(agent=agent, trade=trade, price=price, position=held)
+        try:
+            _reserve(agent=agent, trade=trade, price=price, position=held)
+        except (problems.InsufficientFunds, problems.InsufficientPosition, problems.PositionLimit):
+            # The agent and its positions were read by separate statements, so a fill
+            # committed between them can make them disagree: a refusal is given only as the
+            # locked rows decide it.
+            _reserve_on_locked_rows(agent_id=agent.pk, order=order, price=price)
         # 5. oversight
         evaluation = approval_evaluate(
             agent=agent,
@@ -631,6 +637,17 @@ def _prepare(
             held_value=held.cost_basis if held is not None else ZERO,
         )
     return _Prepared(order=order, price=price, prices=prices, quota=quota, evaluation=evaluation)
+
+
+def _reserve_on_locked_rows(*, agent_id, order: Order, price: Decimal) -> None:
+    """Check the funds or shares of ``order`` on the agent's and position's locked rows;
+    raises the same problems as ``_reserve``. Nothing is saved: the reservation itself is
+    made by the locked submission."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent_id)
+        held = _lock_position(agent, order.symbol)
+        trade = _new_trade(agent=agent, order=order, price=price, now=timezone.now())
+        _reserve(agent=agent, trade=trade, price=price, position=held)
 
 
 def _check_can_place(*, agent: Agent, order: Order) -> None:
