@@ -9,8 +9,8 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
+from prometheus_client import REGISTRY
 
-from observability.metrics import WEBSOCKET_CONNECTIONS
 from tests.realtime.helpers import publish, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,13 +66,13 @@ async def test_foreign_origin_is_refused(ws, owner, token_for, settings):
 
 async def test_connection_gauge_counts_open_sockets(ws, owner, token_for):
     token = await database_sync_to_async(token_for)(owner)
-    before = WEBSOCKET_CONNECTIONS._value.get()
+    before = REGISTRY.get_sample_value("trading_websocket_connections")
     communicator = await ws(token)
     await communicator.send_json_to({"action": "ping"})
     await communicator.receive_json_from(timeout=5)
-    assert WEBSOCKET_CONNECTIONS._value.get() == before + 1
+    assert REGISTRY.get_sample_value("trading_websocket_connections") == before + 1
     await communicator.disconnect()
-    assert WEBSOCKET_CONNECTIONS._value.get() == before
+    assert REGISTRY.get_sample_value("trading_websocket_connections") == before
 
 
 async def test_another_owners_agent_is_forbidden_and_sends_nothing(

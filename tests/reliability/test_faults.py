@@ -28,6 +28,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.db import connection
+from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
@@ -37,7 +38,6 @@ from grpc_clients.metering import MeteringClient
 from grpc_clients.registry import get_metering_client, reset_clients
 from metering.models import DeliveryState, UsageEvent
 from metering.services import usage_deliver_pending
-from observability.metrics import CHANNEL_LAYER_DROPPED
 from realtime.models import AgentEvent
 from reference_services.server import start_reference_services
 from tests.realtime.helpers import open_socket
@@ -377,13 +377,13 @@ async def test_redis_down_keeps_rest_answering_and_websockets_recover(
 
     # when Redis dies, orders still succeed; the lost events are counted
     private_redis.kill()
-    dropped = CHANNEL_LAYER_DROPPED._value.get()
+    dropped = REGISTRY.get_sample_value("trading_channel_layer_dropped_total")
     started = time.monotonic()
     responses = [await post() for _ in range(3)]
     elapsed = time.monotonic() - started
     print(f"redis down: 3 orders answered {[r.status_code for r in responses]} in {elapsed:.2f} s")
     assert [r.status_code for r in responses] == [201, 201, 201]
-    assert CHANNEL_LAYER_DROPPED._value.get() > dropped
+    assert REGISTRY.get_sample_value("trading_channel_layer_dropped_total") > dropped
     assert await database_sync_to_async(Trade.objects.filter(agent=agent).count)() == 4
 
     # when Redis is back on the same port, a new subscriber gets live events again
