@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run        install, migrate, seed the demo once, serve on HOST:PORT (default 0.0.0.0:3000)"
 	@echo "make test       install, then run the whole test suite"
-	@echo "make lint       ruff check + ruff format --check + stale-protos + migrations check"
+	@echo "make lint       ruff check + ruff format --check + stale-protos + migrations check + import contracts"
 	@echo "make protos     regenerate grpc_clients/_generated from protos/"
 	@echo "make bench      run the benchmark harness (writes bench/results/)"
 
@@ -38,6 +38,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/gen_protos.py --check
 	DJANGO_SETTINGS_MODULE=config.settings_test $(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff check --fix .

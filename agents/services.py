@@ -30,7 +30,7 @@ from agents.models import (
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
 from api import problems
-from runtime.jobs import background_row_failed
+from observability.metrics import background_row_failed
 
 logger = logging.getLogger("trading_demo.agents")
 

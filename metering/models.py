@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from django.db import models
 
-from agents.models import Agent
-
 
 class DeliveryState(models.TextChoices):
     PENDING = "pending"
@@ -33,7 +31,7 @@ class UsageEvent(models.Model):
     # The id a client gave (or was given) on POST /metering/events, unique per agent; null for
     # the server's own events.
     client_transaction_id = models.CharField(max_length=64, null=True, blank=True)
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="usage_events")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="usage_events")
     # Lower-case Creto UsageEventType name (api_call, llm_inference, …, oversight_request).
     event_type = models.CharField(max_length=32, default="api_call")
     # Metric code: api_calls, trade_executions, trade_volume, oversight_requests, or a custom one.

@@ -31,8 +31,7 @@ from grpc_clients.registry import get_metering_client
 from metering.choices import MetricCode
 from metering.models import DeliveryState, UsageEvent
 from metering.periods import DAILY, PERIOD_UNITS, period_window
-from observability.metrics import BACKGROUND_ROW_FAILURES
-from runtime.jobs import background_row_failed
+from observability.metrics import BACKGROUND_ROW_FAILURES, background_row_failed
 
 if TYPE_CHECKING:
     from agents.models import Agent

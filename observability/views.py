@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from grpc_clients.health import check_health
-from observability.metrics import register_domain_collector
+from observability.domain_state import register_domain_collector
 
 
 def _now() -> str:

@@ -5,17 +5,20 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from agents.models import MONEY, Agent
+from agents.models import MONEY
 from oversight.choices import Decision, Priority, RequestStatus, RiskLevel
-from trades.models import Trade
 
 
 class ApprovalRequest(models.Model):
     """A trade waiting for human approval. ``id`` is the oversight service's request id."""
 
     id = models.UUIDField(primary_key=True, editable=False)
-    trade = models.OneToOneField(Trade, on_delete=models.CASCADE, related_name="approval_request")
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="approval_requests")
+    trade = models.OneToOneField(
+        "trades.Trade", on_delete=models.CASCADE, related_name="approval_request"
+    )
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.CASCADE, related_name="approval_requests"
+    )
     amount = models.DecimalField(**MONEY)
     status = models.CharField(
         max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING, db_index=True

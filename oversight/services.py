@@ -40,11 +40,11 @@ from api import problems
 from api.representation import quantity_text
 from grpc_clients.errors import GrpcClientError, RemoteConflict, RemoteNotFound
 from grpc_clients.registry import deadline_budget, get_oversight_client
+from observability.metrics import background_row_failed
 from oversight.choices import Decision, RequestStatus
 from oversight.models import ApprovalDecision, ApprovalRequest
 from oversight.risk import Risk, assess_trade_risk, review_priority
 from oversight.selectors import approval_get, approval_get_for
-from runtime.jobs import background_row_failed
 
 if TYPE_CHECKING:
     from agents.models import Agent

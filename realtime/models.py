@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from django.db import models
 
-from agents.models import Agent
-
 
 class AgentEvent(models.Model):
     """An event published on an agent's streams, kept so a client can catch up by ``seq``."""
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="events")
     seq = models.BigIntegerField()
     event = models.CharField(max_length=32)
     channel = models.CharField(max_length=16)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from django.db import close_old_connections
 
-from observability.metrics import BACKGROUND_ROW_FAILURES
 from runtime.leader import Leadership
 
 logger = logging.getLogger("trading_demo.background")
@@ -68,15 +67,6 @@ class PeriodicJob:
             self._thread.join(timeout)
         if self.singleton:
             self.leadership.stop()
-
-
-def background_row_failed(job: str, row_id: object) -> None:
-    """Record that ``job`` could not process one row: logged with its id and the traceback,
-    counted in ``trading_background_row_failures_total{job=…}``. Call it from the ``except``
-    block of the row's own transaction, then go on with the next row: one bad row must never
-    stop a job from doing the rest of its work."""
-    logger.exception("background job %s could not process row %s; going on", job, row_id)
-    BACKGROUND_ROW_FAILURES.labels(job).inc()
 
 
 def database_pool_check() -> None:

@@ -40,8 +40,7 @@ from api.bounds import MAX_NOTIONAL
 from api.representation import quantity_text
 from grpc_clients.registry import deadline_budget
 from metering.periods import DAILY, period_window
-from observability.metrics import TRADES
-from runtime.jobs import background_row_failed
+from observability.metrics import TRADES, background_row_failed
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, IdempotencyRecord, Trade
