@@ -1,0 +1,405 @@
+"""Submission of an order: rules 1-7 of SPEC §5, the dependencies asked before any lock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.choices import AgentStatus
+from agents.models import Agent, Position
+from agents.money import ZERO, cents
+from agents.selectors import agent_get_for
+from api import problems
+from api.bounds import MAX_NOTIONAL
+from grpc_clients.registry import deadline_budget
+from metering.periods import DAILY, period_window
+from trades import market
+from trades.choices import TimeInForce, TradeStatus
+from trades.models import IdempotencyRecord, Trade
+from trades.services.execution import (
+    _estimate_price,
+    _execute,
+    _Loaded,
+    _publish_loaded_portfolio,
+    _publish_trade,
+    _reserve,
+    _save,
+    _trade_data,
+)
+from trades.services.locks import _lock_position
+from trades.validation import Order, order_validate
+
+TRADE_EXECUTIONS = "trade_executions"
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What ``POST /agents/{id}/trades`` answers: status code, body, and whether it is a
+    replay of an earlier answer to the same idempotency key."""
+
+    status_code: int
+    body: dict
+    replayed: bool
+    trade: Trade | None
+
+
+def _plain(data) -> dict:
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def _request_hash(data) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _idempotency_key(header: str | None, data) -> str | None:
+    key = (header or "").strip()
+    if key:
+        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise problems.ValidationFailed(
+                "Idempotency-Key is too long.",
+                errors={"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."]},
+            )
+        return key
+    if isinstance(data, dict):
+        # The same normalisation as the serializer's: a number is its string, spaces trimmed.
+        client_order_id = data.get("client_order_id")
+        if isinstance(client_order_id, str | int) and not isinstance(client_order_id, bool):
+            return str(client_order_id).strip() or None
+    return None
+
+
+def _replay(record: IdempotencyRecord, request_hash: str) -> SubmitOutcome:
+    if record.request_hash != request_hash:
+        raise problems.IdempotencyConflict(
+            "This idempotency key was already used with a different request body."
+        )
+    return SubmitOutcome(
+        status_code=record.response_status,
+        body=record.response_body,
+        replayed=True,
+        trade=record.trade,
+    )
+
+
+def trade_submit(
+    *,
+    agent_id,
+    user,
+    data,
+    idempotency_key: str | None = None,
+    api_call: dict | None = None,
+) -> SubmitOutcome:
+    """Place an order for the agent, applying the rules 1-7 of SPEC §5 in order.
+
+    1 validation (400) → 2 agent active (409) → 3 the agent's ``daily_trade_limit``, counted
+    here (``daily_trade_limit_check``), and the ``trade_executions`` quota (429) → 4 funds
+    or shares reserved (402/422) → 5 oversight decision (auto-approve, or 202 with an approval
+    request) → 6 execution → 7 the answer kept under the idempotency key (``Idempotency-Key``
+    header, else ``client_order_id``). A key seen before answers the original status and body
+    (``replayed``) if the body is the same and 409 ``idempotency-conflict`` otherwise, and
+    creates nothing. A failure at any rule, or a dependency that is down (503), persists
+    nothing. Every accepted order records one ``trade_executions`` usage event; another
+    owner's agent is 404. ``api_call`` (``usage_build`` arguments of the request's
+    ``api_calls`` event) is recorded with the order's usage when the order is accepted.
+    """
+    key = _idempotency_key(idempotency_key, data)
+    request_hash = _request_hash(data)
+    try:
+        return _submit(
+            agent_id=agent_id,
+            user=user,
+            data=data,
+            key=key,
+            request_hash=request_hash,
+            api_call=api_call,
+        )
+    except IntegrityError:
+        # Backstop: a concurrent request with the same key committed first (possible when the
+        # agent lock is not a real lock, e.g. across databases); answer as its replay.
+        if not key:
+            raise
+        record = IdempotencyRecord.objects.filter(agent_id=agent_id, key=key).first()
+        if record is not None:
+            return _replay(record, request_hash)
+        if Trade.objects.filter(agent_id=agent_id, client_order_id=key).exists():
+            raise problems.IdempotencyConflict("This client_order_id was already used.") from None
+        raise
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a submission learnt before taking the agent's lock: the validated order, the
+    price it is decided and executed at, the metering service's quota answer and the oversight
+    service's decision."""
+
+    order: Order
+    price: Decimal
+    prices: dict[str, Decimal]
+    quota: object
+    evaluation: object
+
+
+def _submit(
+    *, agent_id, user, data, key: str | None, request_hash: str, api_call: dict | None
+) -> SubmitOutcome:
+    """Ask the dependencies first, without any lock, then decide under the agent's lock.
+
+    The network calls (``CheckQuota``, ``SubmitRequest``) run before the locked section, so a
+    slow dependency delays only the orders that need it: the agent's other operations (a
+    cancellation, an approval, the kill switch, the matcher) never wait behind a network call.
+    The locked section then re-validates everything the calls were made on (replay, agent
+    status, client order id, funds or shares, position limit) against the locked rows. If it
+    refuses the order, or answers a replay, an oversight request submitted for it that is
+    waiting for a human is closed on the service (``oversight_request_close``), so none stays
+    pending there for an order the server never kept.
+    """
+    from realtime.services import agent_events_batch
+
+    prepared = _prepare(agent_id=agent_id, user=user, data=data, key=key, request_hash=request_hash)
+    if isinstance(prepared, SubmitOutcome):
+        return prepared
+    kept = False
+    try:
+        with transaction.atomic():
+            agent = agent_get_for(user=user, agent_id=agent_id, lock=True)
+            with agent_events_batch(agent=agent):
+                outcome = _submit_locked(
+                    agent=agent,
+                    prepared=prepared,
+                    key=key,
+                    request_hash=request_hash,
+                    api_call=api_call,
+                )
+        kept = not outcome.replayed
+        return outcome
+    finally:
+        if not kept and not prepared.evaluation.auto_approved:
+            _drop_oversight_request(prepared.evaluation.request_id)
+
+
+def _drop_oversight_request(request_id) -> None:
+    from oversight.services import oversight_request_close
+
+    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+        oversight_request_close(request_id, reason="order not placed")
+
+
+def _prepare(
+    *, agent_id, user, data, key: str | None, request_hash: str
+) -> SubmitOutcome | _Prepared:
+    """Rules 1-5 on rows read without a lock: a replay answers at once; an order that fails
+    a rule answers its problem before any later rule's call; the quota and the oversight
+    decision are asked here, outside any transaction."""
+    from metering.services import quota_check
+    from oversight.services import approval_evaluate
+
+    agent = agent_get_for(user=user, agent_id=agent_id)
+    if key:
+        record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
+        if record is not None:
+            return _replay(record, request_hash)
+    # 1. validation
+    order = order_validate(agent=agent, data=data)
+    # 2. agent active (and the client order id unused)
+    _check_can_place(agent=agent, order=order)
+    # One deadline for the order's gRPC calls together (quota, then oversight): a slow
+    # dependency makes the order answer 503 within GRPC_TIMEOUT_SECONDS, not twice that.
+    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
+        # 3. quota: the metering service's limits (the agent's own daily limit is counted
+        # under the lock, where it is exact)
+        quota = quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1, warn=False)
+        # 4. funds / position, on the rows as read (checked again under the lock)
+        positions = {p.symbol: p for p in Position.objects.filter(agent=agent)}
+        prices = market.prices_for({order.symbol, *positions})
+        price = prices[order.symbol]
+        trade = _new_trade(agent=agent, order=order, price=price, now=timezone.now())
+        held = positions.get(order.symbol)
+        try:
+            _reserve(agent=agent, trade=trade, price=price, position=held)
+        except (problems.InsufficientFunds, problems.InsufficientPosition, problems.PositionLimit):
+            # The agent and its positions were read by separate statements, so a fill
+            # committed between them can make them disagree: a refusal is given only as the
+            # locked rows decide it.
+            _reserve_on_locked_rows(agent_id=agent.pk, order=order, price=price)
+        # 5. oversight
+        evaluation = approval_evaluate(
+            agent=agent,
+            trade=trade,
+            notional=trade.notional,
+            held_value=held.cost_basis if held is not None else ZERO,
+        )
+    return _Prepared(order=order, price=price, prices=prices, quota=quota, evaluation=evaluation)
+
+
+def _reserve_on_locked_rows(*, agent_id, order: Order, price: Decimal) -> None:
+    """Check the funds or shares of ``order`` on the agent's and position's locked rows;
+    raises the same problems as ``_reserve``. Nothing is saved: the reservation itself is
+    made by the locked submission."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent_id)
+        held = _lock_position(agent, order.symbol)
+        trade = _new_trade(agent=agent, order=order, price=price, now=timezone.now())
+        _reserve(agent=agent, trade=trade, price=price, position=held)
+
+
+def _check_can_place(*, agent: Agent, order: Order) -> None:
+    if agent.status != AgentStatus.ACTIVE:
+        raise problems.AgentNotActive(
+            f"The agent is {agent.status}; only active agents can trade.",
+            agent_status=agent.status,
+        )
+    # No record under this key, yet the client_order_id names an order: it was placed
+    # under another Idempotency-Key. Never a second order with the same client id.
+    if (
+        order.client_order_id
+        and Trade.objects.filter(agent=agent, client_order_id=order.client_order_id).exists()
+    ):
+        raise problems.IdempotencyConflict("This client_order_id was already used.")
+
+
+def _submit_locked(
+    *,
+    agent: Agent,
+    prepared: _Prepared,
+    key: str | None,
+    request_hash: str,
+    api_call: dict | None,
+) -> SubmitOutcome:
+    """Rules 2, 4 and 6-7 with the agent row locked, on what ``_prepare`` obtained. The rows
+    needed twice (positions, prices) are read once; usage rows go in one INSERT at the end;
+    live events in one (``agent_events_batch``)."""
+    from metering.services import (
+        quota_warn,
+        server_transaction_id,
+        usage_build,
+        usage_bulk_record,
+    )
+    from oversight.services import approval_request_open
+
+    if key:
+        record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
+        if record is not None:
+            return _replay(record, request_hash)
+    order, price, evaluation = prepared.order, prepared.price, prepared.evaluation
+    # 2. again: the kill switch or another order may have come first
+    _check_can_place(agent=agent, order=order)
+    # 3. the agent's own daily limit, counted exactly here under its lock
+    daily_trade_limit_check(agent=agent, now=timezone.now())
+    quota_warn(agent=agent, metric_code=TRADE_EXECUTIONS, decision=prepared.quota, quantity=1)
+    # 4. funds / position, on the locked rows, at the price the order was decided at
+    now = timezone.now()
+    positions = {p.symbol: p for p in Position.objects.select_for_update().filter(agent=agent)}
+    # The prices the order was decided at; a symbol bought meanwhile is read now.
+    prices = {**prepared.prices, **market.prices_for(positions.keys() - prepared.prices.keys())}
+    loaded = _Loaded(positions=positions, prices=prices)
+    trade = _new_trade(agent=agent, order=order, price=price, now=now)
+    held = positions.get(order.symbol)
+    position = _reserve(agent=agent, trade=trade, price=price, position=held)
+    agent.last_active_at = now
+    # 5. the oversight decision taken before the lock
+    if evaluation.auto_approved:
+        status_code = 201
+        # 6. execution
+        _execute(agent=agent, trade=trade, position=position, price=price, loaded=loaded)
+    else:
+        status_code = 202
+        trade.status = TradeStatus.PENDING_APPROVAL
+        _save(agent=agent, trade=trade, position=position)
+        approval = approval_request_open(trade=trade, agent=agent, evaluation=evaluation)
+        loaded.approval_request_id = approval.pk
+        _publish_trade(trade, "trade.created", loaded)
+        # The order holds its cash (or shares) while it waits: "available" changed.
+        _publish_loaded_portfolio(agent, position, loaded)
+    loaded.usage.append(
+        usage_build(
+            agent=agent,
+            code=TRADE_EXECUTIONS,
+            quantity=1,
+            symbol=trade.symbol,
+            properties={"trade_id": trade.pk, "side": trade.side, "type": trade.type},
+            transaction_id=server_transaction_id(TRADE_EXECUTIONS, trade.pk),
+        )
+    )
+    if api_call is not None:
+        loaded.usage.append(usage_build(agent=agent, **api_call))
+    usage_bulk_record(loaded.usage)
+    body = _plain(_trade_data(trade, loaded))
+    # 7. idempotency
+    if key:
+        IdempotencyRecord.objects.create(
+            agent=agent,
+            key=key,
+            request_hash=request_hash,
+            response_status=status_code,
+            response_body=body,
+            trade=trade,
+        )
+    return SubmitOutcome(status_code=status_code, body=body, replayed=False, trade=trade)
+
+
+def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
+    """Rule 3, the server's own pre-trade control: at most ``daily_trade_limit`` orders
+    accepted per UTC day for the agent, counted from this database.
+
+    Every accepted order leaves a trade row (a refused one leaves none), so the count is the
+    agent's trades created since midnight UTC; it reads at most ``daily_trade_limit`` of them.
+    Call it with the agent's row locked (``select_for_update``) in the transaction that places
+    the order: concurrent orders of one agent are then counted one after the other and can
+    never exceed the limit together. It depends on no other service: the metering service's
+    ``CheckQuota`` enforces that service's own limits besides. Raises
+    ``problems.QuotaExceeded`` (429, ``limit``, ``remaining`` 0, ``Retry-After`` = seconds
+    to the end of the UTC day).
+    """
+    limit = int(agent.effective_config["daily_trade_limit"])
+    day_start, day_end = period_window(DAILY, now)
+    accepted = Trade.objects.filter(agent=agent, created_at__gte=day_start)[:limit].count()
+    if accepted < limit:
+        return
+    retry_after = max(math.ceil((day_end - now).total_seconds()), 1)
+    raise problems.QuotaExceeded(
+        f"The agent's daily_trade_limit of {limit} orders per UTC day is reached; it resets "
+        f"at {day_end.isoformat()}.",
+        limit=limit,
+        remaining=0,
+        retry_after=retry_after,
+        metric_code="daily_trade_limit",
+    )
+
+
+def _new_trade(*, agent: Agent, order: Order, price: Decimal, now: datetime) -> Trade:
+    trade = Trade(
+        agent=agent,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        type=order.type,
+        time_in_force=order.time_in_force,
+        quantity=order.quantity,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        status=TradeStatus.OPEN,
+        metadata=order.metadata,
+        market_day=market.market_day(now) if order.time_in_force == TimeInForce.DAY else None,
+    )
+    trade.notional = cents(trade.quantity * _estimate_price(trade, price))
+    if trade.notional > MAX_NOTIONAL:
+        # Past it the amounts of the order and of the books are no longer stored exactly.
+        raise problems.ValidationFailed(
+            f"The order's notional {trade.notional} is above {MAX_NOTIONAL}.",
+            errors={"quantity": [f"Quantity times price must be at most {MAX_NOTIONAL}."]},
+        )
+    # Constraints are the database's job here; the serializer already checked the values.
+    trade.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
+    return trade
