@@ -211,7 +211,7 @@ class AgentAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Terminate selected agents (kill switch: cancel orders, approvals)")
     def terminate_agents(self, request, queryset):
-        from agents.services import agent_terminate
+        from trades.services import agent_terminate
 
         run_service_action(
             self,

@@ -1,4 +1,5 @@
-"""Writes on agents: creation, configuration, pause/resume, the kill switch, snapshots.
+"""The account ledger: creation, configuration, pause/resume, the record of the kill switch,
+snapshots. (Orders, and the kill switch that cancels them, are ``trades.services``.)
 
 Balance-changing code locks the agent row first (``select_for_update``) and keeps the
 invariant ``cash_balance + Σ position.cost_basis == budget + realized_pnl``.
@@ -8,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, Subquery, Sum
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, Subquery
 from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
@@ -27,10 +27,13 @@ from agents.models import (
     Position,
     agent_config_defaults,
 )
-from agents.money import ZERO, cents
+from agents.money import cents
 from agents.permissions import is_operator
+from agents.representation import AgentSerializer
 from api import problems
+from metering.services import quota_configure, server_transaction_id, usage_record
 from observability.metrics import background_row_failed
+from realtime.services import publish_agent_event
 
 logger = logging.getLogger("trading_demo.agents")
 
@@ -239,8 +242,6 @@ def agent_create(
     (``daily_trade_limit`` per day). An initial portfolio snapshot starts its history.
     Invalid input raises ``ValidationError``/``problems.ValidationFailed`` and creates nothing.
     """
-    from metering.services import quota_configure
-
     normalised = agent_config_normalize(config)
     operator = agent_limits_authorize(actor=actor, before=None, after=normalised)
     agent = Agent(
@@ -286,8 +287,6 @@ def agent_update(
     same transaction. A changed ``daily_trade_limit`` is sent to the metering service after
     commit, as an optional hint (``metering.services.quota_configure``).
     """
-    from metering.services import quota_configure
-
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         if agent.status == AgentStatus.TERMINATED:
@@ -329,51 +328,27 @@ def agent_update(
     return agent
 
 
-def agent_terminate(*, agent: Agent, actor) -> Agent:
-    """The kill switch: the agent stops for good; the row and its history stay.
-
-    In one transaction: every open or pending order is cancelled (its reservation released,
-    its approval request cancelled), the status becomes ``terminated``, an
-    ``agent_terminations`` usage event is recorded and ``agent.terminated`` is published.
-    Terminating a terminated agent changes nothing.
-    """
-    from agents.representation import AgentSerializer
-    from metering.services import server_transaction_id, usage_record
-    from realtime.services import publish_agent_event
-    from trades.choices import OPEN_STATUSES
-    from trades.models import Trade
-    from trades.services import trade_cancel
-
-    with transaction.atomic():
-        # of=self: lock the agent, not its owner's user row joined for the serializer.
-        agent = (
-            Agent.objects.select_for_update(of=("self",)).select_related("owner").get(pk=agent.pk)
-        )
-        if agent.status == AgentStatus.TERMINATED:
-            return agent
-        for trade in Trade.objects.filter(agent=agent, status__in=OPEN_STATUSES).order_by(
-            "created_at"
-        ):
-            trade_cancel(trade=trade, actor=actor, reason="agent terminated", oversight_first=False)
-        agent.refresh_from_db(fields=["cash_balance", "reserved_cash", "realized_pnl"])
-        now = timezone.now()
-        agent.status = AgentStatus.TERMINATED
-        agent.terminated_at = now
-        agent.save(update_fields=["status", "terminated_at", "updated_at"])
-        usage_record(
-            agent=agent,
-            code="agent_terminations",
-            quantity=1,
-            properties={"actor": getattr(actor, "username", "") or ""},
-            transaction_id=server_transaction_id("agent_terminated", agent.pk),
-        )
-        publish_agent_event(
-            agent_id=agent.pk,
-            event="agent.terminated",
-            channel="portfolio",
-            data=AgentSerializer(agent).data,
-        )
-    return agent
+def agent_terminated_record(*, agent: Agent, actor) -> None:
+    """Record the end of ``agent``, a row the caller locked after ending its orders (the
+    kill switch, ``trades.services.agent_terminate``): status ``terminated``, an
+    ``agent_terminations`` usage event, and ``agent.terminated`` published, in the caller's
+    transaction. ``agent.owner`` should be loaded (the Agent JSON names it)."""
+    agent.status = AgentStatus.TERMINATED
+    agent.terminated_at = timezone.now()
+    agent.save(update_fields=["status", "terminated_at", "updated_at"])
+    usage_record(
+        agent=agent,
+        code="agent_terminations",
+        quantity=1,
+        properties={"actor": getattr(actor, "username", "") or ""},
+        transaction_id=server_transaction_id("agent_terminated", agent.pk),
+    )
+    publish_agent_event(
+        agent_id=agent.pk,
+        event="agent.terminated",
+        channel="portfolio",
+        data=AgentSerializer(agent).data,
+    )
 
 
 # --- snapshots ---------------------------------------------------------------------------------
@@ -428,144 +403,3 @@ def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN
         snapshots.append(snapshot)
     PortfolioSnapshot.objects.bulk_create(snapshots)
     return len(snapshots)
-
-
-# --- startup reconciliation --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReconcileReport:
-    """What ``reservations_reconcile`` found and fixed."""
-
-    agents_checked: int
-    agents_fixed: int
-    positions_fixed: int
-    trades_fixed: int
-
-
-def _expected_holds(agent_ids=None) -> tuple[dict, dict]:
-    """Cash held by open/pending buys per agent, shares held by open/pending sells per
-    (agent, symbol): what the reservations must be."""
-    from trades.choices import OPEN_STATUSES, Side
-    from trades.models import Trade
-
-    live = Trade.objects.filter(status__in=OPEN_STATUSES)
-    if agent_ids is not None:
-        live = live.filter(agent_id__in=agent_ids)
-    cash = dict(
-        live.filter(side=Side.BUY)
-        .values("agent_id")
-        .annotate(total=Sum("reserved_amount"))
-        .values_list("agent_id", "total")
-    )
-    shares = {
-        (agent_id, symbol): total
-        for agent_id, symbol, total in live.filter(side=Side.SELL)
-        .values("agent_id", "symbol")
-        .annotate(total=Sum("reserved_quantity"))
-        .values_list("agent_id", "symbol", "total")
-    }
-    return cash, shares
-
-
-def reservations_reconcile() -> ReconcileReport:
-    """Make every reservation equal the holds of the orders still live; log each drift fixed.
-
-    Run at server start (``serve``) and by ``manage.py reconcile_reservations``. For each agent
-    whose ``reserved_cash`` differs from the sum of its open and pending buys'
-    ``reserved_amount``, whose positions' ``reserved_quantity`` differ from the sum of their
-    open and pending sells' ``reserved_quantity``, or with an ended order still holding
-    something, the agent's rows are locked (agent → positions → trades, the project's lock
-    order), recomputed and fixed in one transaction. Balances, positions and P&L are never
-    touched: only holds. Every balance change commits with its holds, so a healthy database
-    has nothing to fix; this is the safety net for a crash or a manual edit. Finding the
-    suspects costs four queries whatever the number of agents.
-    """
-    from trades.choices import OPEN_STATUSES
-    from trades.models import Trade
-
-    cash, shares = _expected_holds()
-    suspects = {
-        agent_id
-        for agent_id, reserved in Agent.objects.values_list("pk", "reserved_cash")
-        if reserved != cash.get(agent_id, ZERO)
-    }
-    suspects |= {
-        agent_id
-        for agent_id, symbol, reserved in Position.objects.values_list(
-            "agent_id", "symbol", "reserved_quantity"
-        )
-        if reserved != shares.get((agent_id, symbol), ZERO)
-    }
-    suspects |= set(
-        Trade.objects.exclude(status__in=OPEN_STATUSES)
-        .filter(Q(reserved_amount__gt=0) | Q(reserved_quantity__gt=0))
-        .values_list("agent_id", flat=True)
-    )
-    agents_checked = Agent.objects.count()
-    agents_fixed = positions_fixed = trades_fixed = 0
-    for agent_id in sorted(suspects, key=str):
-        with transaction.atomic():
-            agent = Agent.objects.select_for_update().get(pk=agent_id)
-            positions = list(
-                Position.objects.select_for_update().filter(agent=agent).order_by("symbol")
-            )
-            ended = list(
-                Trade.objects.select_for_update()
-                .filter(agent=agent)
-                .exclude(status__in=OPEN_STATUSES)
-                .filter(Q(reserved_amount__gt=0) | Q(reserved_quantity__gt=0))
-            )
-            for trade in ended:
-                logger.warning(
-                    "reconcile: %s trade %s still held %s cash and %s shares; released",
-                    trade.status,
-                    trade.pk,
-                    trade.reserved_amount,
-                    trade.reserved_quantity,
-                )
-                trade.reserved_amount = ZERO
-                trade.reserved_quantity = ZERO
-                trade.save(update_fields=["reserved_amount", "reserved_quantity", "updated_at"])
-                trades_fixed += 1
-            agent_cash, agent_shares = _expected_holds([agent.pk])
-            expected = agent_cash.get(agent.pk, ZERO)
-            changed = False
-            if agent.reserved_cash != expected:
-                logger.warning(
-                    "reconcile: agent %s reserved_cash %s, open buys hold %s; fixed",
-                    agent.pk,
-                    agent.reserved_cash,
-                    expected,
-                )
-                agent.reserved_cash = expected
-                agent.save(update_fields=["reserved_cash", "updated_at"])
-                changed = True
-            for position in positions:
-                held = agent_shares.get((agent.pk, position.symbol), ZERO)
-                if position.reserved_quantity != held:
-                    logger.warning(
-                        "reconcile: agent %s %s reserved_quantity %s, open sells hold %s; fixed",
-                        agent.pk,
-                        position.symbol,
-                        position.reserved_quantity,
-                        held,
-                    )
-                    position.reserved_quantity = held
-                    position.save(update_fields=["reserved_quantity", "updated_at"])
-                    positions_fixed += 1
-                    changed = True
-            agents_fixed += int(changed)
-    if agents_fixed or trades_fixed:
-        logger.warning(
-            "reconcile: fixed %d agents, %d positions, %d ended trades",
-            agents_fixed,
-            positions_fixed,
-            trades_fixed,
-        )
-    return ReconcileReport(
-        agents_checked=agents_checked,
-        agents_fixed=agents_fixed,
-        positions_fixed=positions_fixed,
-        trades_fixed=trades_fixed,
-    )

@@ -1,7 +1,7 @@
 """Admin screens for approval requests: the operators' queue, pending requests first.
 
 Approve and reject are admin actions (one request or many) that call
-``oversight.services.approval_decide`` for each request, exactly as the REST API does, so the
+``trades.services.approval_decide`` for each request, exactly as the REST API does, so the
 oversight service, operators-only, self-approval and quorum rules all hold. A problem the
 service raises (403 self-approval, 409 already decided, 503 oversight unreachable, …) becomes
 an error message for that request; the other selected requests are still decided.
@@ -81,7 +81,7 @@ def _decided_message(approval: ApprovalRequest, decision: str, reason: str = "")
 
 def _decide_each(modeladmin, request, approvals, decision: str, reason: str) -> None:
     """Decide each request through the service; one message per request, success or not."""
-    from oversight.services import approval_decide
+    from trades.services import approval_decide
 
     for approval in approvals:
         try:

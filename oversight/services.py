@@ -1,25 +1,10 @@
-"""Oversight writes: asking the oversight service, mirroring its requests, deciding, expiring.
+"""Oversight: asking the oversight service, mirroring its requests, recording decisions.
 
 The oversight service (gRPC) owns the approval policy and the record of decisions; this app
 keeps a mirror (``ApprovalRequest``, keyed by the service's request id) tied to the trade that
-waits, and moves money only through ``trades.services``. A decision goes to the service first:
-if it cannot be reached the API answers 503 and nothing changes here. Local changes then run
-under row locks in the project's order (agent → trade → approval request), and every writer
-re-checks that the request is still pending once it holds the lock, so concurrent approvals,
-rejections, cancellations and expiry produce exactly one outcome.
-
-A decision the service accepted is recorded here too, whatever happens next (both places or
-neither): the service is the record, so the mirror follows it rather than the other way round.
-
-- The decision is written first, under the locks; the trade's execution runs in a savepoint
-  after it. An execution that fails (a database error, a broken row) is rolled back alone:
-  the request stays approved, as on the service, and the trade ends ``rejected`` with its
-  reservation released and the reason given (as when funds no longer cover it at approval).
-- If even the decision cannot be written, the mirror is brought in line with the service at
-  once (``approval_follow_service``: ``GetRequestStatus``, then the service's outcome applied
-  here); if that fails too, the error is answered and the next decision on the request does
-  it — the service then refuses that decision (already decided), and instead of a 409 for
-  ever, the service's outcome is recorded here before the refusal is answered.
+waits. It knows nothing of orders' money: the order workflow (``trades.services.approvals``)
+locks the rows, asks this module to check, send and record a decision, and then executes or
+releases the order with the outcome this module returns.
 """
 
 from __future__ import annotations
@@ -32,15 +17,16 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from agents.permissions import is_operator
 from api import problems
 from api.representation import quantity_text
 from grpc_clients.errors import GrpcClientError, RemoteConflict, RemoteNotFound
-from grpc_clients.registry import deadline_budget, get_oversight_client
-from observability.metrics import background_row_failed
+from grpc_clients.registry import get_oversight_client
 from oversight.choices import Decision, RequestStatus
 from oversight.models import ApprovalDecision, ApprovalRequest
 from oversight.risk import Risk, assess_trade_risk, review_priority
@@ -198,7 +184,8 @@ def approval_evaluate(
     )
 
 
-def _publish(approval: ApprovalRequest, event: str) -> None:
+def approval_publish(approval: ApprovalRequest, event: str) -> None:
+    """Publish ``event`` with the request's JSON on its agent's ``oversight`` channel."""
     from oversight.representation import ApprovalRequestSerializer
     from realtime.services import publish_agent_event
 
@@ -247,7 +234,7 @@ def approval_request_open(*, trade: Trade, agent: Agent, evaluation: Evaluation)
             symbol=trade.symbol,
             properties={"approval_request_id": str(approval.pk), "trade_id": str(trade.pk)},
         )
-        _publish(approval, "approval.requested")
+        approval_publish(approval, "approval.requested")
     return approval
 
 
@@ -258,22 +245,9 @@ def _ensure_open_for(approval: ApprovalRequest, actor) -> None:
         raise problems.Conflict("You have already decided this approval request.")
 
 
-def _lock_for_change(approval_request_id) -> tuple[Trade, ApprovalRequest]:
-    """Lock agent → trade → approval request (the project's lock order) and return the rows."""
-    from agents.models import Agent
-    from trades.models import Trade
-
-    agent_id, trade_id = ApprovalRequest.objects.values_list("agent_id", "trade_id").get(
-        pk=approval_request_id
-    )
-    Agent.objects.select_for_update().only("pk").get(pk=agent_id)
-    trade = Trade.objects.select_for_update().get(pk=trade_id)
-    approval = (
-        ApprovalRequest.objects.select_for_update()
-        .prefetch_related("decisions")
-        .get(pk=approval_request_id)
-    )
-    return trade, approval
+class ClosedOnService(problems.Conflict):
+    """The oversight service refused a decision because it has closed the request, which is
+    still pending here: the caller brings the mirror in line before answering the 409."""
 
 
 def _resubmit(approval: ApprovalRequest) -> None:
@@ -296,10 +270,12 @@ def _resubmit(approval: ApprovalRequest) -> None:
     logger.warning("resubmitted approval request %s to oversight (%s)", approval.pk, result.state)
 
 
-def _send_decision(
+def approval_decision_send(
     *, approval: ApprovalRequest, actor, decision: str, reason: str, resubmitted: bool = False
 ) -> None:
-    """Tell the oversight service first; its refusal or absence changes nothing here."""
+    """Tell the oversight service a decision, before anything changes here; its refusal or
+    absence changes nothing here. ``ClosedOnService`` (a 409) when the service had closed
+    the request already."""
     client = get_oversight_client()
     try:
         if decision == "approve":
@@ -324,11 +300,10 @@ def _send_decision(
             return
         if exc.code == "FAILED_PRECONDITION":
             # Closed on the service but pending here (a decision whose local step failed, or
-            # the service's own expiry): follow the service before answering the refusal.
-            try:
-                approval_follow_service(approval_request_id=approval.pk)
-            except Exception:
-                logger.exception("could not follow the oversight service for %s", approval.pk)
+            # the service's own expiry): the caller follows the service before answering.
+            raise ClosedOnService(
+                f"The oversight service refused the decision: {exc.detail or exc.code}."
+            ) from exc
         raise problems.Conflict(
             f"The oversight service refused the decision: {exc.detail or exc.code}."
         ) from exc
@@ -336,34 +311,19 @@ def _send_decision(
         if resubmitted:
             raise problems.Conflict("The oversight service does not know this request.") from exc
         _resubmit(approval)
-        _send_decision(
+        approval_decision_send(
             approval=approval, actor=actor, decision=decision, reason=reason, resubmitted=True
         )
 
 
-def approval_decide(
+def approval_decision_check(
     *, approval_request_id, actor, decision: str, reason: str = ""
-) -> ApprovalRequest:
-    """Approve or reject a pending request as an operator; returns it with its decisions.
-
-    Rules, in order: a request the actor cannot see → ``NotFound``; not an operator →
-    ``Forbidden``; the agent's own owner → ``SelfApproval``; a rejection without a reason →
-    ``ValidationFailed``; not pending or already decided by this operator → ``Conflict``.
-    The oversight service is called first (``ServiceUnavailable`` propagates, nothing changed).
-    Then, under locks (agent → trade → request) and after re-checking the request is still
-    pending, the decision is recorded; the last approval of the quorum executes the trade via
-    ``trades.services.trade_execute_approved``, a rejection releases it via
-    ``trades.services.trade_release(status="rejected")``; a completed request publishes
-    ``approval.completed``. An approval short of the quorum leaves the request pending.
-
-    The service's acceptance is never lost here (see the module docstring): an execution
-    that fails leaves the request approved and the trade rejected; a decision that cannot be
-    written is replaced by the service's outcome (``approval_follow_service``), and this
-    decision answers as recorded once it is; a decision the service refuses because it has
-    closed the request brings the mirror in line with it before answering 409.
-    """
-    from agents.permissions import is_operator
-
+) -> tuple[ApprovalRequest, str]:
+    """The rules of an operator's decision, in order, before anything is asked or changed: a
+    request the actor cannot see → ``NotFound``; not an operator → ``Forbidden``; the
+    agent's own owner → ``SelfApproval``; a rejection without a reason → ``ValidationFailed``;
+    not pending or already decided by this operator → ``Conflict``. Returns the request and
+    the reason, trimmed."""
     if decision not in {"approve", "reject"}:
         raise ValueError(f"decision must be 'approve' or 'reject', not {decision!r}")
     approval = approval_get_for(user=actor, approval_request_id=approval_request_id)
@@ -377,116 +337,57 @@ def approval_decide(
             "A rejection needs a reason.", errors={"reason": ["A rejection needs a reason."]}
         )
     _ensure_open_for(approval, actor)
-    # One deadline for the decision's gRPC calls together (a resubmission, then the decision).
+    return approval, reason
+
+
+def approval_decision_recorded(*, approval: ApprovalRequest, actor, decision: str) -> bool:
+    """Whether ``actor``'s ``decision`` on the request is recorded here."""
     wanted = Decision.APPROVED if decision == "approve" else Decision.REJECTED
-    recorded = ApprovalDecision.objects.filter(
+    return ApprovalDecision.objects.filter(
         request_id=approval.pk, approver=actor, decision=wanted
-    )
-    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
-        try:
-            _send_decision(approval=approval, actor=actor, decision=decision, reason=reason)
-        except problems.Conflict:
-            # Following the service may have recorded this very decision (its earlier local
-            # step failed): then it is this request's answer, not a conflict.
-            if recorded.exists():
-                return approval_get(approval_request_id=approval.pk)
-            raise
+    ).exists()
 
+
+def approval_decision_record(
+    *, approval: ApprovalRequest, actor, decision: str, reason: str
+) -> str | None:
+    """Record a decision the service accepted on ``approval``, a request the caller locked
+    (``trades.services.locks.lock_rows``), re-checking that it is still pending and not yet
+    decided by ``actor`` (``Conflict`` otherwise). Returns the request's outcome once it has
+    one — ``rejected``, or ``approved`` on the last approval of the quorum — else None."""
     try:
-        _record_decision(approval=approval, actor=actor, decision=decision, reason=reason)
+        _ensure_open_for(approval, actor)
     except problems.Conflict:
-        # A racing cancellation or decision, refused by the service, followed it here and
-        # recorded this decision first.
-        if recorded.exists():
-            return approval_get(approval_request_id=approval.pk)
+        # Another outcome won locally after the service accepted this decision: the local
+        # outcome stands; the service's copy now disagrees, which is worth a trace.
+        logger.warning(
+            "%s of %s accepted by oversight but lost locally to %s",
+            decision,
+            approval.pk,
+            approval.status,
+        )
         raise
-    except Exception:
-        # The service has the decision; the mirror must follow it.
-        logger.exception(
-            "could not record the %s of %s; following the service", decision, approval.pk
-        )
-        try:
-            with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
-                approval_follow_service(approval_request_id=approval.pk)
-        except Exception:
-            logger.exception("could not follow the oversight service for %s", approval.pk)
-        if recorded.exists():
-            return approval_get(approval_request_id=approval.pk)
-        raise
-    logger.info("%s %s approval request %s", actor.get_username(), wanted, approval.pk)
-    return approval_get(approval_request_id=approval.pk)
+    record = ApprovalDecision(
+        request=approval,
+        approver=actor,
+        decision=Decision.APPROVED if decision == "approve" else Decision.REJECTED,
+        reason=reason,
+    )
+    record.full_clean(exclude=["request", "approver"], validate_unique=False)
+    record.save(force_insert=True)
+    if decision == "reject":
+        return RequestStatus.REJECTED
+    approvals = approval.decisions.filter(decision=Decision.APPROVED).count()
+    return RequestStatus.APPROVED if approvals >= approval.approvals_required else None
 
 
-def _record_decision(*, approval: ApprovalRequest, actor, decision: str, reason: str) -> None:
-    """Record a decision the service accepted, under locks (agent → trade → request)."""
-    now = timezone.now()
-    with transaction.atomic():
-        trade, locked = _lock_for_change(approval.pk)
-        try:
-            _ensure_open_for(locked, actor)
-        except problems.Conflict:
-            # Another outcome won locally after the service accepted this decision: the local
-            # outcome stands; the service's copy now disagrees, which is worth a trace.
-            logger.warning(
-                "%s of %s accepted by oversight but lost locally to %s",
-                decision,
-                approval.pk,
-                locked.status,
-            )
-            raise
-        record = ApprovalDecision(
-            request=locked,
-            approver=actor,
-            decision=Decision.APPROVED if decision == "approve" else Decision.REJECTED,
-            reason=reason,
-        )
-        record.full_clean(exclude=["request", "approver"], validate_unique=False)
-        record.save(force_insert=True)
-        if decision == "reject":
-            _settle(locked, trade, RequestStatus.REJECTED, now, f"rejected by operator: {reason}")
-        else:
-            approvals = locked.decisions.filter(decision=Decision.APPROVED).count()
-            if approvals >= locked.approvals_required:
-                _settle(locked, trade, RequestStatus.APPROVED, now, "")
+def approval_close(approval: ApprovalRequest, *, status: str, now: datetime) -> None:
+    """Close a pending request the caller locked with its outcome."""
+    approval.status = status
+    approval.resolved_at = now
+    approval.save(update_fields=["status", "resolved_at"])
 
 
-def _settle(locked: ApprovalRequest, trade: Trade, status: str, now, reason: str) -> None:
-    """Close a locked pending request with ``status`` and end or execute its trade.
-
-    An approved trade is executed in a savepoint: if the execution fails, only it is rolled
-    back, and the trade ends ``rejected`` (reservation released) while the request stays
-    approved, as the service recorded it.
-    """
-    from trades import services as trade_services
-
-    locked.status = status
-    locked.resolved_at = now
-    locked.save(update_fields=["status", "resolved_at"])
-    if status == RequestStatus.APPROVED:
-        try:
-            with transaction.atomic():
-                trade_services.trade_execute_approved(trade=trade)
-        except problems.Conflict:
-            raise
-        except Exception:
-            logger.exception("approved request %s: its trade could not be executed", locked.pk)
-            trade_services.trade_release(
-                trade=trade,
-                status="rejected",
-                reason="Approved, but the order could not be executed; nothing was traded.",
-            )
-    else:
-        trade_services.trade_release(
-            trade=trade, status=_TRADE_STATUS[status], reason=reason or f"approval request {status}"
-        )
-    _publish(locked, "approval.completed")
-
-
-_TRADE_STATUS = {
-    RequestStatus.REJECTED: "rejected",
-    RequestStatus.EXPIRED: "expired",
-    RequestStatus.CANCELLED: "cancelled",
-}
 _SERVICE_OUTCOME = {
     "approved": RequestStatus.APPROVED,
     "rejected": RequestStatus.REJECTED,
@@ -495,22 +396,23 @@ _SERVICE_OUTCOME = {
 }
 
 
-def approval_follow_service(*, approval_request_id) -> ApprovalRequest:
-    """Bring a pending local request in line with the oversight service's final outcome.
+@dataclass(frozen=True)
+class ServiceOutcome:
+    """How the oversight service closed a request: its status here, the deciding operator
+    (when a user here) and the decision's justification."""
 
-    Asks ``GetRequestStatus``; if the service has closed the request (approved, rejected,
-    expired, cancelled) while it is pending here, applies that outcome under locks: the
-    service's deciding operator's decision is recorded when that operator is a user here, the
-    trade is executed, rejected, expired or cancelled accordingly (see ``_settle``). A request
-    still undecided on the service, or already closed here, is left as it is. Returns the
-    request. ``grpc_clients.errors.GrpcClientError`` propagates.
-    """
-    from django.contrib.auth import get_user_model
+    status: str
+    approver: object | None
+    justification: str
 
+
+def approval_service_outcome(*, approval_request_id) -> ServiceOutcome | None:
+    """Ask the oversight service (``GetRequestStatus``) how it closed a request; None while
+    it is undecided there. ``grpc_clients.errors.GrpcClientError`` propagates."""
     status = get_oversight_client().get_request_status(str(approval_request_id))
     outcome = _SERVICE_OUTCOME.get(status.state)
     if outcome is None:
-        return approval_get(approval_request_id=approval_request_id)
+        return None
     decided = status.decision
     if (
         outcome == RequestStatus.REJECTED
@@ -522,63 +424,59 @@ def approval_follow_service(*, approval_request_id) -> ApprovalRequest:
     approver = None
     if decided is not None and decided.approver_id.isdigit():
         approver = get_user_model().objects.filter(pk=int(decided.approver_id)).first()
-    now = timezone.now()
-    with transaction.atomic():
-        trade, locked = _lock_for_change(approval_request_id)
-        if locked.status != RequestStatus.PENDING:
-            return locked
-        reason = decided.justification if decided is not None else ""
-        if (
-            approver is not None
-            and outcome in (RequestStatus.APPROVED, RequestStatus.REJECTED)
-            and not any(d.approver_id == approver.pk for d in locked.decisions.all())
-        ):
-            ApprovalDecision.objects.create(
-                request=locked,
-                approver=approver,
-                decision=(
-                    Decision.APPROVED if outcome == RequestStatus.APPROVED else Decision.REJECTED
-                ),
-                reason=reason,
-            )
-        if outcome == RequestStatus.REJECTED:
-            reason = f"rejected by operator: {reason}"
-        _settle(locked, trade, outcome, now, reason)
-        logger.warning("approval request %s follows the oversight service: %s", locked.pk, outcome)
-    return approval_get(approval_request_id=approval_request_id)
+    return ServiceOutcome(
+        status=outcome,
+        approver=approver,
+        justification=decided.justification if decided is not None else "",
+    )
+
+
+def approval_follow_record(*, approval: ApprovalRequest, outcome: ServiceOutcome) -> str:
+    """Record here the service's deciding operator's decision on a pending request the
+    caller locked, when that operator is a user here and has no decision recorded yet.
+    Returns the reason the order ends with."""
+    reason = outcome.justification
+    if (
+        outcome.approver is not None
+        and outcome.status in (RequestStatus.APPROVED, RequestStatus.REJECTED)
+        and not any(d.approver_id == outcome.approver.pk for d in approval.decisions.all())
+    ):
+        ApprovalDecision.objects.create(
+            request=approval,
+            approver=outcome.approver,
+            decision=(
+                Decision.APPROVED if outcome.status == RequestStatus.APPROVED else Decision.REJECTED
+            ),
+            reason=reason,
+        )
+    if outcome.status == RequestStatus.REJECTED:
+        reason = f"rejected by operator: {reason}"
+    return reason
 
 
 def approval_request_cancel(
     *, approval_request: ApprovalRequest, actor=None, reason: str = "", closed_remotely=False
 ) -> ApprovalRequest:
-    """Cancel a pending request locally, inside the caller's transaction.
+    """Cancel a pending request the caller locked, inside the caller's transaction.
 
-    Callers (``trade_cancel``, ``agent_terminate``) hold the agent and trade locks already and
-    release the trade's reservation themselves. Raises ``Conflict`` if the request is no longer
-    pending. Publishes ``approval.completed``; after commit, closes the request on the
-    oversight service (``oversight_request_close``) unless ``closed_remotely`` says it was
-    closed there already (``approval_request_withdraw``).
+    Raises ``Conflict`` if the request is no longer pending. Publishes ``approval.completed``;
+    after commit, closes the request on the oversight service (``oversight_request_close``)
+    unless ``closed_remotely`` says it was closed there already (``approval_request_withdraw``).
     """
-    now = timezone.now()
-    with transaction.atomic():
-        locked = ApprovalRequest.objects.select_for_update().get(pk=approval_request.pk)
-        if locked.status != RequestStatus.PENDING:
-            raise problems.Conflict(f"The approval request is {locked.status}, not pending.")
-        locked.status = RequestStatus.CANCELLED
-        locked.resolved_at = now
-        locked.save(update_fields=["status", "resolved_at"])
-        _publish(locked, "approval.completed")
-        actor_id = str(actor.pk) if actor is not None else SYSTEM_ACTOR
-        actor_name = actor.get_username() if actor is not None else SYSTEM_ACTOR
-        if not closed_remotely:
-            transaction.on_commit(
-                lambda: _close_after_cancel(
-                    locked.pk, actor_id=actor_id, actor_name=actor_name, reason=reason
-                )
+    if approval_request.status != RequestStatus.PENDING:
+        raise problems.Conflict(f"The approval request is {approval_request.status}, not pending.")
+    approval_close(approval_request, status=RequestStatus.CANCELLED, now=timezone.now())
+    approval_publish(approval_request, "approval.completed")
+    actor_id = str(actor.pk) if actor is not None else SYSTEM_ACTOR
+    actor_name = actor.get_username() if actor is not None else SYSTEM_ACTOR
+    if not closed_remotely:
+        request_id = approval_request.pk
+        transaction.on_commit(
+            lambda: _close_after_cancel(
+                request_id, actor_id=actor_id, actor_name=actor_name, reason=reason
             )
-    approval_request.status = locked.status
-    approval_request.resolved_at = locked.resolved_at
-    return locked
+        )
+    return approval_request
 
 
 CLOSED = "closed"
@@ -644,17 +542,25 @@ def _close_after_cancel(request_id, *, actor_id: str, actor_name: str, reason: s
         )
 
 
-def approval_request_withdraw(*, trade: Trade, actor=None, reason: str) -> bool:
+@dataclass(frozen=True)
+class Withdrawal:
+    """What the oversight service answered when asked to close a held order's request."""
+
+    request_id: uuid.UUID
+    outcome: str
+
+
+def approval_request_withdraw(*, trade: Trade, actor=None, reason: str) -> Withdrawal | None:
     """Before a held order is cancelled, close its request on the oversight service first.
 
     The service then arbitrates between the cancellation and a decision racing it, as it does
     between two decisions: whichever it records first is the outcome on both sides. Returns
-    True when the service closed the request for this cancellation (the local cancellation
-    need not tell it again). When the service had already closed it (an operator approved or
-    rejected it first), the server follows the service (``approval_follow_service``) and the
-    cancellation then finds the order no longer pending (409). An unreachable service does not
-    block a cancellation: it goes on locally and the service is told after commit. Makes gRPC
-    calls: call it before taking any lock.
+    None when the order has no pending request, else the request and what
+    ``oversight_request_close`` answered: ``CLOSED`` (the local cancellation need not tell
+    the service again), ``ALREADY_CLOSED`` (an operator decided first: the caller follows
+    the service) or ``UNREACHABLE`` (the cancellation goes on locally; the service is told
+    after commit).
+    Makes gRPC calls: call it before taking any lock.
     """
     approval = (
         ApprovalRequest.objects.filter(trade_id=trade.pk, status=RequestStatus.PENDING)
@@ -662,81 +568,11 @@ def approval_request_withdraw(*, trade: Trade, actor=None, reason: str) -> bool:
         .first()
     )
     if approval is None:
-        return False
-    with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
-        outcome = oversight_request_close(
-            approval.pk,
-            actor_id=str(actor.pk) if actor is not None else SYSTEM_ACTOR,
-            actor_name=actor.get_username() if actor is not None else SYSTEM_ACTOR,
-            reason=reason,
-        )
-        if outcome == ALREADY_CLOSED:
-            try:
-                approval_follow_service(approval_request_id=approval.pk)
-            except Exception:
-                logger.exception("could not follow the oversight service for %s", approval.pk)
-    return outcome == CLOSED
-
-
-@dataclass(frozen=True)
-class ExpiryReport:
-    expired: int
-    failed: int
-
-
-def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
-    """Expire every pending request past ``expires_at``; one transaction per request.
-
-    Each is first closed on the oversight service (``oversight_request_close``, before any
-    lock), so an approval racing the expiry has one outcome on both sides: if the service had
-    already closed it (an approval that got there first, or its own expiry), the server
-    follows the service (``approval_follow_service``); an unreachable service does not hold
-    expiry up (the service expires its copy by itself, same timeout). Then, under locks
-    (agent → trade → request) and re-checked, status ``expired`` with ``resolved_at``, the
-    trade released as ``expired`` (its reservation freed) and ``approval.completed``
-    published. A request decided meanwhile is skipped; one that fails is logged and counted
-    in ``failed`` without stopping the others.
-    """
-    from trades import services as trade_services
-
-    now = now or timezone.now()
-    due = list(
-        ApprovalRequest.objects.filter(
-            status=RequestStatus.PENDING, expires_at__lte=now
-        ).values_list("pk", flat=True)
+        return None
+    outcome = oversight_request_close(
+        approval.pk,
+        actor_id=str(actor.pk) if actor is not None else SYSTEM_ACTOR,
+        actor_name=actor.get_username() if actor is not None else SYSTEM_ACTOR,
+        reason=reason,
     )
-    expired = failed = 0
-    reachable = True
-    for request_id in due:
-        try:
-            with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
-                closed = UNREACHABLE
-                if reachable:  # one wait for an unreachable service per run, not one each
-                    closed = oversight_request_close(request_id, reason="approval request expired")
-                    reachable = closed != UNREACHABLE
-                if closed == ALREADY_CLOSED:
-                    followed = approval_follow_service(approval_request_id=request_id)
-                    if followed.status != RequestStatus.PENDING:
-                        expired += followed.status == RequestStatus.EXPIRED
-                        continue
-            with transaction.atomic():
-                trade, locked = _lock_for_change(request_id)
-                if locked.status != RequestStatus.PENDING or locked.expires_at > now:
-                    continue
-                locked.status = RequestStatus.EXPIRED
-                locked.resolved_at = now
-                locked.save(update_fields=["status", "resolved_at"])
-                trade_services.trade_release(
-                    trade=trade, status="expired", reason="approval request expired"
-                )
-                _publish(locked, "approval.completed")
-            expired += 1
-        except Exception:
-            failed += 1
-            background_row_failed("approval-expiry", request_id)
-    return ExpiryReport(expired=expired, failed=failed)
-
-
-def approvals_expire_due(now: datetime | None = None) -> int:
-    """Expire the due approval requests (see ``approvals_expire_report``); returns how many."""
-    return approvals_expire_report(now=now).expired
+    return Withdrawal(request_id=approval.pk, outcome=outcome)

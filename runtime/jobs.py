@@ -88,10 +88,9 @@ def default_jobs(leadership: Leadership | None = None) -> list[PeriodicJob]:
     from django.conf import settings
 
     from metering.services import usage_deliver_pending
-    from oversight.services import approvals_expire_due
     from realtime.services import event_buffer_prune
     from runtime.leader import leadership_from_settings
-    from trades.services import market_tick, orders_expire_day
+    from trades.services import approvals_expire_due, market_tick, orders_expire_day
 
     leadership = leadership or leadership_from_settings()
 

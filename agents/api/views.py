@@ -17,6 +17,7 @@ from agents.api.serializers import (
     PortfolioPointSerializer,
     PortfolioSerializer,
 )
+from trades import services as trade_services
 
 # Declared without content: api.schema gives every error the problem+json document.
 _PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
@@ -66,7 +67,7 @@ class AgentDetailView(APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, agent_id):
         agent = selectors.agent_get_for(user=request.user, agent_id=agent_id)
-        services.agent_terminate(agent=agent, actor=request.user)
+        trade_services.agent_terminate(agent=agent, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

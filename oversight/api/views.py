@@ -14,7 +14,7 @@ from oversight.api.serializers import (
     RejectInputSerializer,
 )
 from oversight.selectors import approval_get_for, approval_queryset_for
-from oversight.services import approval_decide
+from trades.services import approval_decide
 
 _PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 _DECISION_ERRORS = {400: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 409: _PROBLEM, 503: _PROBLEM}

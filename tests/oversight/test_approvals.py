@@ -14,9 +14,9 @@ from django.utils import timezone
 from agents.models import Agent
 from metering.models import UsageEvent
 from oversight.models import ApprovalDecision, ApprovalRequest
-from oversight.services import approvals_expire_due
 from realtime.models import AgentEvent
 from trades.models import Trade
+from trades.services import approvals_expire_due
 
 pytestmark = pytest.mark.django_db
 

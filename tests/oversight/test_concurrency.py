@@ -11,8 +11,8 @@ from django.db import close_old_connections, connection
 
 from grpc_clients.registry import get_oversight_client
 from oversight.models import ApprovalDecision, ApprovalRequest
-from oversight.services import approvals_expire_due
 from trades.models import Trade
+from trades.services import approvals_expire_due
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

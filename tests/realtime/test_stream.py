@@ -204,7 +204,7 @@ async def test_a_reservation_and_its_release_each_send_portfolio_update(
 
         from django.utils import timezone
 
-        from oversight.services import approvals_expire_due
+        from trades.services import approvals_expire_due
 
         later = timezone.now() + timedelta(days=2)
         assert await database_sync_to_async(approvals_expire_due)(later) == 1

@@ -26,10 +26,9 @@ from agents.services import portfolio_snapshots_take
 from metering.models import UsageEvent
 from metering.services import usage_deliver_pending, usage_record
 from oversight.models import ApprovalRequest
-from oversight.services import approvals_expire_due
 from trades import market
 from trades.models import Trade
-from trades.services import orders_expire_day, orders_match
+from trades.services import approvals_expire_due, orders_expire_day, orders_match
 
 pytestmark = pytest.mark.django_db
 

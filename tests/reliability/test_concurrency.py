@@ -11,9 +11,9 @@ import pytest
 
 from metering.models import UsageEvent
 from oversight.models import ApprovalDecision, ApprovalRequest
-from oversight.services import approvals_expire_due
 from tests.reliability.conftest import NO_APPROVAL, assert_books_balance, race, trades_url
 from trades.models import IdempotencyRecord, Trade
+from trades.services import approvals_expire_due
 
 pytestmark = [
     pytest.mark.postgres,

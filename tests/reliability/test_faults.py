@@ -32,7 +32,6 @@ from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
-from agents.services import reservations_reconcile
 from grpc_clients.errors import ServiceUnavailable
 from grpc_clients.metering import MeteringClient
 from grpc_clients.registry import get_metering_client, reset_clients
@@ -44,7 +43,7 @@ from tests.realtime.helpers import open_socket
 from tests.reliability.conftest import NO_APPROVAL, assert_books_balance, trades_url
 from trades import market
 from trades.models import IdempotencyRecord, Trade
-from trades.services import orders_match
+from trades.services import orders_match, reservations_reconcile
 
 pytestmark = pytest.mark.timeout(120)
 

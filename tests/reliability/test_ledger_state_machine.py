@@ -28,16 +28,23 @@ from hypothesis.stateful import (
 )
 
 from agents.models import Agent, Position
-from agents.services import agent_create, agent_terminate
+from agents.services import agent_create
 from api import problems
 from oversight.choices import RequestStatus
 from oversight.models import ApprovalRequest
-from oversight.services import approval_decide, approvals_expire_due
 from tests.reliability.conftest import FIXED_PRICES, assert_books_balance
 from trades import market
 from trades.choices import OPEN_STATUSES
 from trades.models import Trade
-from trades.services import orders_expire_day, orders_match, trade_cancel, trade_submit
+from trades.services import (
+    agent_terminate,
+    approval_decide,
+    approvals_expire_due,
+    orders_expire_day,
+    orders_match,
+    trade_cancel,
+    trade_submit,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(180)]
 

@@ -1,14 +1,19 @@
 """The order workflow: every write on an order, from submission to its end.
 
 Submission (rules 1-7 of SPEC §5, ``submission``), execution and release (``execution``),
-cancellation (``cancellation``), matching on market ticks (``matching``), expiry of day
-orders (``expiry``), all under the row locks of ``locks``.
+an operator's decision, the oversight service's outcome and the expiry of approval requests
+(``approvals``), cancellation and the kill switch (``cancellation``), matching on market
+ticks (``matching``), expiry of day orders (``expiry``) and the reconciliation of
+reservations (``reconcile``), all under the row locks of ``locks.lock_rows``. ``oversight``
+records decisions and returns outcomes; ``agents`` keeps the account ledger; neither calls
+back here.
 
 Guarantees kept by every function here:
 
-- Locks are taken in one order: the agent row, then its position row, then the trade row
-  (then, in oversight, the approval request). Every balance change holds the agent lock, so
-  concurrent orders of one agent are serialised and can never spend the same cash twice.
+- Locks are taken in one order, by ``lock_rows`` only: the agent row, then its position
+  rows, then the trade rows, then their approval requests. Every balance change holds the
+  agent lock, so concurrent operations of one agent are serialised and can never spend the
+  same cash twice.
 - ``cash_balance + Σ position.cost_basis == budget + realized_pnl`` exactly (cents, half up),
   and ``reserved_cash`` is the sum of the open and pending buys' ``reserved_amount``.
 - Everything an operation does — rows, reservations, usage events, live events — commits or
@@ -17,7 +22,14 @@ Guarantees kept by every function here:
   so a dependency that fails leaves nothing behind and a slow one delays only that order.
 """
 
-from trades.services.cancellation import trade_cancel
+from trades.services.approvals import (
+    ExpiryReport,
+    approval_decide,
+    approval_follow_service,
+    approvals_expire_due,
+    approvals_expire_report,
+)
+from trades.services.cancellation import agent_terminate, trade_cancel
 from trades.services.execution import (
     TRADE_VOLUME,
     publish_trade_data,
@@ -26,6 +38,7 @@ from trades.services.execution import (
 )
 from trades.services.expiry import orders_expire_day
 from trades.services.matching import market_tick, orders_match
+from trades.services.reconcile import ReconcileReport, reservations_reconcile
 from trades.services.submission import (
     TRADE_EXECUTIONS,
     SubmitOutcome,
@@ -36,12 +49,20 @@ from trades.services.submission import (
 __all__ = [
     "TRADE_EXECUTIONS",
     "TRADE_VOLUME",
+    "ExpiryReport",
+    "ReconcileReport",
     "SubmitOutcome",
+    "agent_terminate",
+    "approval_decide",
+    "approval_follow_service",
+    "approvals_expire_due",
+    "approvals_expire_report",
     "daily_trade_limit_check",
     "market_tick",
     "orders_expire_day",
     "orders_match",
     "publish_trade_data",
+    "reservations_reconcile",
     "trade_cancel",
     "trade_execute_approved",
     "trade_release",

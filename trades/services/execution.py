@@ -21,7 +21,7 @@ from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, Trade
 from trades.representation import approval_request_id, trade_representation
-from trades.services.locks import _lock_for_trade
+from trades.services.locks import Locked, lock_for_trade
 from trades.validation import LIMIT_TYPES, STOP_TYPES
 
 TRADE_VOLUME = "trade_volume"
@@ -37,7 +37,7 @@ POSITION_FIELDS = ["quantity", "reserved_quantity", "cost_basis", "updated_at"]
 def _trade_data(trade: Trade, loaded: _Loaded | None = None) -> dict:
     """The Trade JSON of ``trade``, as the API shows it. An order being placed (``loaded``)
     has the approval request its submission opened, if any; any other was read with its
-    approval request (``_lock_for_trade``)."""
+    approval request (``lock_rows``)."""
     known = loaded.approval_request_id if loaded is not None else approval_request_id(trade)
     return trade_representation(trade, approval_request_id=known)
 
@@ -385,63 +385,70 @@ def _publish_loaded_portfolio(
 
 
 def trade_execute_approved(*, trade: Trade) -> Trade:
-    """Execute a ``pending_approval`` trade whose last approval just arrived.
-
-    Runs in the caller's transaction (oversight's, agent already locked; locking again is
-    harmless). A buy is re-checked at the current price: if reservation plus free cash no
-    longer cover it, it becomes ``rejected`` with a ``rejection_reason`` and its reservation
-    is released; otherwise the reservation is adjusted to the new estimate and the order
-    fills, rests ``open`` or (ioc/fok) is cancelled, as at submission. 409 if the trade is not
-    pending approval.
-    """
+    """Execute a ``pending_approval`` trade whose last approval just arrived, under its locks
+    (``execute_approved``). 409 if the trade is not pending approval."""
     with transaction.atomic():
-        agent, position, trade = _lock_for_trade(trade)
-        if trade.status != TradeStatus.PENDING_APPROVAL:
-            raise problems.Conflict(f"The trade is {trade.status}, not pending approval.")
-        now = timezone.now()
-        price = market.current_price(trade.symbol)
-        if trade.side == Side.BUY:
-            required = cents(trade.quantity * _estimate_price(trade, price))
-            available = agent.available_cash + trade.reserved_amount
-            if required > available:
-                return _release(
-                    agent=agent,
-                    trade=trade,
-                    position=position,
-                    status=TradeStatus.REJECTED,
-                    reason=f"Insufficient funds at approval: required {required}, "
-                    f"available {available}.",
-                )
-            agent.reserved_cash += required - trade.reserved_amount
-            trade.reserved_amount = required
-            trade.notional = required
-            position = position or Position(agent=agent, symbol=trade.symbol)
-        trade.status = TradeStatus.OPEN
-        if trade.time_in_force == TimeInForce.DAY:
-            # The order's trading day starts when it becomes live.
-            trade.market_day = market.market_day(now)
-        agent.last_active_at = now
-        _execute(agent=agent, trade=trade, position=position, price=price)
-        if trade.status == TradeStatus.OPEN:
-            _publish_trade(trade, "trade.updated")
+        return execute_approved(lock_for_trade(trade))
+
+
+def execute_approved(rows: Locked) -> Trade:
+    """Execute the approved order of ``rows`` (locked by ``lock_rows``), in the caller's
+    transaction.
+
+    A buy is re-checked at the current price: if reservation plus free cash no longer cover
+    it, it becomes ``rejected`` with a ``rejection_reason`` and its reservation is released;
+    otherwise the reservation is adjusted to the new estimate and the order fills, rests
+    ``open`` or (ioc/fok) is cancelled, as at submission. 409 if the trade is not pending
+    approval.
+    """
+    agent, position, trade = rows.agent, rows.position, rows.trade
+    if trade.status != TradeStatus.PENDING_APPROVAL:
+        raise problems.Conflict(f"The trade is {trade.status}, not pending approval.")
+    now = timezone.now()
+    price = market.current_price(trade.symbol)
+    if trade.side == Side.BUY:
+        required = cents(trade.quantity * _estimate_price(trade, price))
+        available = agent.available_cash + trade.reserved_amount
+        if required > available:
+            return _release(
+                agent=agent,
+                trade=trade,
+                position=position,
+                status=TradeStatus.REJECTED,
+                reason=f"Insufficient funds at approval: required {required}, "
+                f"available {available}.",
+            )
+        agent.reserved_cash += required - trade.reserved_amount
+        trade.reserved_amount = required
+        trade.notional = required
+        position = position or Position(agent=agent, symbol=trade.symbol)
+    trade.status = TradeStatus.OPEN
+    if trade.time_in_force == TimeInForce.DAY:
+        # The order's trading day starts when it becomes live.
+        trade.market_day = market.market_day(now)
+    agent.last_active_at = now
+    _execute(agent=agent, trade=trade, position=position, price=price)
+    if trade.status == TradeStatus.OPEN:
+        _publish_trade(trade, "trade.updated")
     return trade
 
 
 def trade_release(*, trade: Trade, status: str, reason: str = "") -> Trade:
-    """End an open or pending order without a fill (``rejected``, ``expired`` or
-    ``cancelled``): its reserved cash or shares return to the agent, ``cancelled_at`` is set,
-    ``trade.cancelled``/``trade.updated`` is published. 409 if the trade already ended. Does
-    not touch its approval request (oversight calls this after resolving it)."""
-    if status not in RELEASE_STATUSES:
-        raise ValueError(f"trade_release cannot set status {status!r}")
+    """End an open or pending order without a fill, under its locks (``release``). 409 if
+    the trade already ended. Does not touch its approval request."""
     with transaction.atomic():
-        agent, position, trade = _lock_for_trade(trade)
-        if trade.status not in OPEN_STATUSES:
-            raise problems.Conflict(f"The trade is already {trade.status}.")
-        return _release(
-            agent=agent,
-            trade=trade,
-            position=position,
-            status=status,
-            reason=reason,
-        )
+        return release(lock_for_trade(trade), status=status, reason=reason)
+
+
+def release(rows: Locked, *, status: str, reason: str = "") -> Trade:
+    """End the open or pending order of ``rows`` (locked by ``lock_rows``) without a fill
+    (``rejected``, ``expired`` or ``cancelled``): its reserved cash or shares return to the
+    agent, ``cancelled_at`` is set, ``trade.cancelled``/``trade.updated`` is published. 409
+    if the trade already ended."""
+    if status not in RELEASE_STATUSES:
+        raise ValueError(f"release cannot set status {status!r}")
+    if rows.trade.status not in OPEN_STATUSES:
+        raise problems.Conflict(f"The trade is already {rows.trade.status}.")
+    return _release(
+        agent=rows.agent, trade=rows.trade, position=rows.position, status=status, reason=reason
+    )

@@ -1,24 +1,110 @@
-"""The row locks of an order, taken in one order everywhere."""
+"""The row locks of the order workflow, taken in one order everywhere: ``lock_rows``.
+
+Every operation that changes an agent's money, orders or approval requests locks the agent
+row first, then the agent's position rows, then the trade rows, then their approval requests.
+Holding the agent row serialises every such operation of one agent, so concurrent orders,
+fills, cancellations, decisions, expiries, the kill switch and reconciliation never spend
+the same cash or shares twice, and never wait on each other in a cycle.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db.models import Q
+
 from agents.models import Agent, Position
+from oversight.models import ApprovalRequest
 from trades.models import Trade
 
+# ``symbols=ALL``: every position of the agent.
+ALL = "all"
 
-def _lock_position(agent: Agent, symbol: str) -> Position | None:
-    return Position.objects.select_for_update().filter(agent=agent, symbol=symbol).first()
+
+@dataclass
+class Locked:
+    """Rows locked by ``lock_rows``: fresh from the database, in the lock order."""
+
+    agent: Agent
+    positions: dict[str, Position] = field(default_factory=dict)
+    trade: Trade | None = None
+    trades: list[Trade] = field(default_factory=list)
+    approval: ApprovalRequest | None = None
+    # With ``trades``: the approval requests of those trades, by trade id.
+    approvals: dict = field(default_factory=dict)
+
+    @property
+    def position(self) -> Position | None:
+        """The agent's position in the trade's symbol (None if it holds none)."""
+        return self.positions.get(self.trade.symbol) if self.trade is not None else None
 
 
-def _lock_for_trade(trade: Trade) -> tuple[Agent, Position | None, Trade]:
-    """Lock agent, position and trade in the global lock order; return fresh rows. The trade
-    comes with its approval request's id (not locked: oversight locks it after the trade)."""
-    agent = Agent.objects.select_for_update().get(pk=trade.agent_id)
-    position = _lock_position(agent, trade.symbol)
-    trade = (
-        Trade.objects.select_for_update(of=("self",))
-        .select_related("approval_request")
-        .get(pk=trade.pk)
+def lock_rows(
+    *,
+    agent_id=None,
+    agent: Agent | None = None,
+    symbols: Iterable[str] | str = (),
+    trade_id=None,
+    trades: Q | None = None,
+    approval: bool = False,
+) -> Locked:
+    """Lock, inside the caller's transaction, the agent row (``agent_id``; or ``agent``, a
+    row the caller locked already), its positions in ``symbols`` (``ALL``: every one), the
+    trade ``trade_id`` or the agent's trades matching ``trades`` (oldest first; each read
+    with its approval request's id), and, with ``approval``, their approval requests.
+
+    The only place rows are locked for an order, so the order agent → positions → trades →
+    approval request is written once.
+    """
+    if agent is None:
+        agent = Agent.objects.select_for_update().get(pk=agent_id)
+    locked = Locked(agent=agent)
+    if symbols == ALL:
+        positions = Position.objects.select_for_update().filter(agent=agent)
+    elif symbols:
+        positions = Position.objects.select_for_update().filter(
+            agent=agent, symbol__in=list(symbols)
+        )
+    else:
+        positions = []
+    locked.positions = {position.symbol: position for position in positions}
+    if trade_id is not None:
+        locked.trade = (
+            Trade.objects.select_for_update(of=("self",))
+            .select_related("approval_request")
+            .get(pk=trade_id, agent=agent)
+        )
+        locked.trade.agent = agent
+    if trades is not None:
+        locked.trades = list(
+            Trade.objects.select_for_update(of=("self",))
+            .select_related("approval_request")
+            .filter(trades, agent=agent)
+            .order_by("created_at")
+        )
+        for trade in locked.trades:
+            trade.agent = agent
+    if approval and locked.trade is not None:
+        locked.approval = (
+            ApprovalRequest.objects.select_for_update()
+            .prefetch_related("decisions")
+            .filter(trade=locked.trade)
+            .first()
+        )
+    if approval and locked.trades:
+        locked.approvals = {
+            request.trade_id: request
+            for request in ApprovalRequest.objects.select_for_update().filter(
+                trade__in=[trade.pk for trade in locked.trades]
+            )
+        }
+    return locked
+
+
+def lock_for_trade(trade: Trade, *, approval: bool = False) -> Locked:
+    """``lock_rows`` for one order: its agent, its symbol's position, itself (and, with
+    ``approval``, its approval request)."""
+    return lock_rows(
+        agent_id=trade.agent_id, symbols=(trade.symbol,), trade_id=trade.pk, approval=approval
     )
-    trade.agent = agent
-    return agent, position, trade

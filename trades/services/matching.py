@@ -14,7 +14,7 @@ from trades import market
 from trades.choices import OrderType, Side, TradeStatus
 from trades.models import Trade
 from trades.services.execution import _fill, _fill_price, _publish_trade
-from trades.services.locks import _lock_for_trade
+from trades.services.locks import lock_for_trade
 from trades.validation import STOP_TYPES
 
 
@@ -65,7 +65,8 @@ def orders_match(*, prices: dict[str, Decimal] | None = None) -> int:
 
 def _match_one(*, trade: Trade, price: Decimal) -> int:
     with transaction.atomic():
-        agent, position, trade = _lock_for_trade(trade)
+        rows = lock_for_trade(trade)
+        agent, position, trade = rows.agent, rows.position, rows.trade
         if trade.status != TradeStatus.OPEN:
             return 0
         was_triggered = trade.stop_triggered

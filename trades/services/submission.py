@@ -35,7 +35,7 @@ from trades.services.execution import (
     _save,
     _trade_data,
 )
-from trades.services.locks import _lock_position
+from trades.services.locks import ALL, lock_rows
 from trades.validation import Order, order_validate
 
 TRADE_EXECUTIONS = "trade_executions"
@@ -248,8 +248,8 @@ def _reserve_on_locked_rows(*, agent_id, order: Order, price: Decimal) -> None:
     raises the same problems as ``_reserve``. Nothing is saved: the reservation itself is
     made by the locked submission."""
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent_id)
-        held = _lock_position(agent, order.symbol)
+        rows = lock_rows(agent_id=agent_id, symbols=(order.symbol,))
+        agent, held = rows.agent, rows.positions.get(order.symbol)
         trade = _new_trade(agent=agent, order=order, price=price, now=timezone.now())
         _reserve(agent=agent, trade=trade, price=price, position=held)
 
@@ -300,7 +300,7 @@ def _submit_locked(
     quota_warn(agent=agent, metric_code=TRADE_EXECUTIONS, decision=prepared.quota, quantity=1)
     # 4. funds / position, on the locked rows, at the price the order was decided at
     now = timezone.now()
-    positions = {p.symbol: p for p in Position.objects.select_for_update().filter(agent=agent)}
+    positions = lock_rows(agent=agent, symbols=ALL).positions
     # The prices the order was decided at; a symbol bought meanwhile is read now.
     prices = {**prepared.prices, **market.prices_for(positions.keys() - prepared.prices.keys())}
     loaded = _Loaded(positions=positions, prices=prices)

@@ -12,7 +12,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        from agents.services import reservations_reconcile
+        from trades.services import reservations_reconcile
 
         report = reservations_reconcile()
         self.stdout.write(

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from oversight.services import approvals_expire_report
+from trades.services import approvals_expire_report
 
 
 class Command(BaseCommand):

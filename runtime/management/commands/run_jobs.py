@@ -25,8 +25,8 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        from agents.services import reservations_reconcile
         from runtime.jobs import default_jobs
+        from trades.services import reservations_reconcile
 
         stop = threading.Event()
 

@@ -50,10 +50,10 @@ class Command(BaseCommand):
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
 
-        from agents.services import reservations_reconcile
         from config.asgi import application
         from runtime.embedded import start_embedded_services
         from runtime.jobs import default_jobs
+        from trades.services import reservations_reconcile
 
         services = start_embedded_services()
         jobs = []
