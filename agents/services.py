@@ -30,6 +30,7 @@ from agents.models import (
 from agents.money import cents
 from agents.permissions import is_operator
 from agents.representation import AgentSerializer
+from agents.selectors import portfolio_valuation
 from api import problems
 from metering.services import quota_configure, server_transaction_id, usage_record
 from observability.metrics import background_row_failed
@@ -364,7 +365,6 @@ def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN
 
     Three queries whatever the number of agents: agents with their positions, prices, insert.
     """
-    from agents.selectors import portfolio_valuation
     from trades.market import prices_for
 
     now = now or timezone.now()

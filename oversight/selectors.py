@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
+from agents.permissions import is_operator
 from api import problems
 from oversight.models import ApprovalDecision, ApprovalRequest
 
 
 def _is_operator(user) -> bool:
-    from agents.permissions import is_operator
-
     return is_operator(user)
 
 

@@ -27,10 +27,13 @@ from api import problems
 from api.representation import quantity_text
 from grpc_clients.errors import GrpcClientError, RemoteConflict, RemoteNotFound
 from grpc_clients.registry import get_oversight_client
+from metering.services import usage_record
 from oversight.choices import Decision, RequestStatus
 from oversight.models import ApprovalDecision, ApprovalRequest
+from oversight.representation import ApprovalRequestSerializer
 from oversight.risk import Risk, assess_trade_risk, review_priority
 from oversight.selectors import approval_get, approval_get_for
+from realtime.services import publish_agent_event
 
 if TYPE_CHECKING:
     from agents.models import Agent
@@ -186,9 +189,6 @@ def approval_evaluate(
 
 def approval_publish(approval: ApprovalRequest, event: str) -> None:
     """Publish ``event`` with the request's JSON on its agent's ``oversight`` channel."""
-    from oversight.representation import ApprovalRequestSerializer
-    from realtime.services import publish_agent_event
-
     fresh = approval_get(approval_request_id=approval.pk)
     publish_agent_event(
         agent_id=fresh.agent_id,
@@ -205,8 +205,6 @@ def approval_request_open(*, trade: Trade, agent: Agent, evaluation: Evaluation)
     one ``oversight_requests`` usage event, and publishes ``approval.requested`` on the agent's
     ``oversight`` channel (sent after commit).
     """
-    from metering.services import usage_record
-
     now = timezone.now()
     approval = ApprovalRequest(
         id=evaluation.request_id,

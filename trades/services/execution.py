@@ -13,10 +13,14 @@ from django.utils import timezone
 
 from agents.models import Agent, Position
 from agents.money import ZERO, cents, whole_dollars
+from agents.representation import portfolio_representation
+from agents.selectors import portfolio_for, portfolio_valuation
 from agents.services import BALANCE_FIELDS
 from api import problems
 from api.representation import quantity_text
+from metering.services import server_transaction_id, usage_build, usage_record
 from observability.metrics import TRADES
+from realtime.services import event_seq_fields, publish_agent_event
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, Trade
@@ -53,8 +57,6 @@ def publish_trade_data(trade: Trade, event: str, data: dict) -> None:
     counts the orders that reached each status (a market order filled at once counts as
     ``open`` when accepted, then ``filled``).
     """
-    from realtime.services import publish_agent_event
-
     publish_agent_event(agent_id=trade.agent_id, event=event, channel="trades", data=data)
     status = data.get("status")
     if status:
@@ -93,8 +95,6 @@ def _save(
 
 
 def _save_agent(agent: Agent) -> None:
-    from realtime.services import event_seq_fields
-
     # In an events batch the seq counter is written with the balances (one UPDATE).
     agent.save(update_fields=BALANCE_FIELDS + event_seq_fields(agent))
 
@@ -196,8 +196,6 @@ def _fill(
     already filled, ``trade.created`` is published before ``trade.filled``, the portfolio is
     valued from the rows the submission loaded, and the usage row joins ``loaded.usage``.
     """
-    from metering.services import server_transaction_id, usage_build, usage_record
-
     new = loaded is not None
     if new:
         opened = _trade_data(trade, loaded)
@@ -293,10 +291,6 @@ def _publish_portfolio(
 
     ``positions`` (all the agent's, current) and ``prices`` (covering their symbols) value it
     without a query; otherwise they are read."""
-    from agents.representation import portfolio_representation
-    from agents.selectors import portfolio_for, portfolio_valuation
-    from realtime.services import publish_agent_event
-
     if positions is not None and prices is not None:
         valuation = portfolio_valuation(agent=agent, positions=positions, prices=prices)
     else:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from agents.money import cents
+from agents.services import portfolio_snapshots_take
 from observability.metrics import background_row_failed
 from trades import market
 from trades.choices import OrderType, Side, TradeStatus
@@ -83,8 +84,6 @@ def _match_one(*, trade: Trade, price: Decimal) -> int:
 def market_tick(*, now: datetime | None = None, force: bool = False) -> dict:
     """One market step (the periodic job): move prices, match resting orders, and snapshot
     the portfolios that moved (``portfolio_snapshots_take``: at most once a minute each)."""
-    from agents.services import portfolio_snapshots_take
-
     rows = market.tick(now=now, force=force)
     if not rows:
         return {"ticked": 0, "filled": 0, "snapshots": 0}

@@ -22,6 +22,15 @@ from api import problems
 from api.bounds import MAX_NOTIONAL
 from grpc_clients.registry import deadline_budget
 from metering.periods import DAILY, period_window
+from metering.services import (
+    quota_check,
+    quota_warn,
+    server_transaction_id,
+    usage_build,
+    usage_bulk_record,
+)
+from oversight.services import approval_evaluate, approval_request_open, oversight_request_close
+from realtime.services import agent_events_batch
 from trades import market
 from trades.choices import TimeInForce, TradeStatus
 from trades.models import IdempotencyRecord, Trade
@@ -165,8 +174,6 @@ def _submit(
     waiting for a human is closed on the service (``oversight_request_close``), so none stays
     pending there for an order the server never kept.
     """
-    from realtime.services import agent_events_batch
-
     prepared = _prepare(agent_id=agent_id, user=user, data=data, key=key, request_hash=request_hash)
     if isinstance(prepared, SubmitOutcome):
         return prepared
@@ -190,8 +197,6 @@ def _submit(
 
 
 def _drop_oversight_request(request_id) -> None:
-    from oversight.services import oversight_request_close
-
     with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
         oversight_request_close(request_id, reason="order not placed")
 
@@ -202,9 +207,6 @@ def _prepare(
     """Rules 1-5 on rows read without a lock: a replay answers at once; an order that fails
     a rule answers its problem before any later rule's call; the quota and the oversight
     decision are asked here, outside any transaction."""
-    from metering.services import quota_check
-    from oversight.services import approval_evaluate
-
     agent = agent_get_for(user=user, agent_id=agent_id)
     if key:
         record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
@@ -280,14 +282,6 @@ def _submit_locked(
     """Rules 2, 4 and 6-7 with the agent row locked, on what ``_prepare`` obtained. The rows
     needed twice (positions, prices) are read once; usage rows go in one INSERT at the end;
     live events in one (``agent_events_batch``)."""
-    from metering.services import (
-        quota_warn,
-        server_transaction_id,
-        usage_build,
-        usage_bulk_record,
-    )
-    from oversight.services import approval_request_open
-
     if key:
         record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
         if record is not None:
