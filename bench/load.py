@@ -10,22 +10,9 @@ HTTP/1.1 client over ``asyncio.open_connection`` is ~60 lines and needs no extra
 WebSocket clients are a bare asyncio protocol too (``FanoutClient``).
 
 The plan's ``base_url`` is the HTTP server; ``ws_url``, when given, the WebSocket server (the
-production processes: gunicorn and daphne on ports of their own).
-
-Phases (in this order, all against one server run):
-- ``baseline``: ``GET /health/live`` from ``concurrency`` connections: the stack's ceiling.
-- ``trades``: auto-approved market buys ``POST /api/v1/agents/{id}/trades``, each connection
-  cycling over the agents: trades/s, latency percentiles, errors (any status but 201).
-- ``reads``: ``GET /api/v1/agents/{id}/trades?page_size=50``.
-- ``fanout``: ``ws_clients`` WebSocket clients subscribe to the market and to one agent's
-  ``trades`` stream, then orders run twice: at the offered rate ``fanout_rate`` (one order
-  every 1/rate s, whichever connection is free: the fan-out's own latency on a machine with
-  cores to spare), then as fast as ``concurrency`` connections go (the fan-out under the full
-  trade load, the machine saturated). Each ``trade.filled`` event carries the server's commit
-  time (``timestamp``, stamped in the on-commit callback); the client subtracts it from its
-  receive time (same machine, same clock). Delivered is compared with what should have
-  arrived: for each order the load answered 201, one event per client watching that agent.
-- ``scrape`` helpers read ``/metrics`` before and after a phase (gRPC call time and count).
+production processes: gunicorn and daphne on ports of their own). One phase per run
+(``plan["phase"]``, see ``main``): ``bench/run.py`` changes the server between phases and reads
+the server processes' CPU time around each.
 """
 
 from __future__ import annotations
@@ -37,9 +24,11 @@ import itertools
 import json
 import os
 import random
+import resource
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 SYMBOLS = ["AAPL", "GOOGL", "MSFT", "AMZN", "TSLA"]
@@ -55,6 +44,8 @@ class HttpConnection:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        # Whether the last answer carried a Retry-After header.
+        self.retry_after = False
 
     async def _connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -78,10 +69,13 @@ class HttpConnection:
         status_line, *header_lines = head.decode("latin1").split("\r\n")
         status = int(status_line.split(" ", 2)[1])
         length, chunked, close = None, False, False
+        self.retry_after = False
         for line in header_lines:
             name, _, value = line.partition(":")
             name = name.strip().lower()
-            if name == "content-length":
+            if name == "retry-after":
+                self.retry_after = bool(value.strip())
+            elif name == "content-length":
                 length = int(value)
             elif name == "transfer-encoding" and "chunked" in value.lower():
                 chunked = True
@@ -123,12 +117,17 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
     return sorted_values[index]
 
 
-def summarize(latencies: list[float], errors: int, elapsed: float, statuses: dict) -> dict:
+def summarize(
+    latencies: list[float], errors: int, elapsed: float, statuses: dict, refused: int = 0
+) -> dict:
+    """``ok``: answered as expected; ``refused``: 429/503 with ``Retry-After`` (answered, not
+    done); ``errors``: anything else, a broken connection or no answer in time."""
     values = sorted(latencies)
     ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
     return {
-        "requests": len(values) + errors,
+        "requests": len(values) + errors + refused,
         "ok": len(values),
+        "refused": refused,
         "errors": errors,
         "statuses": statuses,
         "seconds": round(elapsed, 2),
@@ -152,6 +151,7 @@ async def run_http_phase(
     max_requests: int,
     make_request,
     rate: float | None = None,
+    timeout: float = 60.0,
 ) -> tuple[dict, list]:
     """Run ``concurrency`` connections, each sending ``make_request(i)`` back to back, until
     ``seconds`` elapse or ``max_requests`` were sent. ``make_request`` returns (method, path,
@@ -159,18 +159,21 @@ async def run_http_phase(
 
     With ``rate``, request ``i`` is sent at ``i / rate`` seconds from the start (by whichever
     connection is free) rather than as soon as a connection is: an offered load, not the most
-    the server takes. Its latency then counts from that moment, so a request that waited for a
-    free connection is as late as the server made it."""
+    the server takes (open loop). Its latency then counts from that moment, so a request that
+    waited for a free connection is as late as the server made it.
+
+    A request not answered within ``timeout`` seconds is an error (``statuses["timeout"]``);
+    a 429 or 503 that carries ``Retry-After`` is a refusal, counted apart from the errors."""
     counter = itertools.count()
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     tags: list = []
-    errors = 0
+    errors = refused = 0
     started = time.perf_counter()
     deadline = started + seconds
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, refused
         connection = HttpConnection(host, port)
         try:
             while time.perf_counter() < deadline:
@@ -187,9 +190,14 @@ async def run_http_phase(
                         await asyncio.sleep(due - t0)
                     t0 = due
                 try:
-                    status, payload = await connection.request(
-                        method, path, headers=headers, body=body
+                    status, payload = await asyncio.wait_for(
+                        connection.request(method, path, headers=headers, body=body), timeout
                     )
+                except TimeoutError:
+                    errors += 1
+                    statuses["timeout"] = statuses.get("timeout", 0) + 1
+                    await connection.close()
+                    continue
                 except Exception:
                     errors += 1
                     statuses["exception"] = statuses.get("exception", 0) + 1
@@ -201,13 +209,16 @@ async def run_http_phase(
                     latencies.append(elapsed)
                     if tag is not None:
                         tags.append((tag, payload))
+                elif status in (429, 503) and connection.retry_after:
+                    refused += 1
                 else:
                     errors += 1
         finally:
             await connection.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(latencies, errors, time.perf_counter() - started, statuses), tags
+    elapsed = time.perf_counter() - started
+    return summarize(latencies, errors, elapsed, statuses, refused), tags
 
 
 def trade_requests(plan: dict):
@@ -248,85 +259,7 @@ def health_requests(_plan: dict):
     return make
 
 
-# --- /metrics ---------------------------------------------------------------------------------
-
-
-async def scrape_grpc(host: str, port: int, attempts: int, processes: int = 1) -> dict:
-    """gRPC client time and call count per ``service/method``, summed over server processes.
-
-    With several worker processes behind one port, each new connection may land on any of
-    them (and an idle one tends to win every accept); every process exposes its own pid
-    (``trading_process_id``), which tells them apart. Up to ``attempts`` rounds of
-    ``processes`` + 1 connections opened together, until every process has answered; the last
-    scrape of each is kept.
-    """
-    per_process: dict[str, dict] = {}
-
-    async def scrape_once(connection: HttpConnection) -> None:
-        try:
-            status, payload = await connection.request("GET", "/metrics")
-        finally:
-            await connection.close()
-        if status != 200:
-            return
-        identity, values = "?", {}
-        for line in payload.decode().splitlines():
-            if line.startswith("trading_process_id "):
-                identity = line.split()[1]
-            elif line.startswith(
-                (
-                    "trading_grpc_call_duration_seconds_sum{",
-                    "trading_grpc_call_duration_seconds_count{",
-                )
-            ):
-                name, _, rest = line.partition("{")
-                labels, _, value = rest.rpartition("} ")
-                fields = dict(item.split("=", 1) for item in labels.split(",") if "=" in item)
-                key = f"{fields['service'].strip(chr(34))}/{fields['method'].strip(chr(34))}"
-                kind = "sum" if name.endswith("_sum") else "count"
-                entry = values.setdefault(key, {"sum": 0.0, "count": 0.0})
-                entry[kind] += float(value)
-        per_process[identity] = values
-
-    for _ in range(attempts):
-        connections = [HttpConnection(host, port) for _ in range(processes + 1)]
-        for connection in connections:  # all connected before any asks: spread over workers
-            await connection._connect()
-        await asyncio.gather(*(scrape_once(c) for c in connections))
-        if len(per_process) >= processes:
-            break
-    total: dict[str, dict] = {}
-    for values in per_process.values():
-        for key, entry in values.items():
-            agg = total.setdefault(key, {"sum": 0.0, "count": 0.0})
-            agg["sum"] += entry["sum"]
-            agg["count"] += entry["count"]
-    return {"processes": len(per_process), "calls": total}
-
-
-def grpc_delta(before: dict, after: dict, trades: int) -> dict:
-    out = {"processes_seen": [before["processes"], after["processes"]], "per_method": {}}
-    total_seconds = 0.0
-    total_calls = 0.0
-    for key, entry in after["calls"].items():
-        prior = before["calls"].get(key, {"sum": 0.0, "count": 0.0})
-        seconds = entry["sum"] - prior["sum"]
-        calls = entry["count"] - prior["count"]
-        if calls <= 0:
-            continue
-        total_seconds += seconds
-        total_calls += calls
-        out["per_method"][key] = {
-            "calls": int(calls),
-            "mean_ms": round(seconds / calls * 1000, 3),
-            "calls_per_trade": round(calls / trades, 3) if trades else None,
-        }
-    out["ms_per_trade"] = round(total_seconds / trades * 1000, 3) if trades else None
-    out["calls_per_trade"] = round(total_calls / trades, 3) if trades else None
-    return out
-
-
-# --- WebSocket fan-out ------------------------------------------------------------------------
+# --- WebSocket watchers -----------------------------------------------------------------------
 
 
 class LoopLag:
@@ -343,20 +276,26 @@ class LoopLag:
 
 
 class FanoutClient(asyncio.Protocol):
-    """One WebSocket client watching the market and one agent's ``trades`` stream.
+    """One WebSocket client watching one agent's ``trades`` stream and, with ``market``, the
+    market channel.
 
     The client side of RFC 6455 on a bare asyncio protocol, as the HTTP client above. The
     clients receive five thousand frames for each market step, in the process that also
     drives the orders; with the ``websockets`` package this process took 0.15 of a core
     meanwhile (0.28 when it decoded every frame) and its own loop lag, p99 40-100 ms, went
     into the latencies it measured. Here frames are parsed where they arrive and only
-    ``trade.filled`` ones are decoded (0.08 of a core, loop lag p99 16 ms); the receive time
-    is that of the read."""
+    ``trade.filled`` ones are decoded; the receive time is that of the read. A tick is
+    remembered by its frame's bytes (the server encodes each tick once, so every watcher
+    receives the same bytes), with the time it first reached any client in ``first_seen``."""
 
-    def __init__(self, host: str, port: int, token: str, agent: str):
+    def __init__(
+        self, host: str, port: int, token: str, agent: str, market: bool, first_seen: dict
+    ):
         self.host, self.port, self.token, self.agent = host, port, token, agent
+        self.market = market
         self.latencies: dict[str, float] = {}  # trade id -> commit to receipt, seconds
-        self.market_ticks = 0
+        self.ticks: set[bytes] = set()
+        self.first_seen = first_seen
         self.ready = asyncio.Event()
         self.failed: str | None = None
         self._transport: asyncio.Transport | None = None
@@ -411,7 +350,8 @@ class FanoutClient(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self._upgraded = True
-            self._send_text(json.dumps({"action": "subscribe", "channel": "market"}))
+            if self.market:
+                self._send_text(json.dumps({"action": "subscribe", "channel": "market"}))
             self._send_text(
                 json.dumps({"action": "subscribe", "channel": "trades", "agent_id": self.agent})
             )
@@ -451,10 +391,11 @@ class FanoutClient(asyncio.Protocol):
             committed = datetime.fromisoformat(message["timestamp"]).timestamp()
             self.latencies[message["data"]["id"]] = received_at - committed
         elif MARKET_PRICE in payload:
-            self.market_ticks += 1
+            self.ticks.add(payload)
+            self.first_seen.setdefault(payload, received_at)
         elif json.loads(payload).get("type") == "subscribed":
             self._subscribed += 1
-            if self._subscribed == 2:
+            if self._subscribed == (2 if self.market else 1):
                 self.ready.set()
 
     def _send_text(self, text: str) -> None:
@@ -477,83 +418,121 @@ FILLED = b'"event": "trade.filled"'
 MARKET_PRICE = b'"event": "market.price"'
 
 
-async def run_fanout(
-    plan: dict, host: str, port: int, clock: PhaseClock, ws: tuple[str, int] | None = None
-) -> dict:
-    """Connect the clients, then run the orders twice while they watch: first at the offered
-    rate ``fanout_rate`` (the fan-out's own latency, the machine not saturated), then as many
-    as ``concurrency`` connections take (the fan-out under the full trade load). The keys of
-    the full-load stage are at the top level; the paced stage's are under ``paced``. The
-    orders go to ``host:port``, the clients connect to ``ws`` (default: the same address)."""
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes (the WebSocket server), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+def redis_used_mb(url: str | None) -> float | None:
+    if not url:
+        return None
+    import redis
+
+    return round(redis.Redis.from_url(url).info("memory")["used_memory"] / 2**20, 1)
+
+
+async def connect_all(
+    clients: list[FanoutClient], parallel: int, timeout: float
+) -> tuple[list[asyncio.Task], float]:
+    """Start every client, at most ``parallel`` handshakes in flight at once (a burst of ten
+    thousand would only measure the accept backlog); each must be subscribed within
+    ``timeout`` seconds of its start. Returns the clients' tasks and the seconds until the
+    last was subscribed."""
+    gate = asyncio.Semaphore(parallel)
+    tasks: list[asyncio.Task] = []
+
+    async def start(client: FanoutClient) -> None:
+        async with gate:
+            tasks.append(asyncio.create_task(client.run()))
+            try:
+                await asyncio.wait_for(client.ready.wait(), timeout)
+            except TimeoutError:
+                client.failed = client.failed or f"not subscribed within {timeout:.0f} s"
+
+    started = time.perf_counter()
+    await asyncio.gather(*(start(c) for c in clients))
+    return tasks, time.perf_counter() - started
+
+
+async def run_watch(plan: dict, host: str, port: int, ws: tuple[str, int]) -> dict:
+    """``watchers`` WebSocket clients, each on one agent's trades (``market_watchers`` of them
+    on the market channel too), then market orders offered open-loop at ``rate`` per second
+    for ``seconds`` while they watch: what reached them, how late, and whether they stayed.
+
+    Each ``trade.filled`` event carries the server's commit time (``timestamp``, stamped in
+    the on-commit callback); the client subtracts it from its receive time (same machine,
+    same clock). Fills expected: for each order answered 201, one event per client watching
+    its agent. Ticks expected: every tick that reached any client during the orders, once per
+    market watcher."""
     owners = plan["owners"]
     pairs = [(owner["token"], agent) for owner in owners for agent in owner["agents"]]
-    ws_host, ws_port = ws or (host, port)
+    first_seen: dict[bytes, float] = {}
     clients = [
-        FanoutClient(ws_host, ws_port, *pairs[i % len(pairs)]) for i in range(plan["ws_clients"])
+        FanoutClient(*ws, *pairs[i % len(pairs)], i < plan["market_watchers"], first_seen)
+        for i in range(plan["watchers"])
     ]
-    # Connect in batches: a thousand simultaneous handshakes only measure the accept backlog.
-    tasks = []
-    connect_started = time.perf_counter()
-    for start in range(0, len(clients), 100):
-        batch = clients[start : start + 100]
-        tasks += [asyncio.create_task(c.run()) for c in batch]
-        await asyncio.wait([asyncio.create_task(c.ready.wait()) for c in batch], timeout=60)
-    connect_seconds = time.perf_counter() - connect_started
-    for client in clients:
-        if not client.ready.is_set() and client.failed is None:
-            client.failed = "not subscribed within 60 s"
+    ws_pids = plan.get("ws_pids", [])
+    rss_before, redis_before = rss_mb(ws_pids), redis_used_mb(plan.get("redis_url"))
+    tasks, connect_seconds = await connect_all(
+        clients, plan.get("connect_parallel", 200), plan.get("connect_timeout", 60)
+    )
     connected = [c for c in clients if c.failed is None]
-    stages = {}
-    if plan.get("fanout_rate"):
-        with clock.phase("fanout_paced"):
-            stages["paced"] = await _fanout_stage(plan, host, port, connected, plan["fanout_rate"])
-    with clock.phase("fanout"):
-        stages["full"] = await _fanout_stage(plan, host, port, connected, None)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return {
-        "clients": len(clients),
-        "connected": len(connected),
-        "failed": [c.failed for c in clients if c.failed][:5],
-        "connect_seconds": round(connect_seconds, 2),
-        "market_ticks_received": sum(c.market_ticks for c in connected),
-        **stages["full"],
-        **({"paced": stages["paced"]} if "paced" in stages else {}),
-    }
+    await asyncio.sleep(1.0)  # the server's allocations after the last handshake settle
+    rss_connected, redis_connected = rss_mb(ws_pids), redis_used_mb(plan.get("redis_url"))
 
-
-async def _fanout_stage(
-    plan: dict, host: str, port: int, connected: list[FanoutClient], rate: float | None
-) -> dict:
-    """Orders while ``connected`` watch; what reached them, and how late."""
     stop = asyncio.Event()
     lag = LoopLag()
     lag_task = asyncio.create_task(lag.run(stop))
+    window_start = time.time()
     summary, tags = await run_http_phase(
         host=host,
         port=port,
         concurrency=plan["concurrency"],
-        seconds=plan["fanout_paced_seconds"] if rate else plan["fanout_seconds"],
+        seconds=plan["seconds"],
         max_requests=plan["max_requests"],
         make_request=trade_requests(plan),
-        rate=rate,
+        rate=plan["rate"],
     )
+    window_end = time.time()
     filled_by_agent: dict[str, set[str]] = {}
     for agent, payload in tags:
         filled_by_agent.setdefault(agent, set()).add(json.loads(payload)["id"])
-    expected = sum(len(filled_by_agent.get(c.agent, ())) for c in connected)
+    expected_fills = sum(len(filled_by_agent.get(c.agent, ())) for c in connected)
+    market_watchers = [c for c in connected if c.market]
 
-    def delivered_now() -> int:
-        return sum(len(c.latencies.keys() & filled_by_agent.get(c.agent, set())) for c in connected)
+    def window_ticks() -> set[bytes]:
+        return {k for k, t in first_seen.items() if window_start <= t <= window_end}
 
-    # Let in-flight events drain (bounded).
+    def delivered_now() -> tuple[int, int, int]:
+        fills = sum(
+            len(c.latencies.keys() & filled_by_agent.get(c.agent, set())) for c in connected
+        )
+        ticks = window_ticks()
+        return fills, sum(len(c.ticks & ticks) for c in market_watchers), len(ticks)
+
     drain_deadline = time.perf_counter() + plan["drain_seconds"]
-    while delivered_now() < expected and time.perf_counter() < drain_deadline:
+    while time.perf_counter() < drain_deadline:
+        fills, ticks, tick_count = delivered_now()
+        if fills >= expected_fills and ticks >= tick_count * len(market_watchers):
+            break
         await asyncio.sleep(0.2)
-    delivered = delivered_now()
+    fills, ticks, tick_count = delivered_now()
     stop.set()
     await lag_task
+    kept = sum(1 for c in connected if c.failed is None)
+    failures = [c.failed for c in clients if c.failed]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
     latencies = sorted(
         c.latencies[trade]
         for c in connected
@@ -561,15 +540,32 @@ async def _fanout_stage(
         if trade in c.latencies
     )
     ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
+    expected_ticks = tick_count * len(market_watchers)
+    per_thousand = None
+    if connected:
+        per_thousand = round((rss_connected - rss_before) / len(connected) * 1000, 1)
     return {
-        **({"offered_rate": rate} if rate else {}),
-        "trades": summary,
-        "events_expected": expected,
-        "events_delivered": delivered,
-        "delivered_pct": round(100 * delivered / expected, 2) if expected else None,
-        "latency_p50_ms": ms(percentile(latencies, 50)),
-        "latency_p99_ms": ms(percentile(latencies, 99)),
-        "latency_max_ms": ms(latencies[-1] if latencies else None),
+        "watchers": len(clients),
+        "market_watchers": sum(1 for c in clients if c.market),
+        "connected": len(connected),
+        "connect_seconds": round(connect_seconds, 2),
+        "kept": kept,
+        "failures": failures[:5],
+        "failure_count": len(failures),
+        "ws_rss_mb": {"before": rss_before, "connected": rss_connected},
+        "ws_rss_mb_per_1000": per_thousand,
+        "redis_used_mb": {"before": redis_before, "connected": redis_connected},
+        "offered_rate": plan["rate"],
+        "orders": summary,
+        "fills_expected": expected_fills,
+        "fills_delivered": fills,
+        "fills_delivered_pct": round(100 * fills / expected_fills, 2) if expected_fills else None,
+        "ticks_expected": expected_ticks,
+        "ticks_delivered": ticks,
+        "ticks_delivered_pct": round(100 * ticks / expected_ticks, 2) if expected_ticks else None,
+        "fill_latency_p50_ms": ms(percentile(latencies, 50)),
+        "fill_latency_p99_ms": ms(percentile(latencies, 99)),
+        "fill_latency_max_ms": ms(latencies[-1] if latencies else None),
         # How late this process's own loop ran its tasks meanwhile: part of every latency
         # above is the load generator's, not the server's.
         "generator_loop_lag_p50_ms": ms(percentile(sorted(lag.samples), 50)),
@@ -579,65 +575,37 @@ async def _fanout_stage(
 
 # --- main -------------------------------------------------------------------------------------
 
-
-class PhaseClock:
-    """Wall-clock bounds and this process's CPU time of each phase (``results["phase_times"]``),
-    so ``bench/run.py`` can tell how the machine's cores were shared during it."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, dict] = {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        start, cpu = time.time(), time.process_time()
-        try:
-            yield
-        finally:
-            self.times[name] = {
-                "start": start,
-                "end": time.time(),
-                "load_cpu_seconds": round(time.process_time() - cpu, 3),
-            }
+REQUESTS = {"health": health_requests, "orders": trade_requests, "reads": read_requests}
 
 
 async def main(plan: dict) -> dict:
+    """One phase per run: ``health``, ``orders``, ``reads`` (closed loop, ``concurrency``
+    connections: the most the server takes), ``overload`` (orders from ``concurrency``
+    connections, each answer awaited up to ``timeout`` s) or ``watch`` (``run_watch``)."""
     parts = urlsplit(plan["base_url"])
     host, port = parts.hostname, parts.port
-    common = {
-        "host": host,
-        "port": port,
-        "concurrency": plan["concurrency"],
-        "max_requests": plan["max_requests"],
-    }
-    results: dict = {}
-    clock = PhaseClock()
-    phases = plan["phases"]
-    if "baseline" in phases:
-        with clock.phase("baseline"):
-            results["baseline"], _ = await run_http_phase(
-                **common, seconds=plan["seconds"], make_request=health_requests(plan)
-            )
-    if "trades" in phases:
-        before = await scrape_grpc(host, port, plan["scrape_attempts"], plan["processes"])
-        with clock.phase("trades"):
-            results["trades"], _ = await run_http_phase(
-                **common, seconds=plan["seconds"], make_request=trade_requests(plan)
-            )
-        after = await scrape_grpc(host, port, plan["scrape_attempts"], plan["processes"])
-        results["grpc"] = grpc_delta(before, after, results["trades"]["ok"])
-    if "reads" in phases:
-        with clock.phase("reads"):
-            results["reads"], _ = await run_http_phase(
-                **common, seconds=plan["seconds"], make_request=read_requests(plan)
-            )
-    if "fanout" in phases and plan["ws_clients"] > 0:
+    phase = plan["phase"]
+    if phase == "watch":
         ws = urlsplit(plan.get("ws_url") or plan["base_url"])
-        results["fanout"] = await run_fanout(plan, host, port, clock, (ws.hostname, ws.port))
-    results["phase_times"] = clock.times
-    return results
+        return await run_watch(plan, host, port, (ws.hostname, ws.port))
+    kind = "orders" if phase == "overload" else phase
+    summary, _ = await run_http_phase(
+        host=host,
+        port=port,
+        concurrency=plan["concurrency"],
+        seconds=plan["seconds"],
+        max_requests=plan["max_requests"],
+        make_request=REQUESTS[kind](plan),
+        rate=plan.get("rate"),
+        timeout=plan.get("timeout", 60.0),
+    )
+    return summary
 
 
 if __name__ == "__main__":
+    # Ten thousand WebSocket clients need as many descriptors: the soft limit up to the hard.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with open(sys.argv[1]) as plan_file:
         plan = json.load(plan_file)
     print(json.dumps(asyncio.run(main(plan))))

@@ -1,55 +1,70 @@
-"""``make bench``: start the server's processes as in production, load them from another
-process, report.
+"""``make bench``: the production processes under load, one table of targets.
 
-What one run does, in order (every step bounded in time):
+``python bench/run.py`` (``make bench``) runs the server as production does, each process on a
+port of its own and without the proxy (the load addresses them directly), on PostgreSQL +
+Redis (both must listen; the database ``BENCH_DATABASE_URL`` is dropped and created fresh,
+the Redis db ``BENCH_REDIS_URL`` flushed):
 
-1. Picks the backend: PostgreSQL + Redis when both listen on 127.0.0.1 (a dedicated database
-   ``bench``, dropped and created fresh, and Redis db 6, flushed), else the embedded default,
-   SQLite in a temporary file with the in-memory channel layer. It prints which.
-2. Migrates that database, starts the reference gRPC services in their own process
-   (``python -m reference_services``), seeds owners, tokens and agents that auto-approve
-   (``bench/seed.py``), and measures SQL queries and gRPC calls per order in process
-   (``bench/inprocess.py``).
-3. Starts the server in production mode (``DJANGO_ENV=production``, a generated
-   ``SECRET_KEY``, no rate limits, ``LOG_LEVEL=WARNING``, external gRPC services). On
-   PostgreSQL + Redis: the production processes, each on a port of its own and without the
-   proxy (the load addresses them directly): gunicorn (``config.wsgi``, ``BENCH_WORKERS``
-   workers x ``BENCH_THREADS`` threads) for HTTP, daphne (``config.asgi``) for the WebSockets,
-   ``manage.py run_jobs`` for the background jobs. On SQLite, which one process owns, with the
-   in-memory channel layer, which does not cross processes: ``manage.py serve`` (``make run``).
-4. Runs the load generator (``bench/load.py``) as a separate process: baseline, trades,
-   reads, WebSocket fan-out, gRPC overhead from ``/metrics``. Meanwhile it samples the RSS of
-   every server process and the load average.
-5. Stops everything, writes ``bench/results/latest.json`` and ``latest.md`` and prints the
-   table with the ratios trade-path/baseline and reads/baseline.
+- gunicorn (``config/gunicorn.conf.py``, ``config.wsgi``; ``BENCH_WORKERS`` workers x
+  ``BENCH_THREADS`` threads) for HTTP, daphne (``config.asgi``) for the WebSockets,
+  ``manage.py run_jobs`` for the background jobs, ``manage.py run_reference_services`` for the
+  metering and oversight gRPC services; ``DJANGO_ENV=production``, a generated ``SECRET_KEY``,
+  no rate limits, ``LOG_LEVEL=WARNING``.
 
-Knobs (environment): ``BENCH_SECONDS`` (each HTTP phase, default 8), ``BENCH_FANOUT_SECONDS``
-(the fan-out under the full trade load, default 8), ``BENCH_FANOUT_PACED_SECONDS`` (the
-fan-out's first stage, default 20: with the defaults a fill reaches 20 clients, so its p99 is about
-the two slowest fills of 200), ``BENCH_FANOUT_RATE`` (orders per second offered in that stage,
-default 10; 0 skips it), ``BENCH_CONCURRENCY`` (64),
-``BENCH_AGENTS`` (50), ``BENCH_OWNERS`` (10),
-``BENCH_WS_CLIENTS`` (1000), ``BENCH_MAX_REQUESTS`` (per phase, 100000),
-``BENCH_BACKEND`` (``auto``, ``sqlite``, ``postgres``), ``BENCH_DATABASE_URL`` (PostgreSQL
-server URL whose ``bench`` database is recreated; default ``postgres://postgres@127.0.0.1:5432/bench``),
-``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/6``), ``BENCH_WORKERS`` (gunicorn's
-workers, default 3), ``BENCH_THREADS`` (threads per worker, default 4), ``BENCH_RESULTS``
-(output directory), ``BENCH_LABEL`` (a note stored with the results),
-``BENCH_NAME`` (also write ``<name>.json`` and ``<name>.md`` next to ``latest``).
+It seeds owners, tokens and agents that auto-approve (``bench/seed.py``), counts SQL
+statements and gRPC calls per order in process (``bench/inprocess.py``), then runs the load
+generator (``bench/load.py``, a separate process) phase by phase, reading every server
+process's own CPU time (``/proc``) around each phase:
+
+1. ``watchers``: 10,000 WebSocket connections, each on one agent's trades, 1,000 of them on the
+   market channel too, connected at most 200 handshakes at a time; then market orders offered
+   open-loop at 10/s for 20 s: every fill and tick delivered, fill → watcher latency, memory
+   of the WebSocket server per 1,000 connections (its RSS before and after they connected).
+2. ``realistic``: 1,000 watchers (market and one agent's trades), orders offered open-loop at
+   50/s over the 50 agents for 20 s, each latency counted from the order's scheduled time.
+3. ``health``, ``orders``, ``reads`` (``GET …/trades?page_size=50``): the most the server takes,
+   64 closed-loop connections for ``BENCH_SECONDS`` each; server CPU milliseconds per request.
+4. ``overload``: orders from 256 connections: every request must be answered (201, or 429/503
+   with ``Retry-After``) within 60 s; p99 of the answered ones.
+5. ``orders`` again with 2 and 1 gunicorn workers (gunicorn's documented ``TTOU`` signal).
+6. The processes stop; ``bench/books.py`` checks that the books balance.
+
+It writes ``bench/results/latest.json`` and ``latest.md`` (and ``<BENCH_NAME>.*``) and prints
+the table: each target, the figure, ✅/❌.
+
+``python bench/run.py --compare COMMIT`` measures an earlier commit against this tree,
+alternated (old, new, old, new; ``--rounds``): the earlier tree is exported with
+``git archive`` into a temporary directory and served as its README said production ran it
+(``manage.py serve --workers 3``, ``python -m reference_services``) on its own database
+(``BENCH_OLD_DATABASE_URL``) and Redis db (``BENCH_OLD_REDIS_URL``), with this tree's
+virtualenv and load generator: saturation orders/s, reads/s and the fan-out to 1,000 watchers
+at 10 orders/s offered. Written to ``bench/results/compare-<commit>.*``.
+
+Knobs (environment): ``BENCH_SECONDS`` (saturation phases, 8), ``BENCH_WATCH_SECONDS`` (20),
+``BENCH_WATCHERS`` (10000), ``BENCH_MARKET_WATCHERS`` (1000), ``BENCH_WATCH_RATE`` (10),
+``BENCH_REALISTIC_WATCHERS`` (1000), ``BENCH_REALISTIC_RATE`` (50), ``BENCH_CONCURRENCY`` (64),
+``BENCH_OVERLOAD_CONCURRENCY`` (256), ``BENCH_OVERLOAD_SECONDS`` (15), ``BENCH_AGENTS`` (50),
+``BENCH_OWNERS`` (10), ``BENCH_WORKERS`` (3), ``BENCH_THREADS`` (4), ``BENCH_DATABASE_URL``
+(``postgres://postgres@127.0.0.1:5432/benchdb``), ``BENCH_REDIS_URL``
+(``redis://127.0.0.1:6379/6``), ``BENCH_OLD_DATABASE_URL`` (``…/bench_old``),
+``BENCH_OLD_REDIS_URL`` (``…/5``), ``BENCH_RESULTS`` (output directory), ``BENCH_NAME``,
+``BENCH_LABEL`` (a note stored with the results).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -58,17 +73,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 TARGETS = {
-    "trades_rps": 300,
-    "trades_p99_ms": 50,
-    "trades_ratio": 0.25,
-    "reads_rps": 800,
-    "reads_p99_ms": 30,
-    "fanout_p99_ms": 100,
-    "queries_per_order": 12,
+    "realistic_p50_ms": 10,
+    "realistic_p99_ms": 50,
+    "realistic_fill_p99_ms": 50,
+    "watchers_connect_s": 30,
+    "watchers_fill_p99_ms": 100,
+    "watchers_mb_per_1000": 60,
+    "queries_per_order": 14,
     "grpc_calls_per_order": 2,
-    "rss_mb": 300,
 }
 
 
@@ -103,71 +118,20 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise SystemExit(f"bench: timed out waiting for {what}")
 
 
-# --- backend ----------------------------------------------------------------------------------
+def run_checked(args: list[str], env: dict, cwd: Path, timeout: float, what: str) -> str:
+    done = subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"bench: {what} failed (exit {done.returncode})")
+    return done.stdout
 
 
-def choose_backend(tmp: Path) -> dict:
-    """The database and channel layer of this run, prepared fresh."""
-    wanted = os.environ.get("BENCH_BACKEND", "auto")
-    pg_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
-    pg, rd = urlsplit(pg_url), urlsplit(redis_url)
-    available = listening(pg.hostname, pg.port or 5432) and listening(rd.hostname, rd.port or 6379)
-    if wanted == "postgres" or (wanted == "auto" and available):
-        import psycopg
-        import redis
-
-        name = pg.path.lstrip("/")
-        admin = urlunsplit(pg._replace(path="/postgres"))
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        redis.Redis.from_url(redis_url).flushdb()
-        return {
-            "name": "postgresql+redis",
-            "env": {"DATABASE_URL": pg_url, "REDIS_URL": redis_url},
-        }
-    path = tmp / "bench.sqlite3"
-    return {
-        "name": "sqlite (embedded default, in-memory channel layer)",
-        "env": {"DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": ""},
-    }
+# --- processes and their CPU time -------------------------------------------------------------
 
 
-# Orders per second offered while the WebSocket clients watch, in the fan-out's first stage:
-# a load the 2-core machine carries beside 1,000 clients without saturating (it took 23-41
-# orders/s at most meanwhile), so that the latency is the fan-out's, not the run queue's.
-DEFAULT_FANOUT_RATE = 10.0
-
-
-# gunicorn's workers and threads when BENCH_WORKERS / BENCH_THREADS are unset.
-DEFAULT_WORKERS = 3
-DEFAULT_THREADS = 4
-
-
-def server_commands(backend: dict, env: dict) -> tuple[dict[str, list[str]], str, int]:
-    """The server's processes of this run (name → command), their description, and the
-    processes that answer ``/metrics`` at the HTTP address."""
-    if not backend["env"].get("REDIS_URL"):
-        command = [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", env["PORT"]]
-        return {"serve": command}, "manage.py serve (one process)", 1
-    workers = env_int("BENCH_WORKERS", DEFAULT_WORKERS)
-    threads = env_int("BENCH_THREADS", DEFAULT_THREADS)
-    web = [PY, "-m", "gunicorn", "--config", "config/gunicorn.conf.py"]
-    web += ["--bind", f"127.0.0.1:{env['PORT']}", "--workers", str(workers)]
-    web += ["--threads", str(threads), "config.wsgi:application"]
-    ws = [PY, "-m", "daphne", "--bind", "127.0.0.1", "--port", env["WS_PORT"]]
-    ws += ["config.asgi:application"]
-    jobs = [PY, "manage.py", "run_jobs"]
-    described = f"gunicorn {workers} workers x {threads} threads + daphne + run_jobs"
-    return {"web": web, "ws": ws, "jobs": jobs}, described, workers
-
-
-# --- process sampling -------------------------------------------------------------------------
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants (from /proc, no psutil needed)."""
+def children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -178,6 +142,12 @@ def process_tree(root: int) -> list[int]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def process_tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """``root`` and its descendants (from /proc)."""
+    children = children_map() if children is None else children
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -186,112 +156,264 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int], *, main_threads: bool = False) -> float:
-    """User + system CPU time the processes used so far; ``main_threads``: only their main
-    threads (a serving process's event loop: daphne, the WebSockets, the live events)."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes used so far (all their threads)."""
     total = 0
     for pid in pids:
-        path = f"/proc/{pid}/task/{pid}/stat" if main_threads else f"/proc/{pid}/stat"
         try:
-            fields = Path(path).read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / CLOCK_TICKS
 
 
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+def database_backends(database: str) -> list[int]:
+    """PostgreSQL's backends serving ``database`` (their process title names it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres: ") and f" {database} " in title:
+            pids.append(int(entry.name))
+    return pids
+
+
+def pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def machine_busy_seconds() -> float:
-    """CPU time every core of the machine spent busy so far (all processes)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
-class Sampler(threading.Thread):
-    """Every half second: the server processes' RSS, the load average, and the CPU time used
-    by the server processes, the reference services and the whole machine."""
+# --- the server's processes -------------------------------------------------------------------
 
-    def __init__(self, roots: list[int], services: int):
-        super().__init__(daemon=True)
-        self.roots = roots
-        self.services = services
-        self.max_rss: dict[int, float] = {}
-        self.max_total = 0.0
-        self.loads: list[float] = []
-        # (wall time, server CPU s, reference services CPU s, machine busy s, server event
-        # loops CPU s)
-        self.cpu: list[tuple[float, float, float, float, float]] = []
-        self.stopped = threading.Event()
 
-    def run(self) -> None:
-        while not self.stopped.wait(0.5):
-            total = 0.0
-            tree = [pid for root in self.roots for pid in process_tree(root)]
-            for pid in tree:
-                rss = rss_mb(pid)
-                if rss is None:
-                    continue
-                total += rss
-                self.max_rss[pid] = max(self.max_rss.get(pid, 0.0), rss)
-            self.max_total = max(self.max_total, total)
-            self.loads.append(os.getloadavg()[0])
-            self.cpu.append(
-                (
-                    time.time(),
-                    cpu_seconds(tree),
-                    cpu_seconds(process_tree(self.services)),
-                    machine_busy_seconds(),
-                    cpu_seconds(tree, main_threads=True),
-                )
-            )
+class Stack:
+    """The server of one source tree: its database, reference services and serving processes.
 
-    def cores_during(self, start: float, end: float, load_cpu_seconds: float) -> dict | None:
-        """Cores used on average between ``start`` and ``end`` (wall time), by part."""
-        inside = [s for s in self.cpu if start <= s[0] <= end]
-        if len(inside) < 2:
-            return None
-        (t0, server0, services0, busy0, loops0) = inside[0]
-        (t1, server1, services1, busy1, loops1) = inside[-1]
-        seconds = t1 - t0
-        server, services = (server1 - server0) / seconds, (services1 - services0) / seconds
-        load = load_cpu_seconds / (end - start)
-        busy = (busy1 - busy0) / seconds
-        return {
-            "server": round(server, 2),
-            "server_event_loops": round((loops1 - loops0) / seconds, 2),
-            "reference_services": round(services, 2),
-            "load_generator": round(load, 2),
-            "other": round(max(busy - server - services - load, 0.0), 2),
-            "machine": round(busy, 2),
+    ``kind`` is ``production`` (gunicorn + daphne + run_jobs + run_reference_services) or
+    ``serve`` (an earlier tree's ``manage.py serve --workers N`` and
+    ``python -m reference_services``)."""
+
+    def __init__(self, root: Path, kind: str, database_url: str, redis_url: str, tmp: Path):
+        self.root, self.kind, self.tmp = root, kind, tmp
+        self.database_url, self.redis_url = database_url, redis_url
+        self.database = urlsplit(database_url).path.lstrip("/")
+        self.workers = env_int("BENCH_WORKERS", 3)
+        self.threads = env_int("BENCH_THREADS", 4)
+        self.port, self.ws_port = free_port(), free_port()
+        if kind == "serve":
+            self.ws_port = self.port
+        metering, oversight = free_port(), free_port()
+        self.grpc_ports = (metering, oversight)
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(64),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "false",
+            "RATE_LIMIT_ENABLED": "false",  # the per-address and the per-user limits
+            "LOG_LEVEL": "WARNING",
+            "EMBEDDED_SERVICES": "false",
+            "METERING_GRPC_ADDRESS": f"127.0.0.1:{metering}",
+            "OVERSIGHT_GRPC_ADDRESS": f"127.0.0.1:{oversight}",
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
         }
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.seed: dict = {}
+
+    def spawn(self, name: str, command: list[str]) -> None:
+        log = (self.tmp / f"{self.kind}-{name}.log").open("w")
+        self.processes[name] = subprocess.Popen(
+            command, env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def prepare(self, agents: int, owners: int) -> None:
+        """A fresh database and Redis db, migrated; the reference services; the seed."""
+        import psycopg
+        import redis
+
+        url = urlsplit(self.database_url)
+        admin = urlunsplit(url._replace(path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.database}"')
+        redis.Redis.from_url(self.redis_url).flushdb()
+        run_checked([PY, "manage.py", "migrate", "--noinput"], self.env, self.root, 300, "migrate")
+        metering, oversight = (f"127.0.0.1:{p}" for p in self.grpc_ports)
+        if self.kind == "production":
+            command = [PY, "manage.py", "run_reference_services"]
+        else:
+            command = [PY, "-m", "reference_services"]
+        self.spawn("services", [*command, "--metering", metering, "--oversight", oversight])
+        wait_until(
+            lambda: all(listening("127.0.0.1", p) for p in self.grpc_ports),
+            60,
+            "the reference services",
+        )
+        seed_path = self.tmp / f"{self.kind}-seed.json"
+        run_checked(
+            [PY, "bench/seed.py", str(seed_path), str(agents), str(owners)],
+            self.env,
+            self.root,
+            300,
+            "seeding",
+        )
+        self.seed = json.loads(seed_path.read_text())
+        self.seed_path = seed_path
+
+    def start(self) -> None:
+        if self.kind == "production":
+            web = [PY, "-m", "gunicorn", "--config", "config/gunicorn.conf.py"]
+            web += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+            web += ["--threads", str(self.threads), "config.wsgi:application"]
+            self.spawn("web", web)
+            ws = [PY, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(self.ws_port)]
+            self.spawn("ws", [*ws, "config.asgi:application"])
+            self.spawn("jobs", [PY, "manage.py", "run_jobs"])
+        else:
+            serve = [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            self.spawn("serve", [*serve, "--workers", str(self.workers)])
+        wait_until(lambda: self.answers(self.port), 90, "the HTTP server")
+        wait_until(lambda: self.answers(self.ws_port), 90, "the WebSocket server")
+        if self.kind == "production":
+            wait_until(lambda: self.web_workers() == self.workers, 30, "gunicorn's workers")
+        time.sleep(2.0)  # every worker finishes starting
+
+    def answers(self, port: int) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise SystemExit(f"bench: {name} exited; see {self.tmp}/{self.kind}-{name}.log")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def web_workers(self) -> int:
+        return len(children_map().get(self.processes["web"].pid, []))
+
+    def set_web_workers(self, count: int) -> None:
+        """gunicorn's documented signals: TTIN adds a worker, TTOU retires the oldest."""
+        master = self.processes["web"].pid
+        while (now := self.web_workers()) != count:
+            os.kill(master, signal.SIGTTOU if now > count else signal.SIGTTIN)
+            wait_until(lambda: self.web_workers() != now, 30, "gunicorn's workers")
+        time.sleep(2.0)  # a new worker finishes starting
+
+    def groups(self) -> dict[str, list[int]]:
+        """Process ids by part (each serving process with its children), for CPU accounting."""
+        children = children_map()
+        parts = {name: process_tree(p.pid, children) for name, p in self.processes.items()}
+        parts["postgres"] = database_backends(self.database)
+        parts["redis"] = pids_named("redis-server")
+        return parts
+
+    def ws_pids(self) -> list[int]:
+        name = "ws" if self.kind == "production" else "serve"
+        return process_tree(self.processes[name].pid)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-# --- the run ----------------------------------------------------------------------------------
+SERVER_PARTS = ("web", "ws", "jobs", "serve", "services", "postgres", "redis")
 
 
-def calibrate(seconds: float = 1.0) -> float:
-    """Millions of iterations per second of a fixed pure-Python loop, on one core.
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    snapshot = {name: cpu_seconds(pids) for name, pids in stack.groups().items()}
+    snapshot["machine"] = machine_busy_seconds()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    snapshot["load_generator"] = usage.ru_utime + usage.ru_stime
+    return snapshot
 
-    The machine's speed drifts (a shared virtual machine): the same commit measured half the
-    requests/s an hour apart, with this figure halved too. Compare runs with it in mind."""
-    count, deadline = 0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for _ in range(10_000):
-            count += 1
-    return round(count / seconds / 1e6, 2)
+
+def settle(stack: Stack, limit: float = 30.0) -> None:
+    """Wait (bounded) until the server's processes are nearly idle: a phase's aftermath (ten
+    thousand disconnections, the outbox) is not counted in the next."""
+    deadline = time.monotonic() + limit
+
+    def serving() -> float:
+        groups = stack.groups()
+        return cpu_seconds([p for n in ("web", "ws", "jobs", "serve") for p in groups.get(n, [])])
+
+    while time.monotonic() < deadline:
+        before = serving()
+        time.sleep(1.0)
+        if serving() - before < 0.15:
+            return
+
+
+def run_phase(stack: Stack, plan: dict, name: str, timeout: float = 300) -> dict:
+    """One load generator run; its result with the CPU seconds each part used meanwhile."""
+    settle(stack)
+    full = {
+        "base_url": f"http://127.0.0.1:{stack.port}",
+        "ws_url": f"http://127.0.0.1:{stack.ws_port}",
+        "owners": stack.seed["owners"],
+        "ws_pids": stack.ws_pids(),
+        "redis_url": stack.redis_url,
+        "max_requests": 1_000_000,
+        "drain_seconds": 10,
+        **plan,
+    }
+    path = stack.tmp / f"plan-{name}.json"
+    path.write_text(json.dumps(full))
+    print(f"bench: {stack.kind}: {name}…", flush=True)
+    before, started = cpu_snapshot(stack), time.monotonic()
+    output = run_checked(
+        [PY, str(ROOT / "bench" / "load.py"), str(path)], stack.env, ROOT, timeout, name
+    )
+    after, wall = cpu_snapshot(stack), time.monotonic() - started
+    result = json.loads(output)
+    cpu = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in after}
+    result["cpu_seconds"] = cpu
+    result["wall_seconds"] = round(wall, 2)
+    result["cores"] = {k: round(v / wall, 2) for k, v in cpu.items()}
+    return result
+
+
+# --- the machine ------------------------------------------------------------------------------
 
 
 def machine() -> dict:
@@ -301,359 +423,485 @@ def machine() -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    versions = {}
+    for name, command in {
+        "postgresql": ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"],
+        "redis": ["redis-cli", "INFO", "server"],
+    }.items():
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=5).stdout
+        except OSError:
+            out = ""
+        if name == "redis":
+            out = next(
+                (ln.split(":", 1)[1] for ln in out.splitlines() if ln.startswith("redis_version:")),
+                "",
+            )
+        versions[name] = out.strip() or "?"
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "memory_gb": round(mem_kb / 1024 / 1024, 1),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "calibration_mloops_per_s": calibrate(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **versions,
     }
 
 
-def run_checked(args: list[str], env: dict, timeout: float, what: str) -> str:
-    done = subprocess.run(
-        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout + done.stderr)
-        raise SystemExit(f"bench: {what} failed (exit {done.returncode})")
-    return done.stdout
+def raise_descriptor_limit() -> int:
+    """Ten thousand WebSockets need as many descriptors in the server and in the load: the
+    soft limit up to the hard one, inherited by every process started from here."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
-def stop(process: subprocess.Popen, timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def git_head(root: Path) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
 
 
-def main() -> int:
+def write_results(name: str, results: dict, table: str) -> None:
+    results_dir = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results"))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    names = [name] + ([os.environ["BENCH_NAME"]] if os.environ.get("BENCH_NAME") else [])
+    for n in names:
+        (results_dir / f"{n}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (results_dir / f"{n}.md").write_text(table)
+
+
+# --- make bench -------------------------------------------------------------------------------
+
+
+def per_request_ms(phase: dict, parts: tuple[str, ...]) -> float | None:
+    ok = phase.get("ok") or 0
+    if not ok:
+        return None
+    return round(sum(phase["cpu_seconds"].get(p, 0.0) for p in parts) / ok * 1000, 3)
+
+
+def bench() -> int:
     started = time.monotonic()
+    descriptors = raise_descriptor_limit()
+    host = machine()
+    watchers = env_int("BENCH_WATCHERS", 10_000)
+    if descriptors < watchers + 1000:
+        print(f"bench: the descriptor limit ({descriptors}) is below {watchers} WebSockets")
     settings = {
         "seconds": env_float("BENCH_SECONDS", 8),
-        "fanout_seconds": env_float("BENCH_FANOUT_SECONDS", 8),
-        "fanout_paced_seconds": env_float("BENCH_FANOUT_PACED_SECONDS", 20),
-        "fanout_rate": env_float("BENCH_FANOUT_RATE", DEFAULT_FANOUT_RATE),
+        "watch_seconds": env_float("BENCH_WATCH_SECONDS", 20),
+        "watchers": watchers,
+        "market_watchers": env_int("BENCH_MARKET_WATCHERS", 1000),
+        "watch_rate": env_float("BENCH_WATCH_RATE", 10),
+        "realistic_watchers": env_int("BENCH_REALISTIC_WATCHERS", 1000),
+        "realistic_rate": env_float("BENCH_REALISTIC_RATE", 50),
         "concurrency": env_int("BENCH_CONCURRENCY", 64),
+        "overload_concurrency": env_int("BENCH_OVERLOAD_CONCURRENCY", 256),
+        "overload_seconds": env_float("BENCH_OVERLOAD_SECONDS", 15),
         "agents": env_int("BENCH_AGENTS", 50),
         "owners": env_int("BENCH_OWNERS", 10),
-        "ws_clients": env_int("BENCH_WS_CLIENTS", 1000),
-        "max_requests": env_int("BENCH_MAX_REQUESTS", 100_000),
+        "descriptor_limit": descriptors,
     }
-    results_dir = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results"))
-    host = machine()  # before anything starts: the calibration loop has the machine to itself
+    database_url = os.environ.get(
+        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/benchdb"
+    )
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+    require_backends(database_url, redis_url)
     tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
-    backend = choose_backend(tmp)
-    print(f"bench: backend {backend['name']}", flush=True)
-    port, ws_port, metering_port, oversight_port = (free_port() for _ in range(4))
-    env = {
-        **os.environ,
-        **backend["env"],
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(64),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "RATE_LIMIT_ENABLED": "false",  # the per-IP and the per-user order limits
-        "LOG_LEVEL": "WARNING",
-        "EMBEDDED_SERVICES": "false",
-        "METERING_GRPC_ADDRESS": f"127.0.0.1:{metering_port}",
-        "OVERSIGHT_GRPC_ADDRESS": f"127.0.0.1:{oversight_port}",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WS_PORT": str(ws_port),
-    }
-    if not env["REDIS_URL"]:
-        del env["REDIS_URL"]
-
-    processes: list[subprocess.Popen] = []
+    stack = Stack(ROOT, "production", database_url, redis_url, tmp)
+    settings["servers"] = (
+        f"gunicorn {stack.workers} workers x {stack.threads} threads + daphne + run_jobs "
+        "+ run_reference_services"
+    )
+    phases: dict[str, dict] = {}
     try:
-        run_checked([PY, "manage.py", "migrate", "--noinput"], env, 300, "migrate")
-        services = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "reference_services",
-                "--metering",
-                env["METERING_GRPC_ADDRESS"],
-                "--oversight",
-                env["OVERSIGHT_GRPC_ADDRESS"],
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(services)
-        wait_until(
-            lambda: all(listening("127.0.0.1", p) for p in (metering_port, oversight_port)),
-            30,
-            "the reference services",
-        )
-        seed_path = tmp / "seed.json"
-        run_checked(
-            [
-                PY,
-                "bench/seed.py",
-                str(seed_path),
-                str(settings["agents"]),
-                str(settings["owners"]),
-            ],
-            env,
-            300,
-            "seeding",
-        )
+        stack.prepare(settings["agents"], settings["owners"])
         print(f"bench: seeded {settings['agents']} agents", flush=True)
         inprocess = json.loads(
-            run_checked([PY, "bench/inprocess.py", str(seed_path)], env, 120, "in-process counts")
-        )
-
-        commands, settings["servers"], http_processes = server_commands(backend, env)
-        servers = {}
-        for name, command in commands.items():
-            log = (tmp / f"{name}.log").open("w")
-            servers[name] = subprocess.Popen(
-                command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            run_checked(
+                [PY, "bench/inprocess.py", str(stack.seed_path)], stack.env, ROOT, 120, "counts"
             )
-            processes.append(servers[name])
-
-        def answers(port: int) -> bool:
-            for name, server in servers.items():
-                if server.poll() is not None:
-                    raise SystemExit(f"bench: {name} exited; see {tmp / (name + '.log')}")
-            try:
-                url = f"http://127.0.0.1:{port}/health/live"
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(lambda: answers(port), 60, "the HTTP server")
-        if "ws" in servers:
-            wait_until(lambda: answers(ws_port), 60, "the WebSocket server")
-        time.sleep(1.0)  # every worker of a multi-process server finishes starting
-        print(f"bench: server up on 127.0.0.1:{port} ({settings['servers']})")
-
-        seed = json.loads(seed_path.read_text())
-        plan = {
-            **settings,
-            "base_url": f"http://127.0.0.1:{port}",
-            "ws_url": f"http://127.0.0.1:{ws_port if 'ws' in servers else port}",
-            "owners": seed["owners"],
-            "phases": ["baseline", "trades", "reads", "fanout"],
-            "drain_seconds": 10,
-            "scrape_attempts": 12,
-            "processes": http_processes,
-        }
-        plan_path = tmp / "plan.json"
-        plan_path.write_text(json.dumps(plan))
-        sampler = Sampler([server.pid for server in servers.values()], services.pid)
-        sampler.start()
-        load_started = time.monotonic()
-        print("bench: running the load (baseline, trades, reads, fan-out)…", flush=True)
-        load = json.loads(
-            run_checked([PY, "bench/load.py", str(plan_path)], env, 480, "the load generator")
         )
-        load_seconds = time.monotonic() - load_started
-        sampler.stopped.set()
-        sampler.join()
+        stack.start()
+        print(f"bench: {settings['servers']} up", flush=True)
+        c = settings["concurrency"]
+        phases["watchers"] = run_phase(
+            stack,
+            {
+                "phase": "watch",
+                "watchers": watchers,
+                "market_watchers": settings["market_watchers"],
+                "rate": settings["watch_rate"],
+                "seconds": settings["watch_seconds"],
+                "concurrency": c,
+                "connect_parallel": 200,
+                "connect_timeout": 60,
+            },
+            "watchers",
+        )
+        phases["realistic"] = run_phase(
+            stack,
+            {
+                "phase": "watch",
+                "watchers": settings["realistic_watchers"],
+                "market_watchers": settings["realistic_watchers"],
+                "rate": settings["realistic_rate"],
+                "seconds": settings["watch_seconds"],
+                "concurrency": c,
+            },
+            "realistic",
+        )
+        for name in ("health", "orders", "reads"):
+            phases[name] = run_phase(
+                stack, {"phase": name, "seconds": settings["seconds"], "concurrency": c}, name
+            )
+        phases["overload"] = run_phase(
+            stack,
+            {
+                "phase": "overload",
+                "seconds": settings["overload_seconds"],
+                "concurrency": settings["overload_concurrency"],
+                "timeout": 60,
+            },
+            "overload",
+        )
+        scaling = {stack.workers: phases["orders"]}
+        for workers in range(stack.workers - 1, 0, -1):
+            stack.set_web_workers(workers)
+            scaling[workers] = run_phase(
+                stack,
+                {"phase": "orders", "seconds": settings["seconds"], "concurrency": c},
+                f"orders-{workers}-workers",
+            )
     finally:
-        for process in reversed(processes):
-            stop(process)
-
+        stack.stop()
+    books = json.loads(run_checked([PY, "bench/books.py"], stack.env, ROOT, 120, "the books"))
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "label": os.environ.get("BENCH_LABEL", ""),
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
+        "git": git_head(ROOT),
         "machine": host,
-        "backend": backend["name"],
+        "backend": "postgresql+redis",
         "settings": settings,
-        "server": {
-            "rss_mb_max_per_process": round(max(sampler.max_rss.values(), default=0), 1),
-            "rss_mb_max_total": round(sampler.max_total, 1),
-            "processes": len(sampler.max_rss),
-        },
-        "load_average": {
-            "before": round(sampler.loads[0], 2) if sampler.loads else None,
-            "max": round(max(sampler.loads), 2) if sampler.loads else None,
-        },
-        "load_seconds": round(load_seconds, 1),
-        "cores": {
-            name: sampler.cores_during(t["start"], t["end"], t["load_cpu_seconds"])
-            for name, t in load.get("phase_times", {}).items()
-        },
         "inprocess": {k: v for k, v in inprocess.items() if k != "sql_of_one_order"},
         "sql_of_one_order": inprocess["sql_of_one_order"],
-        **load,
+        "phases": phases,
+        "scaling": {
+            str(k): {"rps": v.get("rps"), "p99_ms": v.get("p99_ms"), "errors": v.get("errors")}
+            for k, v in scaling.items()
+        },
+        "books": books,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    results_dir.mkdir(parents=True, exist_ok=True)
     table = markdown(results)
-    names = ["latest"]
-    if os.environ.get("BENCH_NAME"):
-        names.append(os.environ["BENCH_NAME"])
-    for name in names:
-        (results_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-        (results_dir / f"{name}.md").write_text(table)
+    write_results("latest", results, table)
+    shutil.rmtree(tmp, ignore_errors=True)
     print(table)
     return 0
 
 
-# --- the table --------------------------------------------------------------------------------
-
-
-def fanout_rows(t: dict, fan: dict) -> list[tuple[str, str, str, str]]:
-    """The table's rows of the fan-out: its paced stage, if it ran, then the full load."""
-    clients = f"{fan.get('connected')}/{fan.get('clients')} WebSocket clients"
-    stages = [(fan, "")]
-    if "paced" in fan:
-        paced = fan["paced"]
-        stages = [
-            (paced, f", at {paced.get('offered_rate')} orders/s offered"),
-            (fan, ", under the full trade load"),
-        ]
-    rows = []
-    for stage, how in stages:
-        trades = stage.get("trades", {})
-        p99, pct = stage.get("latency_p99_ms"), stage.get("delivered_pct")
-        met = None if p99 is None else p99 <= t["fanout_p99_ms"] and pct == 100.0
-        rows.append(
-            (
-                f"fan-out to {clients}{how}",
-                f"commit→receipt p50 {stage.get('latency_p50_ms')} / p99 {p99} ms; delivered "
-                f"{stage.get('events_delivered')}/{stage.get('events_expected')} ({pct} %); "
-                f"trades meanwhile {trades.get('rps')}/s, p99 {trades.get('p99_ms')} ms, "
-                f"{trades.get('errors')} errors; the load generator's own loop lag p50 "
-                f"{stage.get('generator_loop_lag_p50_ms')} / p99 "
-                f"{stage.get('generator_loop_lag_p99_ms')} ms",
-                f"p99 ≤ {t['fanout_p99_ms']} ms, 100 %",
-                "" if met is None else ("✅" if met else "❌"),
+def require_backends(*urls: str) -> None:
+    for url in urls:
+        parts = urlsplit(url)
+        default = 5432 if parts.scheme.startswith("postgres") else 6379
+        if not listening(parts.hostname or "127.0.0.1", parts.port or default):
+            raise SystemExit(
+                f"bench: nothing listens at {parts.hostname}:{parts.port or default}; the "
+                "benchmark runs the production processes on PostgreSQL + Redis "
+                "(BENCH_DATABASE_URL, BENCH_REDIS_URL)"
             )
-        )
-    return rows
+
+
+def mark(ok: bool | None) -> str:
+    return "" if ok is None else ("✅" if ok else "❌")
 
 
 def markdown(r: dict) -> str:
-    base, trades, reads = r.get("baseline", {}), r.get("trades", {}), r.get("reads", {})
-    fan, grpc, inproc = r.get("fanout", {}), r.get("grpc", {}), r["inprocess"]
-    ratio = lambda a, b: round(a / b, 3) if a and b else None  # noqa: E731
-    trade_ratio = ratio(trades.get("rps"), base.get("rps"))
-    read_ratio = ratio(reads.get("rps"), base.get("rps"))
-
-    def check(ok) -> str:
-        return "" if ok is None else ("✅" if ok else "❌")
+    t, p, m = TARGETS, r["phases"], r["machine"]
+    w, real = p["watchers"], p["realistic"]
+    health, over = p["health"], p["overload"]
+    ro, wo = real["orders"], w["orders"]
 
     def le(value, target):
-        return None if value is None else value <= target
+        return value is not None and value <= target
 
-    def ge(value, target):
-        return None if value is None else value >= target
-
-    t = TARGETS
+    all_server = ("web", "ws", "jobs", "services", "postgres", "redis")
     rows = [
         (
-            "baseline `GET /health/live`",
-            f"{base.get('rps')} req/s, p99 {base.get('p99_ms')} ms",
+            f"order latency, {real['offered_rate']:g}/s offered open-loop, "
+            f"{real['connected']} watchers",
+            f"p50 {ro['p50_ms']} / p99 {ro['p99_ms']} / max {ro['max_ms']} ms; "
+            f"{ro['ok']} orders, {ro['errors']} errors",
+            f"p50 ≤ {t['realistic_p50_ms']}, p99 ≤ {t['realistic_p99_ms']} ms, 0 errors",
+            mark(
+                le(ro["p50_ms"], t["realistic_p50_ms"])
+                and le(ro["p99_ms"], t["realistic_p99_ms"])
+                and ro["errors"] == 0
+            ),
+        ),
+        (
+            "fill → watcher, same phase",
+            f"p50 {real['fill_latency_p50_ms']} / p99 {real['fill_latency_p99_ms']} ms; "
+            f"{real['fills_delivered']}/{real['fills_expected']} delivered "
+            f"({real['fills_delivered_pct']} %)",
+            f"p99 ≤ {t['realistic_fill_p99_ms']} ms, 100 %",
+            mark(
+                le(real["fill_latency_p99_ms"], t["realistic_fill_p99_ms"])
+                and real["fills_delivered_pct"] == 100.0
+            ),
+        ),
+        (
+            f"{w['watchers']:,} WebSocket connections ({w['market_watchers']:,} on the market)",
+            f"{w['connected']:,} connected in {w['connect_seconds']} s, {w['kept']:,} kept "
+            f"to the end",
+            f"all within {t['watchers_connect_s']} s, all kept",
+            mark(
+                w["connected"] == w["watchers"]
+                and le(w["connect_seconds"], t["watchers_connect_s"])
+                and w["kept"] == w["watchers"]
+            ),
+        ),
+        (
+            f"… at {w['offered_rate']:g} orders/s offered: fills and ticks",
+            f"fills {w['fills_delivered']:,}/{w['fills_expected']:,} "
+            f"({w['fills_delivered_pct']} %), ticks {w['ticks_delivered']:,}/"
+            f"{w['ticks_expected']:,} ({w['ticks_delivered_pct']} %); fill → watcher p50 "
+            f"{w['fill_latency_p50_ms']} / p99 {w['fill_latency_p99_ms']} ms; orders p99 "
+            f"{wo['p99_ms']} ms, {wo['errors']} errors",
+            f"100 %, p99 ≤ {t['watchers_fill_p99_ms']} ms",
+            mark(
+                w["fills_delivered_pct"] == 100.0
+                and w["ticks_delivered_pct"] == 100.0
+                and le(w["fill_latency_p99_ms"], t["watchers_fill_p99_ms"])
+            ),
+        ),
+        (
+            "… WebSocket server memory per 1,000 connections",
+            f"{w['ws_rss_mb_per_1000']} MB (daphne RSS {w['ws_rss_mb']['before']} → "
+            f"{w['ws_rss_mb']['connected']} MB; Redis {w['redis_used_mb']['before']} → "
+            f"{w['redis_used_mb']['connected']} MB)",
+            f"≤ {t['watchers_mb_per_1000']} MB",
+            mark(le(w["ws_rss_mb_per_1000"], t["watchers_mb_per_1000"])),
+        ),
+        (
+            f"overload: orders from {r['settings']['overload_concurrency']} connections",
+            f"{over['requests']} requests: {over['ok']} 201, {over['refused']} 429/503 with "
+            f"Retry-After, {over['errors']} unanswered or other ({over['statuses']}); "
+            f"answered orders p50 {over['p50_ms']} / p99 {over['p99_ms']} ms, "
+            f"{over['rps']}/s",
+            "every request answered",
+            mark(over["errors"] == 0 and over["requests"] > 0),
+        ),
+        (
+            "books after the run",
+            f"{'balanced' if r['books']['balanced'] else 'NOT balanced'}: "
+            f"{r['books']['agents']} agents, {r['books']['orders']} orders, "
+            f"{r['books']['fills']} fills"
+            + (f"; {r['books']['problems']}" if r["books"]["problems"] else ""),
+            "balanced",
+            mark(r["books"]["balanced"]),
+        ),
+    ]
+    for name, label in (
+        ("health", "`GET /health/live`"),
+        ("orders", "market orders"),
+        ("reads", "reads `GET …/trades?page_size=50`"),
+    ):
+        phase = p[name]
+        ratio = ""
+        if name != "health" and health.get("rps"):
+            ratio = f"; {phase['rps'] / health['rps']:.3f} of /health/live"
+        rows.append(
+            (
+                f"saturation: {label}, {r['settings']['concurrency']} connections",
+                f"{phase['rps']}/s, p99 {phase['p99_ms']} ms, {phase['errors']} errors{ratio}; "
+                f"server CPU per request {per_request_ms(phase, ('web',))} ms in gunicorn, "
+                f"{per_request_ms(phase, all_server)} ms with daphne, jobs, gRPC services, "
+                f"PostgreSQL and Redis",
+                "≥ the commit before (`--compare`)",
+                "",
+            )
+        )
+    rows.append(
+        (
+            "orders/s by gunicorn workers",
+            ", ".join(
+                f"{k} → {v['rps']}/s (p99 {v['p99_ms']} ms)"
+                for k, v in sorted(r["scaling"].items())
+            ),
             "—",
             "",
-        ),
+        )
+    )
+    inproc = r["inprocess"]
+    rows += [
         (
-            "trade path (auto-approved market orders)",
-            f"{trades.get('rps')} trades/s; p50 {trades.get('p50_ms')} / p99 "
-            f"{trades.get('p99_ms')} / p99.9 {trades.get('p999_ms')} ms; "
-            f"{trades.get('errors')} errors of {trades.get('requests')}",
-            f"≥ {t['trades_rps']}/s, p99 ≤ {t['trades_p99_ms']} ms, 0 errors",
-            check(
-                ge(trades.get("rps"), t["trades_rps"])
-                and le(trades.get("p99_ms"), t["trades_p99_ms"])
-                and trades.get("errors") == 0
-            ),
-        ),
-        (
-            "trade path / baseline",
-            f"{trade_ratio}",
-            f"≥ {t['trades_ratio']}",
-            check(ge(trade_ratio, t["trades_ratio"])),
-        ),
-        (
-            "reads `GET …/trades?page_size=50`",
-            f"{reads.get('rps')} req/s, p99 {reads.get('p99_ms')} ms, {reads.get('errors')} errors",
-            f"≥ {t['reads_rps']}/s, p99 ≤ {t['reads_p99_ms']} ms",
-            check(
-                ge(reads.get("rps"), t["reads_rps"]) and le(reads.get("p99_ms"), t["reads_p99_ms"])
-            ),
-        ),
-        ("reads / baseline", f"{read_ratio}", "—", ""),
-        *fanout_rows(t, fan),
-        (
-            "gRPC per trade (client side, from /metrics)",
-            f"{grpc.get('calls_per_trade')} calls, {grpc.get('ms_per_trade')} ms "
-            f"(processes scraped before/after: {grpc.get('processes_seen')}): "
-            + ", ".join(
-                f"{k} {v['calls_per_trade']}x {v['mean_ms']} ms"
-                for k, v in sorted(grpc.get("per_method", {}).items())
-            ),
-            "—",
-            "",
-        ),
-        (
-            "cores used (server, of which its event loops / reference services / load "
-            "generator / other)",
-            "; ".join(
-                f"{phase} {c['server']}, {c.get('server_event_loops', '?')} / "
-                f"{c['reference_services']} / {c['load_generator']} / {c['other']}"
-                for phase, c in r.get("cores", {}).items()
-                if c
-            ),
-            f"of {r['machine']['nproc']}",
-            "",
-        ),
-        (
-            "SQL queries per order (whole request, in process)",
+            "SQL statements per order (whole request, in process)",
             f"{inproc['queries_per_order']} (+ {inproc.get('transaction_control_per_order', 0)} "
-            "transaction control: BEGIN, COMMIT)",
+            "BEGIN/COMMIT)",
             f"≤ {t['queries_per_order']}",
-            check(le(inproc["queries_per_order"], t["queries_per_order"])),
+            mark(le(inproc["queries_per_order"], t["queries_per_order"])),
         ),
         (
             "synchronous gRPC calls per order",
             f"{inproc['grpc_calls_per_order']} ({', '.join(sorted(inproc['grpc_methods']))})",
             f"≤ {t['grpc_calls_per_order']}",
-            check(le(inproc["grpc_calls_per_order"], t["grpc_calls_per_order"])),
-        ),
-        (
-            "server RSS under load",
-            f"max {r['server']['rss_mb_max_per_process']} MB per process, "
-            f"{r['server']['rss_mb_max_total']} MB total ({r['server']['processes']} processes)",
-            f"≤ {t['rss_mb']} MB per process",
-            check(le(r["server"]["rss_mb_max_per_process"], t["rss_mb"])),
+            mark(le(inproc["grpc_calls_per_order"], t["grpc_calls_per_order"])),
         ),
     ]
-    m = r["machine"]
     lines = [
         f"Benchmark {r['when']} (git {r['git']}{', ' + r['label'] if r['label'] else ''}): "
-        f"{m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']} "
-        f"(speed {m.get('calibration_mloops_per_s')} M loops/s); "
-        f"backend {r['backend']}; {r['settings']['servers']}; "
-        f"{r['settings']['concurrency']} connections, {r['settings']['seconds']} s per phase; "
-        f"load average {r['load_average']['before']} before, max {r['load_average']['max']}; "
-        f"wall time {r['wall_seconds']} s.",
+        f"{m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']}, PostgreSQL "
+        f"{m['postgresql']}, Redis {m['redis']}; {r['settings']['servers']}; load average "
+        f"{m['load_average_1m']} before; wall time {r['wall_seconds']} s.",
         "",
-        "| measure | result | target | |",
+        "| target | figure | wanted | |",
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    cores = "; ".join(
+        f"{name} " + ", ".join(f"{k} {v}" for k, v in phase["cores"].items() if v >= 0.01)
+        for name, phase in p.items()
+    )
+    lines += ["", f"Cores used by part, per phase: {cores}."]
     return "\n".join(lines) + "\n"
+
+
+# --- --compare --------------------------------------------------------------------------------
+
+
+def compare(commit: str, rounds: int) -> int:
+    """Alternate the earlier commit and this tree: saturation orders and reads, and the
+    fan-out to 1,000 watchers at 10 orders/s offered."""
+    started = time.monotonic()
+    raise_descriptor_limit()
+    host = machine()
+    new_db = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/benchdb")
+    new_redis = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+    old_db = os.environ.get(
+        "BENCH_OLD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_old"
+    )
+    old_redis = os.environ.get("BENCH_OLD_REDIS_URL", "redis://127.0.0.1:6379/5")
+    require_backends(new_db, new_redis, old_db, old_redis)
+    full = subprocess.run(
+        ["git", "rev-parse", commit], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tmp = Path(tempfile.mkdtemp(prefix="trading-bench-compare-"))
+    old_root = tmp / "old"
+    old_root.mkdir()
+    archive = subprocess.run(["git", "archive", full], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive.stdout, check=True)
+    seconds = env_float("BENCH_SECONDS", 10)
+    c = env_int("BENCH_CONCURRENCY", 64)
+    watch = {
+        "phase": "watch",
+        "watchers": env_int("BENCH_REALISTIC_WATCHERS", 1000),
+        "market_watchers": env_int("BENCH_REALISTIC_WATCHERS", 1000),
+        "rate": env_float("BENCH_WATCH_RATE", 10),
+        "seconds": env_float("BENCH_WATCH_SECONDS", 20),
+        "concurrency": c,
+    }
+    runs: list[dict] = []
+    for n in range(1, rounds + 1):
+        for side in ("old", "new"):
+            if side == "old":
+                stack = Stack(old_root, "serve", old_db, old_redis, tmp)
+            else:
+                stack = Stack(ROOT, "production", new_db, new_redis, tmp)
+            try:
+                stack.prepare(env_int("BENCH_AGENTS", 50), env_int("BENCH_OWNERS", 10))
+                stack.start()
+                run = {"side": side, "round": n, "load_average_1m": round(os.getloadavg()[0], 2)}
+                for name in ("health", "orders", "reads"):
+                    run[name] = run_phase(
+                        stack,
+                        {"phase": name, "seconds": seconds, "concurrency": c},
+                        f"{side}-{name}",
+                    )
+                run["fanout"] = run_phase(stack, watch, f"{side}-fanout")
+            finally:
+                stack.stop()
+            runs.append(run)
+    results = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "old": full[:7],
+        "new": git_head(ROOT),
+        "machine": host,
+        "old_servers": "manage.py serve --workers 3 (its README's production command)",
+        "new_servers": "gunicorn 3 workers x 4 threads + daphne + run_jobs",
+        "runs": runs,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    table = compare_markdown(results)
+    write_results(f"compare-{full[:7]}", results, table)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(table)
+    return 0
+
+
+def compare_markdown(r: dict) -> str:
+    def figures(side: str, get) -> list:
+        return [get(run) for run in r["runs"] if run["side"] == side]
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    def fmt(values: list) -> str:
+        return " / ".join(str(v) for v in values)
+
+    measures = [
+        ("`GET /health/live` req/s", lambda x: x["health"]["rps"], None),
+        ("market orders/s (64 connections)", lambda x: x["orders"]["rps"], 0.85),
+        ("reads (50 trades)/s", lambda x: x["reads"]["rps"], 1.0),
+        (
+            "fan-out at 10 orders/s: fill → watcher p99 ms",
+            lambda x: x["fanout"]["fill_latency_p99_ms"],
+            None,
+        ),
+        (
+            "fan-out at 10 orders/s: fills delivered %",
+            lambda x: x["fanout"]["fills_delivered_pct"],
+            None,
+        ),
+    ]
+    lines = [
+        f"Comparison {r['when']}: {r['old']} ({r['old_servers']}) against {r['new']} "
+        f"({r['new_servers']}), alternated old, new, old, new; {r['machine']['nproc']} x "
+        f"{r['machine']['cpu']}; load average before each run: "
+        + ", ".join(f"{x['side']} {x['load_average_1m']}" for x in r["runs"])
+        + f"; wall time {r['wall_seconds']} s.",
+        "",
+        f"| measure | {r['old']} (old) | {r['new']} (new) | new / old | wanted | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, get, floor in measures:
+        old, new = figures("old", get), figures("new", get)
+        ratio = None
+        if mean(old) and mean(new) is not None:
+            ratio = round(mean(new) / mean(old), 3)
+        wanted, ok = "—", None
+        if floor is not None:
+            wanted = f"≥ {floor:g} of old"
+            ok = ratio is not None and ratio >= floor
+        elif "p99" in label:
+            wanted, ok = "new ≤ 100 ms", all(v is not None and v <= 100 for v in new)
+        elif "%" in label:
+            wanted, ok = "new 100 %", all(v == 100.0 for v in new)
+        lines.append(f"| {label} | {fmt(old)} | {fmt(new)} | {ratio} | {wanted} | {mark(ok)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", metavar="COMMIT", help="alternate COMMIT and this tree")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --compare (2)")
+    args = parser.parse_args()
+    if args.compare:
+        return compare(args.compare, args.rounds)
+    return bench()
 
 
 if __name__ == "__main__":
