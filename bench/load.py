@@ -53,6 +53,8 @@ class HttpConnection:
     async def request(
         self, method: str, path: str, *, headers: dict | None = None, body: bytes = b""
     ) -> tuple[int, bytes]:
+        if self.reader is not None and self.reader.at_eof():
+            await self.close()  # the server closed the idle keep-alive connection
         if self.writer is None:
             await self._connect()
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
@@ -296,6 +298,8 @@ class FanoutClient(asyncio.Protocol):
         self.latencies: dict[str, float] = {}  # trade id -> commit to receipt, seconds
         self.ticks: set[bytes] = set()
         self.first_seen = first_seen
+        # Seconds from the start of the connections until this one was subscribed.
+        self.subscribed_after: float | None = None
         self.ready = asyncio.Event()
         self.failed: str | None = None
         self._transport: asyncio.Transport | None = None
@@ -312,7 +316,12 @@ class FanoutClient(asyncio.Protocol):
             await asyncio.wait_for(
                 loop.create_connection(lambda: self, self.host, self.port), timeout=60
             )
-            await self._lost
+            # A live client pings within the server's idle timeout (WS_IDLE_TIMEOUT_SECONDS,
+            # 120 s by default) to keep its connection.
+            while not self._lost.done():
+                await asyncio.wait([self._lost], timeout=PING_SECONDS)
+                if not self._lost.done() and self.ready.is_set():
+                    self._send_text(json.dumps({"action": "ping"}))
         except Exception as exc:
             self.failed = self.failed or f"{type(exc).__name__}: {exc}"
         finally:
@@ -413,6 +422,8 @@ class FanoutClient(asyncio.Protocol):
         self._transport.close()
 
 
+PING_SECONDS = 90
+
 # How the server's frames name these events (json.dumps' default separators).
 FILLED = b'"event": "trade.filled"'
 MARKET_PRICE = b'"event": "market.price"'
@@ -444,18 +455,24 @@ async def connect_all(
 ) -> tuple[list[asyncio.Task], float]:
     """Start every client, at most ``parallel`` handshakes in flight at once (a burst of ten
     thousand would only measure the accept backlog); each must be subscribed within
-    ``timeout`` seconds of its start. Returns the clients' tasks and the seconds until the
-    last was subscribed."""
+    ``timeout`` seconds of its start, and none starts after ``timeout`` seconds. Returns the
+    clients' tasks and the seconds until the last was subscribed."""
     gate = asyncio.Semaphore(parallel)
     tasks: list[asyncio.Task] = []
+    give_up = time.perf_counter() + timeout
 
     async def start(client: FanoutClient) -> None:
         async with gate:
+            if time.perf_counter() > give_up:
+                client.failed = f"not started within {timeout:.0f} s"
+                return
             tasks.append(asyncio.create_task(client.run()))
             try:
                 await asyncio.wait_for(client.ready.wait(), timeout)
             except TimeoutError:
                 client.failed = client.failed or f"not subscribed within {timeout:.0f} s"
+            if client.failed is None:
+                client.subscribed_after = time.perf_counter() - started
 
     started = time.perf_counter()
     await asyncio.gather(*(start(c) for c in clients))
@@ -549,6 +566,10 @@ async def run_watch(plan: dict, host: str, port: int, ws: tuple[str, int]) -> di
         "market_watchers": sum(1 for c in clients if c.market),
         "connected": len(connected),
         "connect_seconds": round(connect_seconds, 2),
+        "connected_within": {
+            f"{limit}s": sum(1 for c in connected if (c.subscribed_after or float("inf")) <= limit)
+            for limit in (10, 30, 60)
+        },
         "kept": kept,
         "failures": failures[:5],
         "failure_count": len(failures),

@@ -357,7 +357,10 @@ class Stack:
                 process.wait()
 
 
-SERVER_PARTS = ("web", "ws", "jobs", "serve", "services", "postgres", "redis")
+# Connections that carry the open-loop orders: enough that none waits for a free one at the
+# offered rates, few enough that each is reused within gunicorn's keep-alive.
+OPEN_LOOP_CONNECTIONS = 16
+
 
 
 def cpu_snapshot(stack: Stack) -> dict[str, float]:
@@ -405,6 +408,7 @@ def run_phase(stack: Stack, plan: dict, name: str, timeout: float = 300) -> dict
         [PY, str(ROOT / "bench" / "load.py"), str(path)], stack.env, ROOT, timeout, name
     )
     after, wall = cpu_snapshot(stack), time.monotonic() - started
+    (stack.tmp / f"result-{name}.json").write_text(output)
     result = json.loads(output)
     cpu = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in after}
     result["cpu_seconds"] = cpu
@@ -535,8 +539,8 @@ def bench() -> int:
                 "market_watchers": settings["market_watchers"],
                 "rate": settings["watch_rate"],
                 "seconds": settings["watch_seconds"],
-                "concurrency": c,
-                "connect_parallel": 200,
+                "concurrency": OPEN_LOOP_CONNECTIONS,
+                "connect_parallel": env_int("BENCH_CONNECT_PARALLEL", 50),
                 "connect_timeout": 60,
             },
             "watchers",
@@ -549,7 +553,7 @@ def bench() -> int:
                 "market_watchers": settings["realistic_watchers"],
                 "rate": settings["realistic_rate"],
                 "seconds": settings["watch_seconds"],
-                "concurrency": c,
+                "concurrency": OPEN_LOOP_CONNECTIONS,
             },
             "realistic",
         )
@@ -801,7 +805,7 @@ def compare(commit: str, rounds: int) -> int:
         "market_watchers": env_int("BENCH_REALISTIC_WATCHERS", 1000),
         "rate": env_float("BENCH_WATCH_RATE", 10),
         "seconds": env_float("BENCH_WATCH_SECONDS", 20),
-        "concurrency": c,
+        "concurrency": OPEN_LOOP_CONNECTIONS,
     }
     runs: list[dict] = []
     for n in range(1, rounds + 1):
