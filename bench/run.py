@@ -362,7 +362,6 @@ class Stack:
 OPEN_LOOP_CONNECTIONS = 16
 
 
-
 def cpu_snapshot(stack: Stack) -> dict[str, float]:
     snapshot = {name: cpu_seconds(pids) for name, pids in stack.groups().items()}
     snapshot["machine"] = machine_busy_seconds()
