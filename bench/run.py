@@ -872,7 +872,8 @@ def compare_markdown(r: dict) -> str:
     ]
     lines = [
         f"Comparison {r['when']}: {r['old']} ({r['old_servers']}) against {r['new']} "
-        f"({r['new_servers']}), alternated old, new, old, new; {r['machine']['nproc']} x "
+        f"({r['new_servers']}), alternated ({', '.join(x['side'] for x in r['runs'])}); "
+        f"{r['machine']['nproc']} x "
         f"{r['machine']['cpu']}; load average before each run: "
         + ", ".join(f"{x['side']} {x['load_average_1m']}" for x in r["runs"])
         + f"; wall time {r['wall_seconds']} s.",
