@@ -34,7 +34,7 @@ from agents.selectors import portfolio_valuation
 from api import problems
 from metering.services import quota_configure, server_transaction_id, usage_record
 from observability.metrics import background_row_failed
-from realtime.services import publish_agent_event
+from realtime.services import AgentEvents
 
 logger = logging.getLogger("trading_demo.agents")
 
@@ -329,11 +329,11 @@ def agent_update(
     return agent
 
 
-def agent_terminated_record(*, agent: Agent, actor) -> None:
+def agent_terminated_record(*, agent: Agent, actor, events: AgentEvents) -> None:
     """Record the end of ``agent``, a row the caller locked after ending its orders (the
     kill switch, ``trades.services.agent_terminate``): status ``terminated``, an
-    ``agent_terminations`` usage event, and ``agent.terminated`` published, in the caller's
-    transaction. ``agent.owner`` should be loaded (the Agent JSON names it)."""
+    ``agent_terminations`` usage event, and ``agent.terminated`` published through ``events``,
+    in the caller's transaction. ``agent.owner`` should be loaded (the Agent JSON names it)."""
     agent.status = AgentStatus.TERMINATED
     agent.terminated_at = timezone.now()
     agent.save(update_fields=["status", "terminated_at", "updated_at"])
@@ -344,12 +344,7 @@ def agent_terminated_record(*, agent: Agent, actor) -> None:
         properties={"actor": getattr(actor, "username", "") or ""},
         transaction_id=server_transaction_id("agent_terminated", agent.pk),
     )
-    publish_agent_event(
-        agent_id=agent.pk,
-        event="agent.terminated",
-        channel="portfolio",
-        data=AgentSerializer(agent).data,
-    )
+    events.publish(event="agent.terminated", channel="portfolio", data=AgentSerializer(agent).data)
 
 
 # --- snapshots ---------------------------------------------------------------------------------

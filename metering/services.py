@@ -354,12 +354,28 @@ def quota_check(
 
 
 def quota_warn(
-    *, agent: Agent, metric_code: str, decision: metering_api.QuotaDecision, quantity: int = 1
+    *,
+    agent: Agent,
+    metric_code: str,
+    decision: metering_api.QuotaDecision,
+    quantity: int = 1,
+    events=None,
 ) -> None:
     """Publish ``quota.warning`` if using ``quantity`` after ``decision`` crosses 80 % of the
-    limit (in the caller's transaction when there is one)."""
+    limit: through ``events`` (the ``realtime.services.AgentEvents`` of the caller's
+    transaction, which holds the agent's row locked), or in a transaction of its own."""
     used_after = decision.current_usage + quantity
-    if _crossed_warning(decision.current_usage, used_after, decision.limit):
+    if not _crossed_warning(decision.current_usage, used_after, decision.limit):
+        return
+    data = {
+        "metric_code": metric_code,
+        "used": used_after,
+        "limit": decision.limit,
+        "usage_percentage": round(100.0 * used_after / decision.limit, 2),
+    }
+    if events is not None:
+        events.publish(event="quota.warning", channel="portfolio", data=data)
+    else:
         _publish_quota_warning(
             agent_id=agent.pk, metric_code=metric_code, used=used_after, limit=decision.limit
         )

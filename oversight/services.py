@@ -33,7 +33,7 @@ from oversight.models import ApprovalDecision, ApprovalRequest
 from oversight.representation import ApprovalRequestSerializer
 from oversight.risk import Risk, assess_trade_risk, review_priority
 from oversight.selectors import approval_get, approval_get_for
-from realtime.services import publish_agent_event
+from realtime.services import AgentEvents
 
 if TYPE_CHECKING:
     from agents.models import Agent
@@ -187,18 +187,16 @@ def approval_evaluate(
     )
 
 
-def approval_publish(approval: ApprovalRequest, event: str) -> None:
-    """Publish ``event`` with the request's JSON on its agent's ``oversight`` channel."""
+def approval_publish(approval: ApprovalRequest, event: str, events: AgentEvents) -> None:
+    """Publish ``event`` with the request's JSON on its agent's ``oversight`` channel, through
+    ``events``, the publisher of the caller's transaction."""
     fresh = approval_get(approval_request_id=approval.pk)
-    publish_agent_event(
-        agent_id=fresh.agent_id,
-        event=event,
-        channel="oversight",
-        data=ApprovalRequestSerializer(fresh).data,
-    )
+    events.publish(event=event, channel="oversight", data=ApprovalRequestSerializer(fresh).data)
 
 
-def approval_request_open(*, trade: Trade, agent: Agent, evaluation: Evaluation) -> ApprovalRequest:
+def approval_request_open(
+    *, trade: Trade, agent: Agent, evaluation: Evaluation, events: AgentEvents
+) -> ApprovalRequest:
     """Mirror a pending oversight request for a saved trade, in the caller's transaction.
 
     Writes the ``ApprovalRequest`` (id = the service's request id, ``expires_at`` = now + TTL),
@@ -232,7 +230,7 @@ def approval_request_open(*, trade: Trade, agent: Agent, evaluation: Evaluation)
             symbol=trade.symbol,
             properties={"approval_request_id": str(approval.pk), "trade_id": str(trade.pk)},
         )
-        approval_publish(approval, "approval.requested")
+        approval_publish(approval, "approval.requested", events)
     return approval
 
 
@@ -453,7 +451,12 @@ def approval_follow_record(*, approval: ApprovalRequest, outcome: ServiceOutcome
 
 
 def approval_request_cancel(
-    *, approval_request: ApprovalRequest, actor=None, reason: str = "", closed_remotely=False
+    *,
+    approval_request: ApprovalRequest,
+    events: AgentEvents,
+    actor=None,
+    reason: str = "",
+    closed_remotely=False,
 ) -> ApprovalRequest:
     """Cancel a pending request the caller locked, inside the caller's transaction.
 
@@ -464,7 +467,7 @@ def approval_request_cancel(
     if approval_request.status != RequestStatus.PENDING:
         raise problems.Conflict(f"The approval request is {approval_request.status}, not pending.")
     approval_close(approval_request, status=RequestStatus.CANCELLED, now=timezone.now())
-    approval_publish(approval_request, "approval.completed")
+    approval_publish(approval_request, "approval.completed", events)
     actor_id = str(actor.pk) if actor is not None else SYSTEM_ACTOR
     actor_name = actor.get_username() if actor is not None else SYSTEM_ACTOR
     if not closed_remotely:

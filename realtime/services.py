@@ -1,10 +1,11 @@
 """Publishing live events: persisted with the change that causes them, sent after commit.
 
-``publish_agent_event`` must run inside the transaction of the business change. It takes the
-agent's next ``seq`` (an atomic increment on the agent row), stores the event in the agent's
-bounded buffer (``AgentEvent``) and registers a ``transaction.on_commit`` callback that sends it
-to the channel layer. A rolled-back transaction therefore neither sends nor keeps anything, and
-a client that missed events can replay them from the buffer by ``seq``.
+A business transaction publishes through one ``AgentEvents`` per agent (``agent_events``),
+opened on the agent row it locked: each event takes the agent's next ``seq`` from that row,
+the events are stored in the agent's bounded buffer (``AgentEvent``) in one INSERT, and one
+``transaction.on_commit`` callback sends them to the channel layer. A rolled-back transaction
+therefore neither sends nor keeps anything, and a client that missed events can replay them
+from the buffer by ``seq``. This module imports no domain app: the domain calls into it.
 
 Sending works from any thread. The in-memory layer's queues belong to the event loop that
 serves this process's WebSockets, so a send from another thread (a sync view, a background
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,10 +26,11 @@ from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.apps import apps
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from observability.metrics import CHANNEL_LAYER_DROPPED
@@ -41,6 +42,9 @@ logger = logging.getLogger("trading_demo.realtime")
 OVERSIGHT_FEED_EVENTS = {"approval.requested", "approval.completed"}
 # Events every subscriber of the agent receives, whatever channel it watches.
 CONTROL_EVENTS = {"agent.terminated"}
+# The model whose rows own the agents' event counters (``event_seq``), named by label as the
+# buffer's foreign key names it: the domain calls into this module, never the reverse.
+AGENT_MODEL = "agents.Agent"
 # Events older than this are dropped from the buffer even if there are fewer than the maximum.
 EVENT_BUFFER_MAX_AGE = timedelta(hours=24)
 # How long a publishing thread waits for the serving loop to take its message.
@@ -64,63 +68,18 @@ def _prune_interval(buffer_size: int) -> int:
     return max(1, min(100, buffer_size // 10))
 
 
-def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data: dict) -> int:
-    """Persist an agent event with its next ``seq`` and send it once the transaction commits.
+class AgentEvents:
+    """The live events one transaction publishes for one agent: numbered, stored and sent by
+    this one publisher.
 
-    Returns the ``seq``. Must be called inside ``transaction.atomic``. Guarantees: ``seq`` is
-    one more than the agent's previous event's (the increment takes the agent row's lock);
-    nothing is sent or kept when the transaction rolls back; the agent's buffer keeps at least
-    its last ``WS_EVENT_BUFFER_SIZE`` events younger than 24 hours (older ones are deleted
-    every few events, in the same transaction).
+    ``agent`` is the agent's row as the transaction locked it (``SELECT … FOR UPDATE``), so
+    its ``event_seq`` is current and no other transaction can number an event of the agent
+    until this one ends: each ``seq`` is one more than the previous, with no gap and no
+    repeat. Events are numbered in memory; ``write`` (called by ``agent_events`` at the end
+    of the block, still inside the transaction) stores them in one INSERT, writes the counter
+    unless the caller saved it with its own change of the row (``counter_fields``), and
+    registers one on-commit send of them all, in seq order.
     """
-    from agents.models import Agent
-    from realtime.models import AgentEvent
-
-    connection = transaction.get_connection()
-    if not connection.in_atomic_block:
-        raise RuntimeError("publish_agent_event must run inside the business transaction")
-    payload = _plain(data)
-    batch = _active_batch(agent_id)
-    if batch is not None:
-        seq = batch.add(event=event, channel=channel, payload=payload)
-    else:
-        Agent.objects.filter(pk=agent_id).update(event_seq=F("event_seq") + 1)
-        seq = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).get()
-        AgentEvent.objects.create(
-            agent_id=agent_id, seq=seq, event=event, channel=channel, data=payload
-        )
-        if seq % _prune_interval(settings.WS_EVENT_BUFFER_SIZE) == 0:
-            _prune(agent_id, seq)
-    message = {  # the event as sent; _send_agent_events stamps it and wraps it for the layer
-        "event": event,
-        "channel": channel,
-        "agent_id": str(agent_id),
-        "data": payload,
-        "seq": seq,
-    }
-    groups = [agent_group(agent_id, channel)]
-    if event in OVERSIGHT_FEED_EVENTS:
-        groups.append(oversight_feed_group())
-    if event in CONTROL_EVENTS:
-        groups.append(agent_control_group(agent_id))
-    if batch is not None:
-        batch.sends.append((groups, message))
-    else:
-        transaction.on_commit(lambda: _send_agent_events([(groups, message)]))
-    return seq
-
-
-def _prune(agent_id, seq: int) -> None:
-    from realtime.models import AgentEvent
-
-    AgentEvent.objects.filter(agent_id=agent_id).filter(
-        Q(seq__lte=seq - settings.WS_EVENT_BUFFER_SIZE)
-        | Q(created_at__lt=timezone.now() - EVENT_BUFFER_MAX_AGE)
-    ).delete()
-
-
-class _EventBatch:
-    """The events one transaction publishes for one agent whose row it holds locked."""
 
     def __init__(self, agent):
         self.agent = agent
@@ -130,14 +89,18 @@ class _EventBatch:
         # (groups, event) of each event, sent together once the transaction commits.
         self.sends: list[tuple[list[str], dict]] = []
 
-    def add(self, *, event: str, channel: str, payload) -> int:
+    def publish(self, *, event: str, channel: str, data: dict) -> int:
+        """Number ``event`` and keep it, to be stored at the end of the block and sent once the
+        transaction commits. Returns its ``seq``."""
         from realtime.models import AgentEvent
 
+        payload = _plain(data)
+        agent_id = self.agent.pk
         self.agent.event_seq += 1
         seq = self.agent.event_seq
         self.rows.append(
             AgentEvent(
-                agent_id=self.agent.pk,
+                agent_id=agent_id,
                 seq=seq,
                 event=event,
                 channel=channel,
@@ -145,72 +108,86 @@ class _EventBatch:
                 created_at=timezone.now(),
             )
         )
+        message = {  # the event as sent; _send_agent_events stamps it and wraps it for the layer
+            "event": event,
+            "channel": channel,
+            "agent_id": str(agent_id),
+            "data": payload,
+            "seq": seq,
+        }
+        groups = [agent_group(agent_id, channel)]
+        if event in OVERSIGHT_FEED_EVENTS:
+            groups.append(oversight_feed_group())
+        if event in CONTROL_EVENTS:
+            groups.append(agent_control_group(agent_id))
+        self.sends.append((groups, message))
         return seq
 
-    def flush(self) -> None:
-        from agents.models import Agent
+    def counter_fields(self, agent) -> list[str]:
+        """``["event_seq"]`` when ``agent`` is this publisher's row, for the caller's ``save``
+        of the row to write the counter too (saving a statement); ``[]`` otherwise."""
+        if agent is not self.agent:
+            return []
+        self.saved_seq = agent.event_seq
+        return ["event_seq"]
+
+    def write(self) -> None:
         from realtime.models import AgentEvent
 
         if not self.rows:
             return
-        # One on-commit send for the block's events, in seq order: one hand-over to the
-        # serving loop per order instead of one per event.
         sends = self.sends
         transaction.on_commit(lambda: _send_agent_events(sends))
         AgentEvent.objects.bulk_create(self.rows)
-        if self.agent.event_seq != self.saved_seq:
-            Agent.objects.filter(pk=self.agent.pk).update(event_seq=self.agent.event_seq)
-        interval = _prune_interval(settings.WS_EVENT_BUFFER_SIZE)
         last = self.agent.event_seq
+        if last != self.saved_seq:
+            type(self.agent).objects.filter(pk=self.agent.pk).update(event_seq=last)
+            self.saved_seq = last
+        interval = _prune_interval(settings.WS_EVENT_BUFFER_SIZE)
         if last // interval != self.first_seq // interval:
             _prune(self.agent.pk, last)
-
-
-_batches = threading.local()
-
-
-def _active_batch(agent_id) -> _EventBatch | None:
-    batch = getattr(_batches, "current", None)
-    if batch is not None and str(batch.agent.pk) == str(agent_id):
-        return batch
-    return None
+        self.first_seq = last
+        self.rows, self.sends = [], []
 
 
 @contextmanager
-def agent_events_batch(*, agent):
-    """Publish ``agent``'s events of this block with two writes instead of three per event.
+def agent_events(agent):
+    """Publish ``agent``'s live events of this block (``AgentEvents``); they are stored at the
+    end of the block and sent once the transaction commits.
 
-    ``agent`` must be the row locked (``select_for_update``) by the enclosing transaction, so
-    its ``event_seq`` is current and nobody else can take a seq meanwhile. Inside the block,
-    ``publish_agent_event`` for this agent takes seqs from ``agent.event_seq`` in memory and
-    keeps the rows; at the end of the block (still in the transaction) one INSERT stores
-    them and the counter is written unless the caller saved it with the agent
-    (``event_seq_fields``). Sending is unchanged: on commit, in seq order. An exception
-    leaves nothing written (the transaction rolls back). Use it only where no savepoint is
-    rolled back inside the block while the transaction goes on.
+    Must run inside the business transaction, with ``agent`` the row it locked. An exception
+    leaves nothing stored or sent, and the row's counter as it was, so a savepoint rolled
+    back around the block takes its events with it.
     """
-    if getattr(_batches, "current", None) is not None:
-        yield  # nested: the outer batch collects
-        return
-    batch = _EventBatch(agent)
-    _batches.current = batch
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("live events are published inside the business transaction")
+    first_seq = agent.event_seq
+    events = AgentEvents(agent)
     try:
-        yield
+        yield events
+        events.write()
     except BaseException:
-        _batches.current = None
+        agent.event_seq = first_seq
         raise
-    _batches.current = None
-    batch.flush()
 
 
-def event_seq_fields(agent) -> list[str]:
-    """``["event_seq"]`` when ``agent`` has a batch open, for the caller's ``save`` of the
-    agent to write the counter too (saving a query); ``[]`` otherwise."""
-    batch = _active_batch(agent.pk)
-    if batch is None or batch.agent is not agent:
-        return []
-    batch.saved_seq = agent.event_seq
-    return ["event_seq"]
+def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data: dict) -> int:
+    """Publish one event of the agent in the caller's transaction, for code that does not hold
+    the agent's row (a test, a background job): the row that keeps the agent's counter is
+    locked here, then the event is published as ``agent_events`` does. Returns its ``seq``."""
+    agents = apps.get_model(AGENT_MODEL)
+    agent = agents.objects.select_for_update().only("pk", "event_seq").get(pk=agent_id)
+    with agent_events(agent) as events:
+        return events.publish(event=event, channel=channel, data=data)
+
+
+def _prune(agent_id, seq: int) -> None:
+    from realtime.models import AgentEvent
+
+    AgentEvent.objects.filter(agent_id=agent_id).filter(
+        Q(seq__lte=seq - settings.WS_EVENT_BUFFER_SIZE)
+        | Q(created_at__lt=timezone.now() - EVENT_BUFFER_MAX_AGE)
+    ).delete()
 
 
 def publish_market_prices(
@@ -246,7 +223,7 @@ def publish_market_prices(
 def event_buffer_prune(*, now: datetime | None = None) -> int:
     """Delete buffered events older than 24 hours, of every agent. Returns how many.
 
-    ``publish_agent_event`` prunes as it goes; this catches agents that went quiet. A no-arg
+    ``AgentEvents`` prunes as it goes; this catches agents that went quiet. A no-arg
     call suits a periodic job.
     """
     from realtime.models import AgentEvent

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from realtime.models import AgentEvent
 from realtime.services import (
-    agent_events_batch,
+    agent_events,
     event_buffer_prune,
     publish_agent_event,
     publish_market_prices,
@@ -364,16 +364,14 @@ async def test_a_transactions_events_on_several_channels_arrive_in_seq_order(own
     def business_transaction():
         with transaction.atomic():
             locked = type(agent).objects.select_for_update().get(pk=agent.pk)
-            with agent_events_batch(agent=locked):
+            with agent_events(locked) as events:
                 for event, channel in [
                     ("trade.created", "trades"),
                     ("trade.filled", "trades"),
                     ("portfolio.update", "portfolio"),
                     ("trade.created", "trades"),
                 ]:
-                    publish_agent_event(
-                        agent_id=agent.id, event=event, channel=channel, data={"k": event}
-                    )
+                    events.publish(event=event, channel=channel, data={"k": event})
 
     await database_sync_to_async(business_transaction)()
     # then they arrive once each, in seq order, with one commit timestamp

@@ -51,6 +51,7 @@ from oversight.services import (
     approval_service_outcome,
     oversight_request_close,
 )
+from realtime.services import AgentEvents, agent_events
 from trades.choices import TradeStatus
 from trades.services.execution import execute_approved, release
 from trades.services.locks import Locked, lock_rows
@@ -156,25 +157,27 @@ def _record_decision(*, approval: ApprovalRequest, actor, decision: str, reason:
         outcome = approval_decision_record(
             approval=rows.approval, actor=actor, decision=decision, reason=reason
         )
-        if outcome == RequestStatus.REJECTED:
-            _settle(rows, outcome, now, f"rejected by operator: {reason}")
-        elif outcome == RequestStatus.APPROVED:
-            _settle(rows, outcome, now, "")
+        with agent_events(rows.agent) as events:
+            if outcome == RequestStatus.REJECTED:
+                _settle(rows, events, outcome, now, f"rejected by operator: {reason}")
+            elif outcome == RequestStatus.APPROVED:
+                _settle(rows, events, outcome, now, "")
 
 
-def _settle(rows: Locked, status: str, now: datetime, reason: str) -> None:
+def _settle(rows: Locked, events: AgentEvents, status: str, now: datetime, reason: str) -> None:
     """Close the locked pending request with ``status`` and end or execute its order.
 
-    An approved order is executed in a savepoint: if the execution fails, only it is rolled
-    back, and the order ends ``rejected`` (reservation released, read again from the
-    database) while the request stays approved, as the service recorded it.
+    An approved order is executed in a savepoint, with its live events: if the execution
+    fails, only it and its events are rolled back, and the order ends ``rejected``
+    (reservation released, read again from the database) while the request stays approved,
+    as the service recorded it.
     """
     approval = rows.approval
     approval_close(approval, status=status, now=now)
     if status == RequestStatus.APPROVED:
         try:
-            with transaction.atomic():
-                execute_approved(rows)
+            with transaction.atomic(), agent_events(rows.agent) as executed:
+                execute_approved(rows, executed)
         except problems.Conflict:
             raise
         except Exception:
@@ -184,12 +187,18 @@ def _settle(rows: Locked, status: str, now: datetime, reason: str) -> None:
             )
             release(
                 fresh,
+                events,
                 status=TradeStatus.REJECTED,
                 reason="Approved, but the order could not be executed; nothing was traded.",
             )
     else:
-        release(rows, status=_TRADE_STATUS[status], reason=reason or f"approval request {status}")
-    approval_publish(approval, "approval.completed")
+        release(
+            rows,
+            events,
+            status=_TRADE_STATUS[status],
+            reason=reason or f"approval request {status}",
+        )
+    approval_publish(approval, "approval.completed", events)
 
 
 def approval_follow_service(*, approval_request_id) -> ApprovalRequest:
@@ -211,7 +220,8 @@ def approval_follow_service(*, approval_request_id) -> ApprovalRequest:
         if rows.approval.status != RequestStatus.PENDING:
             return rows.approval
         reason = approval_follow_record(approval=rows.approval, outcome=outcome)
-        _settle(rows, outcome.status, now, reason)
+        with agent_events(rows.agent) as events:
+            _settle(rows, events, outcome.status, now, reason)
         logger.warning(
             "approval request %s follows the oversight service: %s",
             approval_request_id,
@@ -264,8 +274,11 @@ def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
                 if rows.approval.status != RequestStatus.PENDING or rows.approval.expires_at > now:
                     continue
                 approval_close(rows.approval, status=RequestStatus.EXPIRED, now=now)
-                release(rows, status=TradeStatus.EXPIRED, reason="approval request expired")
-                approval_publish(rows.approval, "approval.completed")
+                with agent_events(rows.agent) as events:
+                    release(
+                        rows, events, status=TradeStatus.EXPIRED, reason="approval request expired"
+                    )
+                    approval_publish(rows.approval, "approval.completed", events)
             expired += 1
         except Exception:
             failed += 1

@@ -20,6 +20,7 @@ from oversight.services import (
     approval_request_cancel,
     approval_request_withdraw,
 )
+from realtime.services import AgentEvents, agent_events
 from trades.choices import OPEN_STATUSES, TradeStatus
 from trades.models import Trade
 from trades.services.approvals import approval_follow_service
@@ -55,17 +56,25 @@ def trade_cancel(*, trade: Trade, actor=None, reason: str = "") -> Trade:
         rows = lock_for_trade(trade, approval=True)
         if closed_remotely and rows.trade.status == TradeStatus.CANCELLED:
             return rows.trade  # a racing decision followed the service's cancellation here first
-        return _cancel(
-            rows,
-            actor=actor,
-            reason=reason or "cancelled by the owner",
-            request_reason=request_reason,
-            closed_remotely=closed_remotely,
-        )
+        with agent_events(rows.agent) as events:
+            return _cancel(
+                rows,
+                events,
+                actor=actor,
+                reason=reason or "cancelled by the owner",
+                request_reason=request_reason,
+                closed_remotely=closed_remotely,
+            )
 
 
 def _cancel(
-    rows: Locked, *, actor, reason: str, request_reason: str, closed_remotely: bool
+    rows: Locked,
+    events: AgentEvents,
+    *,
+    actor,
+    reason: str,
+    request_reason: str,
+    closed_remotely: bool,
 ) -> Trade:
     """Cancel the locked order of ``rows`` and its pending approval request."""
     trade = rows.trade
@@ -75,6 +84,7 @@ def _cancel(
     if approval is not None and approval.status == RequestStatus.PENDING:
         approval_request_cancel(
             approval_request=approval,
+            events=events,
             actor=actor,
             reason=request_reason,
             closed_remotely=closed_remotely,
@@ -85,6 +95,7 @@ def _cancel(
         position=rows.position,
         status=TradeStatus.CANCELLED,
         reason=reason,
+        events=events,
     )
 
 
@@ -107,18 +118,20 @@ def agent_terminate(*, agent: Agent, actor) -> Agent:
         live = lock_rows(
             agent=agent, symbols=ALL, trades=Q(status__in=OPEN_STATUSES), approval=True
         )
-        for trade in live.trades:
-            _cancel(
-                Locked(
-                    agent=agent,
-                    positions=live.positions,
-                    trade=trade,
-                    approval=live.approvals.get(trade.pk),
-                ),
-                actor=actor,
-                reason="agent terminated",
-                request_reason="agent terminated",
-                closed_remotely=False,
-            )
-        agent_terminated_record(agent=agent, actor=actor)
+        with agent_events(agent) as events:
+            for trade in live.trades:
+                _cancel(
+                    Locked(
+                        agent=agent,
+                        positions=live.positions,
+                        trade=trade,
+                        approval=live.approvals.get(trade.pk),
+                    ),
+                    events,
+                    actor=actor,
+                    reason="agent terminated",
+                    request_reason="agent terminated",
+                    closed_remotely=False,
+                )
+            agent_terminated_record(agent=agent, actor=actor, events=events)
     return agent

@@ -20,7 +20,7 @@ from api import problems
 from api.representation import quantity_text
 from metering.services import server_transaction_id, usage_build, usage_record
 from observability.metrics import TRADES
-from realtime.services import event_seq_fields, publish_agent_event
+from realtime.services import AgentEvents, agent_events
 from trades import market
 from trades.choices import OPEN_STATUSES, OrderType, Side, TimeInForce, TradeStatus
 from trades.models import Fill, Trade
@@ -46,18 +46,20 @@ def _trade_data(trade: Trade, loaded: _Loaded | None = None) -> dict:
     return trade_representation(trade, approval_request_id=known)
 
 
-def _publish_trade(trade: Trade, event: str, loaded: _Loaded | None = None) -> None:
-    publish_trade_data(trade, event, _trade_data(trade, loaded))
+def _publish_trade(
+    trade: Trade, event: str, events: AgentEvents, loaded: _Loaded | None = None
+) -> None:
+    publish_trade_data(trade, event, _trade_data(trade, loaded), events)
 
 
-def publish_trade_data(trade: Trade, event: str, data: dict) -> None:
+def publish_trade_data(trade: Trade, event: str, data: dict, events: AgentEvents) -> None:
     """Publish a trade event and, once committed, count the status it reports.
 
     Every status change of an order goes through here, so ``trading_trades_total{status}``
     counts the orders that reached each status (a market order filled at once counts as
     ``open`` when accepted, then ``filled``).
     """
-    publish_agent_event(agent_id=trade.agent_id, event=event, channel="trades", data=data)
+    events.publish(event=event, channel="trades", data=data)
     status = data.get("status")
     if status:
         transaction.on_commit(lambda: TRADES.labels(status).inc())
@@ -82,7 +84,12 @@ def _estimate_price(trade: Trade, price: Decimal) -> Decimal:
 
 
 def _save(
-    *, agent: Agent, trade: Trade | None, position: Position | None, save_agent: bool = True
+    *,
+    agent: Agent,
+    trade: Trade | None,
+    position: Position | None,
+    events: AgentEvents,
+    save_agent: bool = True,
 ) -> None:
     """Write what an order changed: the trade (unless None: written already), the position
     (a new one only if it holds shares) and the agent's balances."""
@@ -91,12 +98,12 @@ def _save(
     if position is not None and (position.pk is not None or position.quantity > 0):
         _save_position(position)
     if save_agent:
-        _save_agent(agent)
+        _save_agent(agent, events)
 
 
-def _save_agent(agent: Agent) -> None:
-    # In an events batch the seq counter is written with the balances (one UPDATE).
-    agent.save(update_fields=BALANCE_FIELDS + event_seq_fields(agent))
+def _save_agent(agent: Agent, events: AgentEvents) -> None:
+    # The events' seq counter is written with the balances (one UPDATE).
+    agent.save(update_fields=BALANCE_FIELDS + events.counter_fields(agent))
 
 
 def _save_position(position: Position) -> None:
@@ -185,6 +192,7 @@ def _fill(
     trade: Trade,
     position: Position | None,
     price: Decimal,
+    events: AgentEvents,
     loaded: _Loaded | None = None,
 ) -> Trade:
     """Execute the whole order at ``price``: cash, position, realized P&L, reservation, the
@@ -208,7 +216,7 @@ def _fill(
         spendable = agent.available_cash + trade.reserved_amount
         if notional > spendable:
             if new:
-                _insert_new(trade, loaded)
+                _insert_new(trade, loaded, events)
             return _release(
                 agent=agent,
                 trade=trade,
@@ -217,6 +225,7 @@ def _fill(
                 reason=f"Insufficient funds at execution: required {notional}, "
                 f"available {spendable}.",
                 loaded=loaded,
+                events=events,
             )
         agent.reserved_cash -= trade.reserved_amount
         trade.reserved_amount = ZERO
@@ -242,7 +251,7 @@ def _fill(
     trade.notional = notional
     trade.filled_at = now
     # The agent row is written last, after the events took their seqs (one UPDATE for both).
-    _save(agent=agent, trade=trade, position=position, save_agent=False)
+    _save(agent=agent, trade=trade, position=position, events=events, save_agent=False)
     fill = Fill(
         trade=trade, quantity=trade.quantity, price=price, notional=notional, realized_pnl=realized
     )
@@ -260,28 +269,31 @@ def _fill(
         filled = _trade_data(trade, loaded)
         # The order as it was accepted, stamped with its creation (the row's first version).
         created = {**opened, "created_at": filled["created_at"], "updated_at": filled["created_at"]}
-        publish_trade_data(trade, "trade.created", created)
-        publish_trade_data(trade, "trade.filled", filled)
+        publish_trade_data(trade, "trade.created", created, events)
+        publish_trade_data(trade, "trade.filled", filled, events)
         if position.pk is not None and position.symbol not in loaded.positions:
             loaded.positions[position.symbol] = position
-        _publish_portfolio(agent, positions=list(loaded.positions.values()), prices=loaded.prices)
+        _publish_portfolio(
+            agent, events, positions=list(loaded.positions.values()), prices=loaded.prices
+        )
     else:
         usage_record(**volume)
-        _publish_trade(trade, "trade.filled")
-        _publish_portfolio(agent)
-    _save_agent(agent)
+        _publish_trade(trade, "trade.filled", events)
+        _publish_portfolio(agent, events)
+    _save_agent(agent, events)
     return trade
 
 
-def _insert_new(trade: Trade, loaded: _Loaded) -> None:
+def _insert_new(trade: Trade, loaded: _Loaded, events: AgentEvents) -> None:
     """Insert a submitted order as accepted and publish ``trade.created`` (the paths where it
     does not fill at once)."""
     trade.save(force_insert=True)
-    _publish_trade(trade, "trade.created", loaded)
+    _publish_trade(trade, "trade.created", events, loaded)
 
 
 def _publish_portfolio(
     agent: Agent,
+    events: AgentEvents,
     *,
     positions: list[Position] | None = None,
     prices: dict[str, Decimal] | None = None,
@@ -295,11 +307,8 @@ def _publish_portfolio(
         valuation = portfolio_valuation(agent=agent, positions=positions, prices=prices)
     else:
         valuation = portfolio_for(agent)
-    publish_agent_event(
-        agent_id=agent.pk,
-        event="portfolio.update",
-        channel="portfolio",
-        data=portfolio_representation(valuation),
+    events.publish(
+        event="portfolio.update", channel="portfolio", data=portfolio_representation(valuation)
     )
 
 
@@ -310,6 +319,7 @@ def _release(
     position: Position | None,
     status: str,
     reason: str,
+    events: AgentEvents,
     loaded: _Loaded | None = None,
 ) -> Trade:
     """End an unfilled order: give back its reserved cash or shares, set the final status and
@@ -325,11 +335,11 @@ def _release(
     trade.status = status
     trade.rejection_reason = reason
     trade.cancelled_at = timezone.now()
-    _save(agent=agent, trade=trade, position=position)
+    _save(agent=agent, trade=trade, position=position, events=events)
     event = "trade.cancelled" if status == TradeStatus.CANCELLED else "trade.updated"
-    _publish_trade(trade, event, loaded)
+    _publish_trade(trade, event, events, loaded)
     if released and loaded is None:
-        _publish_portfolio(agent)
+        _publish_portfolio(agent, events)
     return trade
 
 
@@ -339,15 +349,23 @@ def _execute(
     trade: Trade,
     position: Position | None,
     price: Decimal,
+    events: AgentEvents,
     loaded: _Loaded | None = None,
 ) -> Trade:
     """Rule 6 for an approved order: fill now, cancel an ioc/fok that cannot fill at once, or
     leave it resting ``open`` with its reservation. ``loaded``: see ``_fill``."""
     fill_price = _fill_price(trade, price)
     if fill_price is not None:
-        return _fill(agent=agent, trade=trade, position=position, price=fill_price, loaded=loaded)
+        return _fill(
+            agent=agent,
+            trade=trade,
+            position=position,
+            price=fill_price,
+            events=events,
+            loaded=loaded,
+        )
     if loaded is not None:
-        _insert_new(trade, loaded)
+        _insert_new(trade, loaded, events)
     if trade.time_in_force in IMMEDIATE:
         return _release(
             agent=agent,
@@ -356,36 +374,39 @@ def _execute(
             status=TradeStatus.CANCELLED,
             reason=f"{trade.time_in_force} order could not be filled immediately.",
             loaded=loaded,
+            events=events,
         )
     # A new order resting open was just inserted as it is.
-    _save(agent=agent, trade=trade if loaded is None else None, position=position)
+    _save(agent=agent, trade=trade if loaded is None else None, position=position, events=events)
     # It holds a reservation now (a new order), or one adjusted to the price at approval.
-    _publish_loaded_portfolio(agent, position, loaded)
+    _publish_loaded_portfolio(agent, position, loaded, events)
     return trade
 
 
 def _publish_loaded_portfolio(
-    agent: Agent, position: Position | None, loaded: _Loaded | None
+    agent: Agent, position: Position | None, loaded: _Loaded | None, events: AgentEvents
 ) -> None:
     """``portfolio.update`` after a reservation changed: from the rows a submission loaded
     (``loaded``), or read again."""
     if loaded is None:
-        _publish_portfolio(agent)
+        _publish_portfolio(agent, events)
         return
     positions = dict(loaded.positions)
     if position is not None and position.pk is not None:
         positions[position.symbol] = position
-    _publish_portfolio(agent, positions=list(positions.values()), prices=loaded.prices)
+    _publish_portfolio(agent, events, positions=list(positions.values()), prices=loaded.prices)
 
 
 def trade_execute_approved(*, trade: Trade) -> Trade:
     """Execute a ``pending_approval`` trade whose last approval just arrived, under its locks
     (``execute_approved``). 409 if the trade is not pending approval."""
     with transaction.atomic():
-        return execute_approved(lock_for_trade(trade))
+        rows = lock_for_trade(trade)
+        with agent_events(rows.agent) as events:
+            return execute_approved(rows, events)
 
 
-def execute_approved(rows: Locked) -> Trade:
+def execute_approved(rows: Locked, events: AgentEvents) -> Trade:
     """Execute the approved order of ``rows`` (locked by ``lock_rows``), in the caller's
     transaction.
 
@@ -411,6 +432,7 @@ def execute_approved(rows: Locked) -> Trade:
                 status=TradeStatus.REJECTED,
                 reason=f"Insufficient funds at approval: required {required}, "
                 f"available {available}.",
+                events=events,
             )
         agent.reserved_cash += required - trade.reserved_amount
         trade.reserved_amount = required
@@ -421,9 +443,9 @@ def execute_approved(rows: Locked) -> Trade:
         # The order's trading day starts when it becomes live.
         trade.market_day = market.market_day(now)
     agent.last_active_at = now
-    _execute(agent=agent, trade=trade, position=position, price=price)
+    _execute(agent=agent, trade=trade, position=position, price=price, events=events)
     if trade.status == TradeStatus.OPEN:
-        _publish_trade(trade, "trade.updated")
+        _publish_trade(trade, "trade.updated", events)
     return trade
 
 
@@ -431,10 +453,12 @@ def trade_release(*, trade: Trade, status: str, reason: str = "") -> Trade:
     """End an open or pending order without a fill, under its locks (``release``). 409 if
     the trade already ended. Does not touch its approval request."""
     with transaction.atomic():
-        return release(lock_for_trade(trade), status=status, reason=reason)
+        rows = lock_for_trade(trade)
+        with agent_events(rows.agent) as events:
+            return release(rows, events, status=status, reason=reason)
 
 
-def release(rows: Locked, *, status: str, reason: str = "") -> Trade:
+def release(rows: Locked, events: AgentEvents, *, status: str, reason: str = "") -> Trade:
     """End the open or pending order of ``rows`` (locked by ``lock_rows``) without a fill
     (``rejected``, ``expired`` or ``cancelled``): its reserved cash or shares return to the
     agent, ``cancelled_at`` is set, ``trade.cancelled``/``trade.updated`` is published. 409
@@ -444,5 +468,10 @@ def release(rows: Locked, *, status: str, reason: str = "") -> Trade:
     if rows.trade.status not in OPEN_STATUSES:
         raise problems.Conflict(f"The trade is already {rows.trade.status}.")
     return _release(
-        agent=rows.agent, trade=rows.trade, position=rows.position, status=status, reason=reason
+        agent=rows.agent,
+        trade=rows.trade,
+        position=rows.position,
+        status=status,
+        reason=reason,
+        events=events,
     )

@@ -11,6 +11,7 @@ from django.db.models import Q
 from agents.money import cents
 from agents.services import portfolio_snapshots_take
 from observability.metrics import background_row_failed
+from realtime.services import agent_events
 from trades import market
 from trades.choices import OrderType, Side, TradeStatus
 from trades.models import Trade
@@ -72,12 +73,13 @@ def _match_one(*, trade: Trade, price: Decimal) -> int:
             return 0
         was_triggered = trade.stop_triggered
         fill_price = _fill_price(trade, price)
-        if fill_price is None:
-            if trade.stop_triggered != was_triggered:
-                trade.save(update_fields=["stop_triggered", "updated_at"])
-                _publish_trade(trade, "trade.updated")
-            return 0
-        _fill(agent=agent, trade=trade, position=position, price=fill_price)
+        with agent_events(agent) as events:
+            if fill_price is None:
+                if trade.stop_triggered != was_triggered:
+                    trade.save(update_fields=["stop_triggered", "updated_at"])
+                    _publish_trade(trade, "trade.updated", events)
+                return 0
+            _fill(agent=agent, trade=trade, position=position, price=fill_price, events=events)
         return int(trade.status == TradeStatus.FILLED)
 
 

@@ -30,7 +30,7 @@ from metering.services import (
     usage_bulk_record,
 )
 from oversight.services import approval_evaluate, approval_request_open, oversight_request_close
-from realtime.services import agent_events_batch
+from realtime.services import AgentEvents, agent_events
 from trades import market
 from trades.choices import TimeInForce, TradeStatus
 from trades.models import IdempotencyRecord, Trade
@@ -181,13 +181,14 @@ def _submit(
     try:
         with transaction.atomic():
             agent = agent_get_for(user=user, agent_id=agent_id, lock=True)
-            with agent_events_batch(agent=agent):
+            with agent_events(agent) as events:
                 outcome = _submit_locked(
                     agent=agent,
                     prepared=prepared,
                     key=key,
                     request_hash=request_hash,
                     api_call=api_call,
+                    events=events,
                 )
         kept = not outcome.replayed
         return outcome
@@ -278,10 +279,11 @@ def _submit_locked(
     key: str | None,
     request_hash: str,
     api_call: dict | None,
+    events: AgentEvents,
 ) -> SubmitOutcome:
     """Rules 2, 4 and 6-7 with the agent row locked, on what ``_prepare`` obtained. The rows
     needed twice (positions, prices) are read once; usage rows go in one INSERT at the end;
-    live events in one (``agent_events_batch``)."""
+    live events in one (``agent_events``)."""
     if key:
         record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
         if record is not None:
@@ -291,7 +293,13 @@ def _submit_locked(
     _check_can_place(agent=agent, order=order)
     # 3. the agent's own daily limit, counted exactly here under its lock
     daily_trade_limit_check(agent=agent, now=timezone.now())
-    quota_warn(agent=agent, metric_code=TRADE_EXECUTIONS, decision=prepared.quota, quantity=1)
+    quota_warn(
+        agent=agent,
+        metric_code=TRADE_EXECUTIONS,
+        decision=prepared.quota,
+        quantity=1,
+        events=events,
+    )
     # 4. funds / position, on the locked rows, at the price the order was decided at
     now = timezone.now()
     positions = lock_rows(agent=agent, symbols=ALL).positions
@@ -306,16 +314,20 @@ def _submit_locked(
     if evaluation.auto_approved:
         status_code = 201
         # 6. execution
-        _execute(agent=agent, trade=trade, position=position, price=price, loaded=loaded)
+        _execute(
+            agent=agent, trade=trade, position=position, price=price, events=events, loaded=loaded
+        )
     else:
         status_code = 202
         trade.status = TradeStatus.PENDING_APPROVAL
-        _save(agent=agent, trade=trade, position=position)
-        approval = approval_request_open(trade=trade, agent=agent, evaluation=evaluation)
+        _save(agent=agent, trade=trade, position=position, events=events)
+        approval = approval_request_open(
+            trade=trade, agent=agent, evaluation=evaluation, events=events
+        )
         loaded.approval_request_id = approval.pk
-        _publish_trade(trade, "trade.created", loaded)
+        _publish_trade(trade, "trade.created", events, loaded)
         # The order holds its cash (or shares) while it waits: "available" changed.
-        _publish_loaded_portfolio(agent, position, loaded)
+        _publish_loaded_portfolio(agent, position, loaded, events)
     loaded.usage.append(
         usage_build(
             agent=agent,
