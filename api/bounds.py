@@ -10,7 +10,7 @@ keeps a stored value within 15 significant digits at its field's decimal places:
 Usage quantities are whole numbers in a 64-bit integer column (PostgreSQL ``bigint``, SQLite
 ``INTEGER``). One event may carry at most ``MAX_USAGE_QUANTITY`` (a terabyte in bytes, a
 trillion tokens); sums of them are computed so that they cannot overflow whatever the number
-of events (``metering.services.usage_total``).
+of events (``metering.services.usage_sums``).
 """
 
 from __future__ import annotations

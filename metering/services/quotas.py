@@ -1,0 +1,238 @@
+"""Quotas: what an agent may still use, counting the usage still waiting in the outbox.
+
+The metering service knows only delivered usage; ``pending_usage`` adds what is recorded and
+not yet sent, so an outage of the delivery never lets an agent exceed its quota.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import BigIntegerField, F, Sum, Value
+from django.utils import timezone
+
+from api import problems
+from grpc_clients import metering as metering_api
+from grpc_clients.errors import ServiceUnavailable
+from grpc_clients.registry import get_metering_client
+from metering.choices import MetricCode
+from metering.models import DeliveryState, UsageEvent
+from metering.periods import DAILY, PERIOD_UNITS, period_window
+from metering.services.recording import server_transaction_id, usage_record
+from metering.signals import quota_warning
+
+if TYPE_CHECKING:
+    from agents.models import Agent
+
+logger = logging.getLogger("trading_demo.metering")
+
+# The period of each quota this server configures (api_calls by the service's default,
+# trade_executions by quota_configure). Undelivered usage is counted over this window.
+QUOTA_PERIODS = {MetricCode.API_CALLS: DAILY, MetricCode.TRADE_EXECUTIONS: DAILY}
+QUOTA_WARNING_PERCENT = 80
+# A sum of usage quantities is taken as two sums, of each quantity's part above and below
+# 2**32, added up in Python: neither can overflow a 64-bit integer before 2**31 events,
+# whatever their quantities. SQLite's SUM raises on an overflow (PostgreSQL's widens to
+# numeric), and the usage of an agent that did would answer 500 and its orders 503.
+SUM_SPLIT = 2**32
+# The largest quantity a CheckQuota request carries (int64): a larger one is over any limit.
+MAX_WIRE_QUANTITY = 2**63 - 1
+
+
+def usage_sums(field: str = "quantity") -> dict[str, Sum]:
+    """Aggregates of ``field`` that cannot overflow; ``usage_sum_total`` adds them up."""
+    split = Value(SUM_SPLIT, output_field=BigIntegerField())
+    return {
+        "sum_high": Sum(F(field) / split, output_field=BigIntegerField()),
+        "sum_low": Sum(F(field) % split, output_field=BigIntegerField()),
+    }
+
+
+def usage_sum_total(row: dict) -> int:
+    """The exact sum from a row aggregated with ``usage_sums`` (0 when there were no rows)."""
+    return int(row["sum_high"] or 0) * SUM_SPLIT + int(row["sum_low"] or 0)
+
+
+class Literal(Value):
+    """A constant written into the statement's text instead of being sent as a parameter.
+
+    PostgreSQL binds this server's parameters itself and prepares each statement once per
+    connection (``config.settings``); a prepared statement may then be planned once for any
+    parameter value, and such a plan can use a partial index only when the index's condition is
+    written in the statement. The value is quoted on the client by the driver
+    (``connection.ops.compose_sql``). Other databases plan with the bound value.
+    """
+
+    def as_postgresql(self, compiler, connection):
+        sql, params = self.as_sql(compiler, connection)
+        # The statement still travels with parameters: a % in the literal stays a %.
+        return connection.ops.compose_sql(sql, params).replace("%", "%%"), ()
+
+
+def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
+    """Quantity of ``metric_code`` recorded for the agent since ``since`` and not yet delivered.
+
+    Every order asks this before its quota check. It reads the partial index
+    ``usage_pending_by_agent``, which holds only the rows still in the outbox (the pending
+    state is a ``Literal`` for that), so its cost does not grow with the agent's delivered
+    usage (docs/performance.md).
+    """
+    pending = UsageEvent.objects.filter(
+        agent_id=agent_id,
+        code=metric_code,
+        delivery_state=Literal(DeliveryState.PENDING.value),
+    )
+    if since is not None:
+        pending = pending.filter(occurred_at__gte=since)
+    return usage_sum_total(pending.aggregate(**usage_sums()))
+
+
+def quota_warning_crossed(used_before: int, used_after: int, limit: int) -> bool:
+    """Whether usage going from ``used_before`` to ``used_after`` crosses the warning level."""
+    threshold = QUOTA_WARNING_PERCENT * limit
+    return limit > 0 and used_before * 100 < threshold <= used_after * 100
+
+
+def quota_warning_data(*, metric_code: str, used: int, limit: int) -> dict:
+    """The payload of a ``quota.warning`` event."""
+    return {
+        "metric_code": metric_code,
+        "used": used,
+        "limit": limit,
+        "usage_percentage": round(100.0 * used / limit, 2),
+    }
+
+
+def quota_warning_send(*, agent_id, metric_code: str, used: int, limit: int) -> None:
+    """Announce a crossed warning level found outside an order's transaction
+    (``metering.signals.quota_warning``)."""
+    quota_warning.send(
+        sender=UsageEvent,
+        agent_id=agent_id,
+        data=quota_warning_data(metric_code=metric_code, used=used, limit=limit),
+    )
+
+
+def quota_check(
+    *,
+    agent: Agent,
+    metric_code: str,
+    quantity: int = 1,
+    now: datetime | None = None,
+    warn: bool = True,
+) -> metering_api.QuotaDecision:
+    """Ask the metering service whether ``quantity`` more of ``metric_code`` fits the quota.
+
+    Usage still waiting in the outbox for the current period counts as used, so an outage of
+    the delivery never lets an agent exceed its quota. Raises ``problems.QuotaExceeded`` (429,
+    ``limit``, ``remaining``, ``Retry-After`` = seconds until the period ends) when it does not
+    fit; a ``grpc_clients.errors.ServiceUnavailable`` propagates (fail closed). When this use
+    makes usage cross 80 % of the limit, publishes ``quota.warning`` on the agent's
+    ``portfolio`` channel — in the caller's transaction when there is one, so a failed order
+    sends no warning. Returns the decision with ``current_usage``/``remaining`` including
+    undelivered usage. ``warn=False`` leaves the warning to the caller (``quota_warn``), for a
+    caller that asks before its transaction and publishes in it.
+    """
+    now = now or timezone.now()
+    period = QUOTA_PERIODS.get(metric_code, DAILY)
+    period_start, period_end = period_window(period, now)
+    undelivered = pending_usage(agent_id=agent.pk, metric_code=metric_code, since=period_start)
+    decision = get_metering_client().check_quota(
+        agent_id=str(agent.pk),
+        metric_code=metric_code,
+        quantity=min(quantity + undelivered, MAX_WIRE_QUANTITY),
+    )
+    used_before = decision.current_usage + undelivered
+    remaining = max(decision.limit - used_before, 0) if decision.limit else 0
+    if not decision.allowed:
+        retry_after = max(int((period_end - now).total_seconds()) + 1, 1)
+        raise problems.QuotaExceeded(
+            f"The {metric_code} quota of {decision.limit} per {PERIOD_UNITS[period]} is "
+            f"used up ({used_before} used, {quantity} requested).",
+            limit=decision.limit,
+            remaining=remaining,
+            retry_after=retry_after,
+            metric_code=metric_code,
+        )
+    allowed = metering_api.QuotaDecision(
+        allowed=True,
+        current_usage=used_before,
+        limit=decision.limit,
+        remaining=remaining,
+        denial_reason="",
+    )
+    if warn:
+        quota_warn(agent=agent, metric_code=metric_code, decision=allowed, quantity=quantity)
+    return allowed
+
+
+def quota_warn(
+    *,
+    agent: Agent,
+    metric_code: str,
+    decision: metering_api.QuotaDecision,
+    quantity: int = 1,
+    events=None,
+) -> None:
+    """Publish ``quota.warning`` if using ``quantity`` after ``decision`` crosses 80 % of the
+    limit: through ``events`` (the ``realtime.services.AgentEvents`` of the caller's
+    transaction, which holds the agent's row locked), or else through
+    ``metering.signals.quota_warning``, whose receiver publishes it in a transaction of its
+    own (a savepoint of the caller's, when there is one)."""
+    used_after = decision.current_usage + quantity
+    if not quota_warning_crossed(decision.current_usage, used_after, decision.limit):
+        return
+    if events is not None:
+        data = quota_warning_data(metric_code=metric_code, used=used_after, limit=decision.limit)
+        events.publish(event="quota.warning", channel="portfolio", data=data)
+    else:
+        quota_warning_send(
+            agent_id=agent.pk, metric_code=metric_code, used=used_after, limit=decision.limit
+        )
+
+
+def quota_configure(*, agent: Agent) -> None:
+    """Hint to the reference metering service: its ``trade_executions`` quota for the agent
+    is the agent's ``daily_trade_limit`` per day.
+
+    Optional (``METERING_QUOTA_HINTS``) and nothing depends on it: the server enforces
+    ``daily_trade_limit`` itself (``trades.services.daily_trade_limit_check``); the hint only
+    keeps the reference service's own quota, and what ``GET /metering/agents/{id}/quota``
+    reports of it, in line. It is a quantity-0 event with the ``quota_limit`` property, a
+    convention of the reference service that a standard ``creto.metering.v1`` service ignores
+    and that the reference service forgets when it restarts. Sent at once; if the metering
+    service is unreachable it goes to the outbox and is delivered, in order, before any later
+    usage; nothing raises.
+    """
+    if not settings.METERING_QUOTA_HINTS:
+        return
+    limit = int(agent.effective_config["daily_trade_limit"])
+    config_event = {
+        "agent": agent,
+        "code": MetricCode.TRADE_EXECUTIONS,
+        "quantity": 0,
+        "event_type": "api_call",
+        "properties": {"quota_limit": str(limit), "quota_period": DAILY},
+    }
+    transaction_id = server_transaction_id("quota-config", uuid.uuid4().hex)
+    try:
+        result = get_metering_client().ingest_event(
+            metering_api.UsageEvent(
+                transaction_id=transaction_id,
+                agent_id=str(agent.pk),
+                code=config_event["code"],
+                quantity=0,
+                event_type="api_call",
+                properties=config_event["properties"],
+            )
+        )
+    except ServiceUnavailable:
+        logger.warning("metering unavailable; quota config for %s queued in the outbox", agent.pk)
+        usage_record(transaction_id=transaction_id, **config_event)
+        return
+    if result.status not in {"accepted", "duplicate"}:
+        logger.error("metering refused quota config for %s: %s", agent.pk, result.error_message)
