@@ -9,9 +9,9 @@ class QueryFilterBackend(DjangoFilterBackend):
     """django-filter's backend, which skips the FilterSet when the query names none of its
     filters.
 
-    Building a FilterSet builds its form and deep-copies every filter: about a tenth of a
-    trade-list request. A filter given no value filters nothing, so with none of the
-    FilterSet's names in the query the queryset is returned as it came. A parameter that
+    Building a FilterSet builds its form and deep-copies every filter, work that a list
+    request naming no filter does not need: a filter given no value filters nothing, so with
+    none of the FilterSet's names in the query the queryset is returned as it came. A parameter that
     starts with a filter's name (``status``, or a range filter's ``created_after``) still goes
     through the FilterSet, and is validated there.
     """

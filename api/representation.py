@@ -34,8 +34,9 @@ def quantity_text(value: Decimal) -> str:
 def datetime_text(value, tz: tzinfo | None = None) -> str | None:
     """DRF's ``DateTimeField``: in the current time zone, ISO 8601, ``Z`` for UTC.
 
-    ``tz`` is the current time zone when the caller already has it: looking it up costs more
-    than the formatting, and a document has several datetimes.
+    ``tz`` is the current time zone when the caller already has it: the lookup reads a
+    context-local value, and a document has several datetimes, so a caller formatting many
+    looks it up once.
     """
     if value is None:
         return None

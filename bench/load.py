@@ -282,10 +282,10 @@ class FanoutClient(asyncio.Protocol):
     market channel.
 
     The client side of RFC 6455 on a bare asyncio protocol, as the HTTP client above. The
-    clients receive five thousand frames for each market step, in the process that also
-    drives the orders; with the ``websockets`` package this process took 0.15 of a core
-    meanwhile (0.28 when it decoded every frame) and its own loop lag, p99 40-100 ms, went
-    into the latencies it measured. Here frames are parsed where they arrive and only
+    clients receive a frame per watcher for each market step, in the process that also drives
+    the orders, and however late this process's own loop is goes into the latencies it
+    measures; so it must spend as little as possible per frame (docs/performance.md has what
+    the ``websockets`` package cost). Here frames are parsed where they arrive and only
     ``trade.filled`` ones are decoded; the receive time is that of the read. A tick is
     remembered by its frame's bytes (the server encodes each tick once, so every watcher
     receives the same bytes), with the time it first reached any client in ``first_seen``."""

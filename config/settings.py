@@ -226,10 +226,10 @@ if REDIS_URL:
     # Redis pub/sub (the default): a group send is one PUBLISH, and each serving process
     # receives it once and hands it to its own subscribed consumers. The list-based core layer
     # ("core") writes one message per subscribed channel in a Lua script and every consumer
-    # pops its own: with 1,000 WebSocket clients on one market tick, a thousand writes and a
-    # thousand reads instead of one. Neither keeps a message for a consumer that is gone or
-    # reconnecting; agent events are replayed from the seq buffer (realtime/), the market
-    # streams anew. README, "Performance", has the figures.
+    # pops its own: with N WebSocket clients on one market tick, N writes and N reads instead
+    # of one. Neither keeps a message for a consumer that is gone or reconnecting; agent
+    # events are replayed from the seq buffer (realtime/), the market streams anew.
+    # docs/performance.md has the measurements.
     CHANNEL_LAYER_KIND = env_str("CHANNEL_LAYER", "pubsub")
     if CHANNEL_LAYER_KIND not in {"pubsub", "core"}:
         raise ImproperlyConfigured("CHANNEL_LAYER must be 'pubsub' or 'core'")
@@ -261,10 +261,11 @@ if REDIS_URL:
                     # max_connections: the core layer takes a pooled connection per command in
                     # flight (group_add/discard on subscribe, the Lua group_send of every event,
                     # the BZPOPMIN receive loop), and redis-py's pool raises "Too many
-                    # connections" beyond its limit instead of waiting: the default 100 failed
-                    # 220 of 1,000 WebSocket clients subscribing. A consumer handles one message
-                    # at a time, so one process needs at most one connection per client plus
-                    # the receive loop and the publishers; connections open only on demand.
+                    # connections" beyond its limit instead of waiting, so redis-py's default
+                    # fails subscriptions once a process serves more clients than it allows.
+                    # A consumer handles one message at a time, so one process needs at most
+                    # one connection per client plus the receive loop and the publishers;
+                    # connections open only on demand.
                     "hosts": [
                         {
                             **_redis_host,

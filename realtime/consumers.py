@@ -137,7 +137,7 @@ def _event_frame(message: dict) -> dict:
 
 
 # Texts of recent events as sent, shared by the connections of this process: a tick or a fill
-# watched by a thousand clients is encoded once, not a thousand times.
+# watched by many clients is encoded once per process, not once per client.
 _texts: OrderedDict[tuple, str] = OrderedDict()
 TEXT_MEMORY = 1024
 

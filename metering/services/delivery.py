@@ -179,9 +179,9 @@ def _save_outcomes(events: list[UsageEvent]) -> None:
     """Store the batch's outcomes: one ``UPDATE … WHERE id IN (…)`` per distinct outcome.
 
     A batch is almost always accepted as a whole, which makes this one plain UPDATE; Django's
-    ``bulk_update`` would build a ``CASE WHEN id = … THEN …`` per row and field instead, which
-    cost the serving process more CPU than the deliveries themselves. ``attempts`` is counted
-    up in the database (the rows are locked by the caller).
+    ``bulk_update`` would build and send a ``CASE WHEN id = … THEN …`` per row and field
+    instead, work that grows with the batch in the process that also serves the orders.
+    ``attempts`` is counted up in the database (the rows are locked by the caller).
     """
     groups: dict[tuple, list] = {}
     for event in events:
@@ -214,11 +214,12 @@ def _warn_crossed_api_call_quotas(events: list[UsageEvent], *, now: datetime) ->
 
     API calls are not checked before they happen (that would cost a CheckQuota per request),
     so their quota is watched here. Asking ``GetQuotaStatus`` for every agent of every
-    delivered batch cost about one call per order under load; instead the deliverer remembers
-    each agent's usage as of its last answer, adds what it delivered since, and asks again
-    only when that reaches the warning threshold, the period changed, an event set a new limit
-    (``quota_limit``), or the answer is older than ``API_CALLS_STATUS_MAX_AGE_SECONDS`` (usage
-    recorded by anyone else shows up then).
+    delivered batch would add a gRPC call per agent and batch, as many as the orders when
+    batches are small; instead the deliverer remembers each agent's usage as of its last
+    answer, adds what it delivered since, and asks again only when that reaches the warning
+    threshold, the period changed, an event set a new limit (``quota_limit``), or the answer
+    is older than ``API_CALLS_STATUS_MAX_AGE_SECONDS`` (usage recorded by anyone else shows up
+    then).
     The warning is published once, when an answer first shows the threshold crossed since the
     usage last known. Trade executions are warned about by ``quota_check``, before the trade.
     """
