@@ -7,7 +7,11 @@ process free for the others. Every worker imports the application itself after t
 - ``HOST``/``PORT``: the listening address (default ``0.0.0.0:8000``);
 - ``WEB_CONCURRENCY``: worker processes (default 2, gunicorn's own variable);
 - ``WEB_THREADS``: threads per worker (default 4);
-- ``WEB_TIMEOUT``: seconds a request may run before its worker is replaced (default 30).
+- ``WEB_TIMEOUT``: seconds a request may run before its worker is replaced (default 30);
+- ``GRPC_MAX_CALLS_IN_FLIGHT``: gRPC calls a worker may wait on at once (default: one less than
+  its threads, at least 1). A call beyond it answers 503 at once: a slow metering or oversight
+  service then holds at most that many threads, and the one left keeps ``/health/live`` and
+  the reads answering while orders wait on the service, up to their deadline.
 
 On SIGTERM gunicorn stops accepting, lets the requests in flight finish for
 ``graceful_timeout`` seconds and exits 0. The access log is Django's (``trading_demo.access``),
@@ -21,6 +25,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+# Read by the settings in every worker (forked from this process, so they inherit it).
+os.environ.setdefault("GRPC_MAX_CALLS_IN_FLIGHT", str(max(threads - 1, 1)))
 graceful_timeout = 10
 keepalive = 5
 accesslog = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -73,6 +74,38 @@ def deadline_budget(seconds: float) -> Iterator[None]:
         _budget.reset(token)
 
 
+class CallSlots:
+    """At most ``limit`` gRPC calls of this process in flight at once (0: no limit).
+
+    A call that finds every slot taken fails at once with RESOURCE_EXHAUSTED
+    (ServiceUnavailable, a 503 with ``Retry-After``) instead of waiting: a slow dependency
+    then holds at most ``limit`` of the threads that serve requests, and the others stay free
+    for liveness probes and reads. Waiting for a slot would hold a thread just the same, so a
+    call never queues for one. The clients of one process share one ``CallSlots``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit) if limit > 0 else None
+
+    @contextmanager
+    def held(self, service: str, method: str) -> Iterator[None]:
+        if self._free is None:
+            yield
+            return
+        if not self._free.acquire(blocking=False):
+            raise ServiceUnavailable(
+                service=service,
+                method=method,
+                code=grpc.StatusCode.RESOURCE_EXHAUSTED.name,
+                detail=f"all {self.limit} call slots of this process are waiting on services",
+            )
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
 def channel_options(service_name: str, idempotent_methods: Iterable[str]) -> list[tuple[str, Any]]:
     service_config = {
         "methodConfig": [
@@ -120,12 +153,14 @@ class ServiceChannel:
         idempotent_methods: Iterable[str],
         request_id_provider: RequestIdProvider | None,
         on_call: CallHook | None,
+        call_slots: CallSlots | None = None,
     ) -> None:
         self.service = service
         self.address = address
         self.timeout = timeout
         self._request_id_provider = request_id_provider
         self._on_call = on_call
+        self._call_slots = call_slots or CallSlots(0)
         self.channel = grpc.insecure_channel(
             address, options=channel_options(service_name, idempotent_methods)
         )
@@ -146,7 +181,8 @@ class ServiceChannel:
         """Invoke `invoke(request)` with the deadline and metadata, then `convert` the reply.
 
         A streaming reply is consumed inside the deadline by `convert`. Every failure is
-        raised as a `GrpcClientError`; a reply `convert` cannot read is ServiceUnavailable.
+        raised as a `GrpcClientError`; a reply `convert` cannot read is ServiceUnavailable, and
+        so is a call that finds no free slot (`CallSlots`).
         """
         started = time.monotonic()
         code = "OK"
@@ -163,8 +199,9 @@ class ServiceChannel:
                     detail="the operation's deadline was spent before this call",
                 )
             try:
-                reply = invoke(request, timeout=timeout, metadata=self._metadata())
-                return convert(reply)
+                with self._call_slots.held(self.service, method):
+                    reply = invoke(request, timeout=timeout, metadata=self._metadata())
+                    return convert(reply)
             except grpc.RpcError as exc:
                 raise error_from_rpc_error(self.service, method, exc) from exc
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -211,6 +248,7 @@ class ServiceClient:
         timeout: float,
         request_id_provider: RequestIdProvider | None = None,
         on_call: CallHook | None = None,
+        call_slots: CallSlots | None = None,
     ) -> None:
         self._channel = ServiceChannel(
             service=self.SERVICE,
@@ -220,6 +258,7 @@ class ServiceClient:
             idempotent_methods=self.IDEMPOTENT_METHODS,
             request_id_provider=request_id_provider,
             on_call=on_call,
+            call_slots=call_slots,
         )
         self._stub = self.STUB(self._channel.channel)
 

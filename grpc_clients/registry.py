@@ -1,6 +1,7 @@
 """Process-wide gRPC clients built lazily from Django settings.
 
 Settings: METERING_GRPC_ADDRESS, OVERSIGHT_GRPC_ADDRESS, GRPC_TIMEOUT_SECONDS (float),
+GRPC_MAX_CALLS_IN_FLIGHT (int, 0: no limit; the clients share it, see `CallSlots`),
 GRPC_CALL_HOOK and GRPC_REQUEST_ID_PROVIDER (dotted paths or None). One client, hence one
 channel, per service per process; `reset_clients()` closes them so the next call rebuilds
 them from the current settings (tests do this after pointing settings at new ports).
@@ -11,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ._channel import deadline_budget
+from ._channel import CallSlots, deadline_budget
 from .metering import MeteringClient
 from .oversight import OversightClient
 
@@ -21,6 +22,7 @@ __all__ = ["deadline_budget", "get_metering_client", "get_oversight_client", "re
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
+_call_slots: CallSlots | None = None
 
 
 def _client_options() -> dict[str, Any]:
@@ -33,7 +35,18 @@ def _client_options() -> dict[str, Any]:
         "timeout": float(getattr(settings, "GRPC_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)),
         "on_call": import_string(hook) if hook else None,
         "request_id_provider": import_string(provider) if provider else None,
+        "call_slots": _shared_call_slots(),
     }
+
+
+def _shared_call_slots() -> CallSlots:
+    """The slots both clients share (built under ``_lock``, with the first client)."""
+    global _call_slots
+    if _call_slots is None:
+        from django.conf import settings
+
+        _call_slots = CallSlots(int(getattr(settings, "GRPC_MAX_CALLS_IN_FLIGHT", 0)))
+    return _call_slots
 
 
 def _get(name: str, build):
@@ -66,8 +79,10 @@ def get_oversight_client() -> OversightClient:
 
 def reset_clients() -> None:
     """Close and forget the clients; the next get_* call builds new ones from settings."""
+    global _call_slots
     with _lock:
         clients = list(_clients.values())
         _clients.clear()
+        _call_slots = None
     for client in clients:
         client.close()

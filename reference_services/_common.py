@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -33,7 +34,8 @@ class ServicerBase:
     the client has gone, so a slowed server still stops promptly); `fail_with` makes every call
     abort with that status code; `garbage` makes every answer bytes that are not a protobuf
     message (see `GarbageInterceptor`). All are plain attributes, meant to be set by fault
-    tests on a running server.
+    tests on a running server; `calls_waiting` counts the calls held by `delay_seconds` right
+    now, so that a test knows its clients are waiting on this server.
     """
 
     logger: logging.Logger
@@ -42,6 +44,8 @@ class ServicerBase:
         self.delay_seconds: float = 0.0
         self.fail_with: grpc.StatusCode | None = None
         self.garbage: bool = False
+        self.calls_waiting: int = 0
+        self._waiting_lock = threading.Lock()
 
     def _begin(self, method: str, context: grpc.ServicerContext) -> None:
         request_id = next(
@@ -57,8 +61,14 @@ class ServicerBase:
         delay = self.delay_seconds
         if delay > 0:
             deadline = time.monotonic() + delay
-            while context.is_active() and (remaining := deadline - time.monotonic()) > 0:
-                time.sleep(min(remaining, 0.05))
+            with self._waiting_lock:
+                self.calls_waiting += 1
+            try:
+                while context.is_active() and (remaining := deadline - time.monotonic()) > 0:
+                    time.sleep(min(remaining, 0.05))
+            finally:
+                with self._waiting_lock:
+                    self.calls_waiting -= 1
         failure = self.fail_with
         if failure is not None:
             context.abort(failure, f"injected failure: {failure.name}")

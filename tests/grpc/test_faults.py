@@ -11,6 +11,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from grpc_clients._channel import CallSlots
 from grpc_clients.errors import (
     RemoteConflict,
     RemoteInvalidArgument,
@@ -81,6 +82,34 @@ def test_slowed_server_past_the_deadline_raises_service_unavailable(services):
     assert time.monotonic() - started < 0.3 + 0.5
     assert raised.value.code == "DEADLINE_EXCEEDED"
     client.close()
+
+
+def test_a_call_beyond_the_slots_in_flight_fails_at_once_without_reaching_the_server(services):
+    # given: two clients sharing one call slot, one of them waiting on a slowed server
+    slots = CallSlots(1)
+    metering = MeteringClient(services.metering_address, timeout=5.0, call_slots=slots)
+    oversight = OversightClient(services.oversight_address, timeout=5.0, call_slots=slots)
+    check_quota(metering)  # connected
+    services.metering.delay_seconds = 1.0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(check_quota, metering)
+        deadline = time.monotonic() + 5
+        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        # when: another call is made meanwhile, to either service
+        with pytest.raises(ServiceUnavailable) as raised:
+            oversight.list_requests()
+        still_waiting = services.metering.calls_waiting
+
+        # then: it failed before the waiting call returned, and the slot serves again after
+        assert raised.value.code == "RESOURCE_EXHAUSTED"
+        assert still_waiting == 1
+        assert waiting.result(timeout=5).allowed
+    services.metering.delay_seconds = 0
+    oversight.list_requests()
+    metering.close()
+    oversight.close()
 
 
 @pytest.mark.parametrize(
