@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.core.cache import cache
 from django.db.models import Count
 from django.utils import timezone
 
@@ -12,7 +13,7 @@ from grpc_clients.registry import get_metering_client
 from metering.choices import MetricCode
 from metering.models import DeliveryState, UsageEvent
 from metering.periods import period_window
-from metering.services import pending_usage, usage_sum_total, usage_sums
+from metering.services import pending_usage, quota_refusal_key, usage_sum_total, usage_sums
 
 if TYPE_CHECKING:
     from agents.models import Agent
@@ -101,3 +102,12 @@ def quota_status_for(*, agent: Agent, metric_codes=QUOTA_METRICS) -> dict[str, A
             }
         )
     return {"agent_id": agent.pk, "quotas": quotas}
+
+
+def quota_refusals_for(*, agent_ids) -> dict[Any, dict[str, Any]]:
+    """The metering service's latest quota refusal of each agent whose quota period has not
+    ended since (``metering.services.quota_refusal_note``): ``{metric_code, limit, used,
+    period, refused_at, resets_at}`` by agent id; an agent not refused is absent."""
+    keys = {quota_refusal_key(agent_id): agent_id for agent_id in agent_ids}
+    found = cache.get_many(list(keys))
+    return {keys[key]: note for key, note in found.items()}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from uuid import UUID
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from agents.models import Agent
 from agents.selectors import agent_get_for
 from api import problems
 from trades.models import Trade
+from trades.services import orders_accepted_today
 
 
 def trade_queryset_for(*, agent: Agent) -> QuerySet[Trade]:
@@ -28,3 +31,17 @@ def trade_get_for(*, user, agent_id: UUID | str, trade_id: UUID | str) -> Trade:
     if trade is None:
         raise problems.NotFound("No such trade.")
     return trade
+
+
+def orders_today_by_agent(*, agents: Iterable[Agent], now: datetime) -> dict[UUID, int]:
+    """Orders each agent had accepted in the UTC day of ``now``, counted as the server's own
+    daily-trade-limit control counts them (``trades.services.orders_accepted_today``), in
+    one query; an agent without any is absent."""
+    rows = (
+        orders_accepted_today(now=now)
+        .filter(agent__in=list(agents))
+        .values("agent_id")
+        .annotate(orders=Count("pk"))
+        .order_by()
+    )
+    return {row["agent_id"]: row["orders"] for row in rows}

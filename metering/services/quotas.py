@@ -7,11 +7,13 @@ not yet sent, so an outage of the delivery never lets an agent exceed its quota.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import BigIntegerField, F, Sum, Value
 from django.utils import timezone
 
@@ -117,6 +119,58 @@ def quota_warning_send(*, agent_id, metric_code: str, used: int, limit: int) -> 
     )
 
 
+def quota_refusal_key(agent_id) -> str:
+    """The cache key of the agent's latest ``quota_refusal_note``."""
+    return f"metering:quota-refused:{agent_id}"
+
+
+def quota_refusal_note(
+    *,
+    agent_id,
+    metric_code: str,
+    limit: int,
+    used: int,
+    period: str,
+    refused_at: datetime,
+    resets_at: datetime,
+) -> None:
+    """Keep the metering service's latest quota refusal of the agent until its period ends
+    (read by ``metering.selectors.quota_refusals_for``), and announce the first one of the
+    period as a ``quota.warning`` with ``refused`` true (``metering.signals.quota_warning``).
+
+    The refusal itself is the 429 the client gets; this is what lets a person see it (a bot
+    that backs off until the quota resets otherwise just goes quiet). The note is kept in
+    the cache (shared by every process whenever there is more than one: Redis), not the
+    database: one write per refusal, gone on its own when the quota resets; a cache that lost
+    it loses a notice, never a control. The announcement locks the agent's row to number its
+    event, so it is sent once per metric and period, not for every refused request.
+    """
+    key = quota_refusal_key(agent_id)
+    previous = cache.get(key)
+    note = {
+        "metric_code": metric_code,
+        "limit": limit,
+        "used": used,
+        "period": period,
+        "refused_at": refused_at.isoformat(),
+        "resets_at": resets_at.isoformat(),
+    }
+    timeout = max(math.ceil((resets_at - refused_at).total_seconds()), 1)
+    cache.set(key, note, timeout=timeout)
+    if previous is not None and (previous["metric_code"], previous["resets_at"]) == (
+        metric_code,
+        note["resets_at"],
+    ):
+        return
+    # A limit of 0 is a real zero quota: all of it is used.
+    usage = quota_warning_data(metric_code=metric_code, used=used, limit=limit) if limit else {}
+    quota_warning.send(
+        sender=UsageEvent,
+        agent_id=agent_id,
+        data={"usage_percentage": 100.0, **usage, **note, "refused": True},
+    )
+
+
 def quota_check(
     *,
     agent: Agent,
@@ -150,6 +204,15 @@ def quota_check(
     remaining = max(decision.limit - used_before, 0) if decision.limit else 0
     if not decision.allowed:
         retry_after = max(int((period_end - now).total_seconds()) + 1, 1)
+        quota_refusal_note(
+            agent_id=agent.pk,
+            metric_code=metric_code,
+            limit=decision.limit,
+            used=used_before,
+            period=period,
+            refused_at=now,
+            resets_at=period_end,
+        )
         raise problems.QuotaExceeded(
             f"The {metric_code} quota of {decision.limit} per {PERIOD_UNITS[period]} is "
             f"used up ({used_before} used, {quantity} requested).",

@@ -43,6 +43,7 @@ from trades.services.submission import (
     TRADE_EXECUTIONS,
     SubmitOutcome,
     daily_trade_limit_check,
+    orders_accepted_today,
     trade_submit,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "approvals_expire_report",
     "daily_trade_limit_check",
     "market_tick",
+    "orders_accepted_today",
     "orders_expire_day",
     "orders_match",
     "publish_trade_data",

@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.choices import AgentStatus
@@ -355,12 +356,24 @@ def _submit_locked(
     return SubmitOutcome(status_code=status_code, body=body, replayed=False, trade=trade)
 
 
+def orders_accepted_today(*, now: datetime) -> QuerySet[Trade]:
+    """The orders accepted in the UTC day of ``now``, of every agent: what rule 3 counts
+    against an agent's ``daily_trade_limit`` (``daily_trade_limit_check``), and what any
+    report of an agent's orders today must count to agree with it.
+
+    Every accepted order leaves a trade row and a refused one leaves none, so these are the
+    trades created since midnight UTC, whatever their status since.
+    """
+    day_start, _ = period_window(DAILY, now)
+    return Trade.objects.filter(created_at__gte=day_start)
+
+
 def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
     """Rule 3, the server's own pre-trade control: at most ``daily_trade_limit`` orders
     accepted per UTC day for the agent, counted from this database.
 
-    Every accepted order leaves a trade row (a refused one leaves none), so the count is the
-    agent's trades created since midnight UTC; it reads at most ``daily_trade_limit`` of them.
+    The count is the agent's ``orders_accepted_today``; it reads at most ``daily_trade_limit``
+    of them.
     Call it with the agent's row locked (``select_for_update``) in the transaction that places
     the order: concurrent orders of one agent are then counted one after the other and can
     never exceed the limit together. It depends on no other service: the metering service's
@@ -369,8 +382,8 @@ def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
     to the end of the UTC day).
     """
     limit = int(agent.effective_config["daily_trade_limit"])
-    day_start, day_end = period_window(DAILY, now)
-    accepted = Trade.objects.filter(agent=agent, created_at__gte=day_start)[:limit].count()
+    _, day_end = period_window(DAILY, now)
+    accepted = orders_accepted_today(now=now).filter(agent=agent)[:limit].count()
     if accepted < limit:
         return
     retry_after = max(math.ceil((day_end - now).total_seconds()), 1)

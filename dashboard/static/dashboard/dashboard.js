@@ -18,6 +18,7 @@ const trades = new Map(); // id → trade JSON
 const approvals = new Map(); // id → approval JSON (+ agent_name, owner, order)
 const prices = new Map(); // symbol → {price, timestamp}
 const lastSeq = new Map(); // `${agentId}:${channel}` → last seq received
+let ordersDay = state.orders_day; // the UTC day the "Orders today" counts are of
 
 const $ = (id) => document.getElementById(id);
 const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
@@ -210,6 +211,7 @@ function renderAgent(entry) {
       operator ? el("td", {}, agent.owner) : null,
       el("td", {}, agent.strategy.replace("_", " ")),
       el("td", {}, statusBadge(agent.status, "agent-status")),
+      el("td", { class: "num", dataset: { field: "orders-today" } }),
       el("td", { class: "num", dataset: { field: "cash" } }),
       el("td", { class: "num", dataset: { field: "available" } }),
       el("td", { class: "num", dataset: { field: "positions" } }),
@@ -224,6 +226,9 @@ function renderAgent(entry) {
   const status = row.querySelector('[data-field="agent-status"]');
   status.textContent = statusWords(agent.status);
   status.className = `status status-${agent.status}`;
+  const orders = row.querySelector('[data-field="orders-today"]');
+  setText(orders, `${entry.ordersToday} / ${entry.dailyLimit}`);
+  orders.classList.toggle("down", entry.ordersToday >= entry.dailyLimit);
   setText(row.querySelector('[data-field="cash"]'), fmtMoney(value.cash));
   setText(row.querySelector('[data-field="available"]'), fmtMoney(value.available));
   setText(row.querySelector('[data-field="positions"]'), fmtMoney(value.positions));
@@ -271,6 +276,42 @@ async function resyncAgent(agentId) {
     for (const trade of page.results || page) upsertTrade(trade, { quiet: true });
   } catch (error) {
     notice(`Could not refresh ${entry.agent.name}: ${error.message}`);
+  }
+}
+
+// --- quotas -------------------------------------------------------------------------------------
+
+function quotaAlert(agentId, kind, text) {
+  const box = $("quota-alerts");
+  const selector = `[data-agent-id="${CSS.escape(agentId)}"][data-kind="${kind}"]`;
+  if (box.querySelector(selector)) return;
+  box.append(el("p", { class: "notice error", dataset: { agentId, kind } }, text));
+}
+
+function onOrderAccepted(agentId, trade) {
+  // Every trade.created is an order the server accepted: the count its daily limit checks.
+  const entry = agents.get(agentId);
+  if (!entry) return;
+  const day = new Date(trade.created_at).toISOString().slice(0, 10);
+  if (day > ordersDay) {
+    // A new UTC day: every agent's count starts again and the daily quotas reset.
+    ordersDay = day;
+    $("quota-alerts").replaceChildren();
+    for (const other of agents.values()) {
+      other.ordersToday = 0;
+      if (other.row) renderAgent(other);
+    }
+  }
+  if (day !== ordersDay) return;
+  entry.ordersToday += 1;
+  renderAgent(entry);
+  if (entry.ordersToday >= entry.dailyLimit) {
+    quotaAlert(
+      agentId,
+      "daily_trade_limit",
+      `${entry.agent.name}: daily trade limit of ${entry.dailyLimit} orders reached; ` +
+        "orders refused (429) until midnight UTC",
+    );
   }
 }
 
@@ -578,6 +619,8 @@ function handleEvent({ event, channel, agent_id: agentId, data, seq, timestamp }
   }
   switch (event) {
     case "trade.created":
+      onOrderAccepted(agentId, data);
+      return upsertTrade(data);
     case "trade.updated":
     case "trade.filled":
     case "trade.cancelled":
@@ -610,8 +653,14 @@ function start() {
   for (const quote of state.prices) prices.set(quote.symbol, quote);
   renderTicker();
   for (const agent of state.agents) {
-    const { portfolio, event_seq: seq, ...rest } = agent;
-    const entry = { agent: rest, portfolio, history: [], row: null };
+    const {
+      portfolio,
+      event_seq: seq,
+      orders_today: ordersToday,
+      daily_trade_limit: dailyLimit,
+      ...rest
+    } = agent;
+    const entry = { agent: rest, portfolio, ordersToday, dailyLimit, history: [], row: null };
     agents.set(agent.id, entry);
     if (typeof seq === "number") {
       // Resume from what the page was rendered with: nothing between render and subscribe is lost.

@@ -1,0 +1,113 @@
+"""The operator's dashboard shows each agent's orders today against its daily trade limit, and
+says so in plain words when a quota refuses an agent's orders: its own daily trade limit, or
+the metering service's quota (``CheckQuota``) — rather than the agent just going quiet."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.test import Client
+
+from grpc_clients import metering as metering_api
+from grpc_clients.registry import get_metering_client
+from tests.trades.conftest import prices, submit  # noqa: F401 (the fixture)
+
+NO_APPROVAL = {
+    "auto_approval_limit": "1000000",
+    "approval_budget_fraction": "1",
+    "max_position_fraction": "1",
+}
+
+
+@pytest.fixture
+def operator_page(operator):
+    def get() -> tuple[dict, str]:
+        browser = Client()
+        browser.force_login(operator)
+        response = browser.get("/dashboard/")
+        assert response.status_code == 200
+        return response.context["state"], response.content.decode()
+
+    return get
+
+
+def buy(client, agent):
+    return submit(client, agent, symbol="AAPL", side="buy", quantity="1")
+
+
+def row_of(state: dict, agent) -> dict:
+    return next(row for row in state["agents"] if row["id"] == str(agent.pk))
+
+
+@pytest.mark.usefixtures("prices")
+def test_an_agent_at_its_daily_trade_limit_shows_its_count_and_an_alert(
+    owner_client, agent_factory, operator_page, django_capture_on_commit_callbacks
+):
+    # given: an agent allowed 3 orders a day and another allowed 5
+    with django_capture_on_commit_callbacks(execute=True):
+        capped = agent_factory(
+            name="Alice Momentum", config={**NO_APPROVAL, "daily_trade_limit": 3}
+        )
+        calm = agent_factory(name="Bob Arbitrage", config={**NO_APPROVAL, "daily_trade_limit": 5})
+
+    # when: the first uses its whole day through the API and one more is refused; the other
+    # places one order
+    assert [buy(owner_client, capped).status_code for _ in range(3)] == [201, 201, 201]
+    refused = buy(owner_client, capped)
+    assert refused.status_code == 429
+    assert buy(owner_client, calm).status_code == 201
+    state, html = operator_page()
+
+    # then: the page counts the orders as the server does and says why the first stopped
+    assert (row_of(state, capped)["orders_today"], row_of(state, capped)["daily_trade_limit"]) == (
+        3,
+        3,
+    )
+    assert (row_of(state, calm)["orders_today"], row_of(state, calm)["daily_trade_limit"]) == (1, 5)
+    assert "Orders today" in html
+    assert (
+        "Alice Momentum: daily trade limit of 3 orders reached; orders refused (429) until "
+        "midnight UTC" in html
+    )
+    assert "Bob Arbitrage:" not in html
+
+
+@pytest.mark.usefixtures("prices")
+def test_a_refusal_by_the_metering_service_quota_shows_on_the_dashboard(
+    owner_client, agent_factory, operator_page, django_capture_on_commit_callbacks
+):
+    # given: an agent whose own limit is far away, but whose trade_executions quota on the
+    # metering service is 2 a day (set there, as that service's operator may)
+    with django_capture_on_commit_callbacks(execute=True):
+        agent = agent_factory(
+            name="Alice Momentum", config={**NO_APPROVAL, "daily_trade_limit": 50}
+        )
+    get_metering_client().ingest_event(
+        metering_api.UsageEvent(
+            transaction_id=f"test-config-{uuid.uuid4().hex}",
+            agent_id=str(agent.pk),
+            code="trade_executions",
+            quantity=0,
+            properties={"quota_limit": "2", "quota_period": "daily"},
+        )
+    )
+    _, before = operator_page()
+    assert "metering service refused" not in before
+
+    # when: its third order of the day is refused by CheckQuota
+    assert [buy(owner_client, agent).status_code for _ in range(2)] == [201, 201]
+    refused = buy(owner_client, agent)
+    assert refused.status_code == 429
+    assert refused.json()["limit"] == 2
+    state, html = operator_page()
+
+    # then: the dashboard says who was refused, by which quota, and until when
+    assert row_of(state, agent)["orders_today"] == 2
+    assert row_of(state, agent)["daily_trade_limit"] == 50
+    assert "Alice Momentum: the metering service refused an order at " in html
+    assert (
+        "its trade_executions quota of 2 per day being used up; orders refused (429) until "
+        "midnight UTC" in html
+    )
+    assert "daily trade limit of 50 orders reached" not in html
