@@ -4,6 +4,7 @@ the metering service's quota (``CheckQuota``) — rather than the agent just goi
 
 from __future__ import annotations
 
+import urllib.error
 import uuid
 
 import pytest
@@ -11,6 +12,8 @@ from django.test import Client
 
 from grpc_clients import metering as metering_api
 from grpc_clients.registry import get_metering_client
+from realtime.models import AgentEvent
+from tests.operator.browser import ARTIFACTS, WAIT_MS, http
 from tests.trades.conftest import prices, submit  # noqa: F401 (the fixture)
 
 NO_APPROVAL = {
@@ -100,6 +103,7 @@ def test_a_refusal_by_the_metering_service_quota_shows_on_the_dashboard(
     refused = buy(owner_client, agent)
     assert refused.status_code == 429
     assert refused.json()["limit"] == 2
+    assert buy(owner_client, agent).status_code == 429
     state, html = operator_page()
 
     # then: the dashboard says who was refused, by which quota, and until when
@@ -111,3 +115,72 @@ def test_a_refusal_by_the_metering_service_quota_shows_on_the_dashboard(
         "midnight UTC" in html
     )
     assert "daily trade limit of 50 orders reached" not in html
+
+    # and: pages already open heard it live, once for the day however often it was refused
+    live = [
+        event.data
+        for event in AgentEvent.objects.filter(agent=agent, event="quota.warning").order_by("seq")
+        if event.data.get("refused")
+    ]
+    assert len(live) == 1
+    assert (live[0]["metric_code"], live[0]["limit"], live[0]["period"]) == (
+        "trade_executions",
+        2,
+        "daily",
+    )
+
+
+@pytest.mark.browser
+def test_an_open_dashboard_counts_orders_and_shows_a_quota_refusal_live(
+    live_server_process, browser
+):
+    base, tokens = live_server_process
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{base}/dashboard/login/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("operator-demo-pass")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("#connection-state[data-state='open']")
+    row = page.locator("#agents-body tr", has_text="Alice Mean Reversion")
+    agent_id = row.get_attribute("data-agent-id")
+    orders = row.locator("[data-field='orders-today']")
+    before, limit = (int(part) for part in orders.inner_text().split(" / "))
+    assert limit == 5000
+    assert page.locator("#quota-alerts p").count() == 0
+
+    # given: the metering service's quota lets the agent place one more order today
+    get_metering_client().ingest_event(
+        metering_api.UsageEvent(
+            transaction_id=f"test-config-{uuid.uuid4().hex}",
+            agent_id=agent_id,
+            code="trade_executions",
+            quantity=0,
+            properties={"quota_limit": str(before + 1), "quota_period": "daily"},
+        )
+    )
+    order = {"symbol": "AAPL", "side": "buy", "type": "market", "quantity": "1"}
+    url = f"{base}/api/v1/agents/{agent_id}/trades"
+
+    # when: alice's program places it, then one more
+    assert http("POST", url, token=tokens["alice"], body=order)[0] == 201
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        http("POST", url, token=tokens["alice"], body=order)
+    assert refused.value.code == 429
+
+    # then: without a reload, the count moved and the refusal is on the page
+    page.wait_for_function(
+        "([node, text]) => node.textContent === text",
+        arg=[orders.element_handle(), f"{before + 1} / 5000"],
+    )
+    alert = page.locator("#quota-alerts p[data-kind='metering_quota']")
+    alert.wait_for()
+    assert alert.inner_text().startswith(
+        "Alice Mean Reversion: the metering service refused an order at "
+    )
+    assert alert.inner_text().endswith(
+        f"its trade_executions quota of {before + 1} per day being used up; orders refused "
+        "(429) until midnight UTC"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-quota.png"), full_page=True)

@@ -315,6 +315,29 @@ function onOrderAccepted(agentId, trade) {
   }
 }
 
+const PERIOD_UNITS = { hourly: "hour", daily: "day", weekly: "week", monthly: "month" };
+
+function untilText(iso) {
+  const when = new Date(iso);
+  if (when.getUTCHours() === 0 && when.getUTCMinutes() === 0) return "midnight UTC";
+  return `${when.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+function onQuotaRefused(agentId, data) {
+  // The metering service's quota refused the agent's orders (the server sends this once a period).
+  const at = new Date(data.refused_at).toISOString().slice(11, 16);
+  const unit = PERIOD_UNITS[data.period] || data.period;
+  const box = $("quota-alerts");
+  box.querySelector(`[data-agent-id="${CSS.escape(agentId)}"][data-kind="metering_quota"]`)?.remove();
+  quotaAlert(
+    agentId,
+    "metering_quota",
+    `${agentName(agentId)}: the metering service refused an order at ${at} UTC, its ` +
+      `${data.metric_code} quota of ${data.limit} per ${unit} being used up; orders refused ` +
+      `(429) until ${untilText(data.resets_at)}`,
+  );
+}
+
 // --- trades -------------------------------------------------------------------------------------
 
 function agentName(agentId) {
@@ -640,6 +663,7 @@ function handleEvent({ event, channel, agent_id: agentId, data, seq, timestamp }
     case "approval.completed":
       return onApproval(data, event);
     case "quota.warning":
+      if (data.refused) return onQuotaRefused(agentId, data);
       notice(`Quota warning for ${agentName(agentId)}: ${data.metric_code || ""} at ${data.usage_percentage ?? "?"}%`, "ok");
       return;
     default:
