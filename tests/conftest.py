@@ -1,4 +1,5 @@
-"""Shared fixtures: real reference gRPC services, users, tokens, API clients and factories.
+"""Shared fixtures: real reference gRPC services, users, tokens, API clients, agents, prices,
+and the ``postgres``/``redis`` markers. Plain helpers are in ``tests/helpers.py``.
 
 Both reference services run for the whole session on ephemeral loopback ports and the
 settings point at them. Tests that stop or slow a service use ``fresh_reference_services``,
@@ -12,11 +13,23 @@ from decimal import Decimal
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from grpc_clients.registry import reset_clients
 from reference_services.server import start_reference_services
+from tests.helpers import FIXED_PRICES, submit
+
+
+@pytest.fixture(autouse=True)
+def _backend_markers(request):
+    """``@pytest.mark.postgres`` tests need row locks that really lock and a database other
+    processes can see; ``@pytest.mark.redis`` tests need ``REDIS_URL``: skip them otherwise."""
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL=postgres://…)")
+    if request.node.get_closest_marker("redis") and not django_settings.REDIS_URL:
+        pytest.skip("needs Redis (REDIS_URL=redis://…)")
 
 
 def _point_settings_at(services) -> None:
@@ -78,13 +91,23 @@ def operator(user_factory):
 
 
 @pytest.fixture
-def client_for():
+def token_for():
+    """The user's API token key (created on first use)."""
+
+    def make(user) -> str:
+        token, _ = Token.objects.get_or_create(user=user)
+        return token.key
+
+    return make
+
+
+@pytest.fixture
+def client_for(token_for):
     """An APIClient authenticated with the user's token."""
 
     def make(user) -> APIClient:
-        token, _ = Token.objects.get_or_create(user=user)
         api = APIClient()
-        api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        api.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
         return api
 
     return make
@@ -114,5 +137,48 @@ def agent_factory(owner):
             budget=Decimal(str(budget)),
             **overrides,
         )
+
+    return make
+
+
+@pytest.fixture
+def prices(db):
+    """The market at round prices (``tests.helpers.FIXED_PRICES``): notionals known in advance."""
+    from trades import market
+
+    for symbol, price in FIXED_PRICES.items():
+        market.set_price(symbol, price)
+    return {symbol: Decimal(price) for symbol, price in FIXED_PRICES.items()}
+
+
+@pytest.fixture
+def aapl_at_100(db):
+    """AAPL at exactly 100.00, so an order's notional is 100 times its quantity."""
+    from trades import market
+
+    market.set_price("AAPL", "100.00")
+    return Decimal("100.00")
+
+
+@pytest.fixture
+def submit_order(client_for, aapl_at_100):
+    """POST a market order of AAPL for the agent as its owner; returns the response."""
+
+    def make(agent, *, quantity: int, side: str = "buy", **extra):
+        body = {"symbol": "AAPL", "side": side, "quantity": str(quantity), **extra}
+        return submit(client_for(agent.owner), agent, **body)
+
+    return make
+
+
+@pytest.fixture
+def pending_request(agent_factory, submit_order):
+    """A 20,000 buy (200 AAPL at 100.00) waiting for one approval; returns (agent, trade JSON)."""
+
+    def make(*, user=None, quantity: int = 200, budget: str = "100000"):
+        agent = agent_factory(user=user, budget=budget) if user else agent_factory(budget=budget)
+        response = submit_order(agent, quantity=quantity)
+        assert response.status_code == 202, response.content
+        return agent, response.json()
 
     return make

@@ -12,29 +12,14 @@ from agents.models import Agent
 from metering.models import UsageEvent
 from oversight.models import ApprovalRequest
 from realtime.models import AgentEvent
+from tests.helpers import AGENTS, agent_url, submit
 from trades import market
 from trades.models import Trade
 from trades.services import market_tick
 
-AGENTS = "/api/v1/agents"
-
-
-@pytest.fixture
-def prices(db):
-    market.set_price("AAPL", "100.00")
-    market.set_price("MSFT", "200.00")
-
-
-def agent_url(agent, suffix: str = "") -> str:
-    return f"{AGENTS}/{agent.pk}{suffix}"
-
 
 def buy(client, agent, **body):
-    return client.post(
-        agent_url(agent, "/trades"),
-        {"symbol": "AAPL", "side": "buy", "quantity": "1", **body},
-        format="json",
-    )
+    return submit(client, agent, **{"symbol": "AAPL", "side": "buy", "quantity": "1", **body})
 
 
 # --- create ----------------------------------------------------------------------------------

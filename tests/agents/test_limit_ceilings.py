@@ -13,9 +13,8 @@ from django.test import Client
 from django.urls import reverse
 
 from agents.models import Agent, AgentLimitChange
+from tests.helpers import AGENTS, agent_url, submit
 from trades import market
-
-AGENTS = "/api/v1/agents"
 
 LOOSER_THAN_CEILING = [
     ("auto_approval_limit", "1000000000"),
@@ -26,26 +25,18 @@ LOOSER_THAN_CEILING = [
 
 
 @pytest.fixture
-def prices(db):
+def msft_at_400(db):
     # 30 MSFT at 400 = 12,000: above the default auto-approval limit of 10,000.
     market.set_price("MSFT", "400.00")
 
 
-def agent_url(agent, suffix: str = "") -> str:
-    return f"{AGENTS}/{agent.pk}{suffix}"
-
-
 def buy_30_msft(client, agent):
-    return client.post(
-        agent_url(agent, "/trades"),
-        {"symbol": "MSFT", "side": "buy", "quantity": "30"},
-        format="json",
-    )
+    return submit(client, agent, symbol="MSFT", side="buy", quantity="30")
 
 
 @pytest.mark.parametrize(("key", "value"), LOOSER_THAN_CEILING)
 def test_an_owner_cannot_loosen_a_limit_beyond_its_ceiling_by_patch(
-    owner_client, agent_factory, prices, key, value
+    owner_client, agent_factory, msft_at_400, key, value
 ):
     # given: an agent at the default (ceiling) limits
     agent = agent_factory()
@@ -67,7 +58,7 @@ def test_an_owner_cannot_loosen_a_limit_beyond_its_ceiling_by_patch(
 
 
 def test_a_large_order_still_waits_for_a_human_after_the_owner_tried_to_switch_approval_off(
-    owner_client, agent_factory, prices
+    owner_client, agent_factory, msft_at_400
 ):
     # given: an agent of 100,000 with the default limits
     agent = agent_factory()
@@ -133,7 +124,7 @@ def test_an_owner_may_tighten_limits_on_create_and_on_patch(owner_client):
 
 
 def test_an_operator_may_loosen_a_limit_beyond_its_ceiling_and_the_owner_may_tighten_it_again(
-    owner_client, operator, client_for, agent_factory, prices
+    owner_client, operator, client_for, agent_factory, msft_at_400
 ):
     agent = agent_factory()
 

@@ -8,18 +8,7 @@ from django.urls import path
 from rest_framework.views import APIView
 
 from api import problems
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
-
-
-def assert_problem(response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS, body
-    assert body["status"] == status
-    assert body["type"].rstrip("/").endswith(f"/problems/{slug}")
-    return body
+from tests.helpers import assert_problem
 
 
 @pytest.mark.django_db

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import re
-import socket
 from io import StringIO
 
 import pytest
 
 from runtime.embedded import start_embedded_services
 from runtime.management.commands.serve import Command
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_banner_calls_a_service_the_server_did_not_start_external(settings, reference_services):
     # given: oversight already served elsewhere, nothing on the metering address
     settings.EMBEDDED_SERVICES = True
-    settings.METERING_GRPC_ADDRESS = f"127.0.0.1:{_free_port()}"
+    settings.METERING_GRPC_ADDRESS = f"127.0.0.1:{free_port()}"
     settings.OVERSIGHT_GRPC_ADDRESS = reference_services.oversight_address
     services = start_embedded_services()
     try:

@@ -12,15 +12,10 @@ import urllib.request
 
 import pytest
 
+from tests.helpers import free_port
 from tests.realtime.servers import BASE_DIR, PYTHON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get(url: str) -> tuple[int, dict]:
@@ -33,7 +28,7 @@ def _get(url: str) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_serve_embeds_the_services_answers_ready_and_stops_cleanly(tmp_path, stop_signal):
-    port, metering, oversight = _free_port(), _free_port(), _free_port()
+    port, metering, oversight = free_port(), free_port(), free_port()
     env = {
         key: value
         for key, value in os.environ.items()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -22,15 +21,10 @@ from grpc_clients.health import METERING_SERVICE_NAME, OVERSIGHT_SERVICE_NAME, c
 from grpc_clients.metering import MeteringClient, UsageEvent
 from grpc_clients.oversight import OversightClient
 from reference_services.server import start_reference_services
+from tests.helpers import free_port
 from tests.reference import running_reference_services
 
 TIMEOUT = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def check_quota(client: MeteringClient):

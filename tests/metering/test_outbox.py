@@ -254,8 +254,6 @@ def test_deliver_usage_command_reports_and_fails_loudly(agent_factory, fresh_ref
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_deliverers_never_send_the_same_row(agent_factory, metering_client):
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks with SKIP LOCKED need PostgreSQL")
     # given
     agent = agent_factory()
     UsageEvent.objects.bulk_create(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
 from tests.realtime.servers import server_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,12 +35,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _manage(*args: str, env: dict) -> str:
@@ -74,7 +68,7 @@ def http(method: str, url: str, *, token: str | None = None, body: dict | None =
 @pytest.fixture
 def live_server_process(reference_services, tmp_path):
     """A seeded server on a free port; yields (base_url, {username: token})."""
-    port = _free_port()
+    port = free_port()
     env = server_env(
         reference_services,
         database_url=f"sqlite:///{tmp_path / 'dashboard.db'}",

@@ -27,7 +27,6 @@ from tests.realtime.servers import (
     GUNICORN,
     PYTHON,
     ServerProcess,
-    needs_shared_postgres_and_redis,
     server_env,
     shared_database_url,
     ws_open,
@@ -55,7 +54,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.redis,
     pytest.mark.django_db(transaction=True),
-    needs_shared_postgres_and_redis(),
+    pytest.mark.postgres,
     pytest.mark.timeout(180),
 ]
 

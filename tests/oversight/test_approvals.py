@@ -15,6 +15,7 @@ from agents.models import Agent
 from metering.models import UsageEvent
 from oversight.models import ApprovalDecision, ApprovalRequest
 from realtime.models import AgentEvent
+from tests.helpers import approve_url
 from trades.models import Trade
 from trades.services import approvals_expire_due
 
@@ -36,10 +37,6 @@ REQUEST_KEYS = {
     "expires_at",
     "resolved_at",
 }
-
-
-def approve_url(request_id) -> str:
-    return f"/api/v1/oversight/requests/{request_id}/approve"
 
 
 def reject_url(request_id) -> str:

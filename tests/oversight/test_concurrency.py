@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import close_old_connections, connection
 
 from grpc_clients.registry import get_oversight_client
 from oversight.models import ApprovalDecision, ApprovalRequest
+from tests.helpers import race
 from trades.models import Trade
 from trades.services import approvals_expire_due
 
@@ -19,32 +18,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 OUTCOME = {"approved": "filled", "rejected": "rejected", "cancelled": "cancelled"}
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only():
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent row locking is tested on PostgreSQL")
-
-
 def _race(*actions) -> list:
     """Run the actions at the same moment in threads; return their results in order."""
-    results: list = [None] * len(actions)
-    barrier = threading.Barrier(len(actions))
-
-    def run(index, action):
-        try:
-            barrier.wait()
-            results[index] = action()
-        except Exception as exc:  # surfaced by the assertions below
-            results[index] = exc
-        finally:
-            close_old_connections()
-
-    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(actions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results
+    return race(len(actions), lambda index: actions[index]())
 
 
 @pytest.mark.parametrize("round_", range(8))

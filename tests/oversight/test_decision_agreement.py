@@ -16,6 +16,7 @@ from django.db import connection
 
 from grpc_clients.registry import get_oversight_client
 from oversight.models import ApprovalDecision, ApprovalRequest
+from tests.helpers import approve_url
 from trades.models import Fill, Trade
 
 pytestmark = pytest.mark.django_db
@@ -50,10 +51,6 @@ def inserts_refused(model):
                 cursor.execute("DROP FUNCTION refuse_insert()")
             else:
                 cursor.execute(f"DROP TRIGGER {trigger}")
-
-
-def approve_url(request_id) -> str:
-    return f"/api/v1/oversight/requests/{request_id}/approve"
 
 
 @pytest.fixture

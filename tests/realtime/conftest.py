@@ -12,7 +12,6 @@ from decimal import Decimal
 import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from rest_framework.authtoken.models import Token
 
 from tests.realtime.helpers import ORIGIN, open_socket
 
@@ -24,15 +23,6 @@ async def flushed_channel_layer():
     await layer.flush()
     yield layer
     await layer.flush()
-
-
-@pytest.fixture
-def token_for():
-    def make(user) -> str:
-        token, _ = Token.objects.get_or_create(user=user)
-        return token.key
-
-    return make
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,25 +16,14 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
+from tests.helpers import free_port
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 PYTHON = BASE_DIR / ".venv" / "bin" / "python"
 DAPHNE = BASE_DIR / ".venv" / "bin" / "daphne"
 GUNICORN = BASE_DIR / ".venv" / "bin" / "gunicorn"
 START_TIMEOUT_SECONDS = 30
 RECEIVE_TIMEOUT_SECONDS = 10
-
-
-def needs_shared_postgres_and_redis():
-    """Skip unless the test database is PostgreSQL and REDIS_URL is set: what several server
-    processes need to share one database and one channel layer."""
-    import pytest
-    from django.conf import settings
-    from django.db import connection
-
-    return pytest.mark.skipif(
-        not settings.REDIS_URL or connection.vendor != "postgresql",
-        reason="needs REDIS_URL and PostgreSQL shared by several processes",
-    )
 
 
 def shared_database_url() -> str:
@@ -81,18 +69,12 @@ def server_env(services, *, database_url: str, redis_url: str | None = None, **o
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class ServerProcess:
     """A server command (``{port}`` in it replaced by a free loopback port), its output kept
     in a temporary file for the failure message."""
 
     def __init__(self, command: list[str], env: dict[str, str]):
-        self.port = _free_port()
+        self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix=f"server-{self.port}-", suffix=".log", delete=False
         )

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from realtime.models import AgentEvent
@@ -129,11 +129,8 @@ async def test_resubscribing_with_since_seq_replays_exactly_the_missed_events(
     assert await second.receive_nothing(timeout=0.3)
 
 
+# PostgreSQL: the in-memory SQLite test database locks tables, no reads while a write is open
 @pytest.mark.postgres
-@pytest.mark.skipif(
-    connection.vendor == "sqlite",
-    reason="the in-memory SQLite test database locks tables: no reads while a write is open",
-)
 async def test_resume_while_events_are_published_has_no_gap_or_duplicate(owner_socket):
     # given a writer publishing 40 events, one transaction each
     agent, communicator = owner_socket

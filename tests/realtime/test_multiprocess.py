@@ -21,7 +21,6 @@ from tests.realtime.servers import (
     DAPHNE,
     RECEIVE_TIMEOUT_SECONDS,
     ServerProcess,
-    needs_shared_postgres_and_redis,
     server_env,
     shared_database_url,
     ws_open,
@@ -35,7 +34,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.redis,
     pytest.mark.django_db(transaction=True),
-    needs_shared_postgres_and_redis(),
+    pytest.mark.postgres,
     pytest.mark.timeout(120),
 ]
 

@@ -76,11 +76,6 @@ BREAKAGES = [
 
 
 @pytest.fixture
-def aapl_at_100(db):
-    market.set_price("AAPL", "100.00")
-
-
-@pytest.fixture
 def two_agents(agent_factory, user_factory):
     return agent_factory(), agent_factory(user=user_factory())
 

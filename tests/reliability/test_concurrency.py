@@ -11,7 +11,7 @@ import pytest
 
 from metering.models import UsageEvent
 from oversight.models import ApprovalDecision, ApprovalRequest
-from tests.reliability.conftest import NO_APPROVAL, assert_books_balance, race, trades_url
+from tests.helpers import NO_APPROVAL, assert_books_balance, race, trades_url
 from trades.models import IdempotencyRecord, Trade
 from trades.services import approvals_expire_due
 
@@ -75,27 +75,12 @@ def test_50_concurrent_submissions_with_one_key_execute_once(
     assert_books_balance(agent)
 
 
-@pytest.fixture
-def pending_order(agent_factory, client_for, owner, prices):
-    """A 20,000 buy (200 AAPL at 100.00) waiting for one approval: (agent, trade JSON)."""
-
-    def make():
-        agent = agent_factory(budget="100000")
-        response = client_for(owner).post(
-            trades_url(agent), {"symbol": "AAPL", "side": "buy", "quantity": "200"}, format="json"
-        )
-        assert response.status_code == 202, response.content
-        return agent, response.json()
-
-    return make
-
-
 @pytest.mark.parametrize("round_", range(3))
 def test_approve_reject_and_cancel_of_one_request_give_exactly_one_outcome(
-    round_, pending_order, user_factory, client_for, owner
+    round_, pending_request, user_factory, client_for, owner
 ):
     # given one pending request, two operators and the owner
-    agent, trade = pending_order()
+    agent, trade = pending_request()
     request_id = trade["approval_request_id"]
     approver = client_for(user_factory(operator=True))
     rejecter = client_for(user_factory(operator=True))
@@ -125,9 +110,9 @@ def test_approve_reject_and_cancel_of_one_request_give_exactly_one_outcome(
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_approve_racing_expiry_gives_one_outcome(round_, pending_order, user_factory, client_for):
+def test_approve_racing_expiry_gives_one_outcome(round_, pending_request, user_factory, client_for):
     # given a pending request and a clock past its expiry
-    agent, trade = pending_order()
+    agent, trade = pending_request()
     approval = ApprovalRequest.objects.get(pk=trade["approval_request_id"])
     later = approval.expires_at + timedelta(seconds=1)
     approver = client_for(user_factory(operator=True))

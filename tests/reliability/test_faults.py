@@ -27,7 +27,6 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
-from django.db import connection
 from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
 
@@ -39,8 +38,14 @@ from metering.models import DeliveryState, UsageEvent
 from metering.services import usage_deliver_pending
 from realtime.models import AgentEvent
 from reference_services.server import start_reference_services
+from tests.helpers import (
+    NO_APPROVAL,
+    assert_books_balance,
+    free_port,
+    problem_slug,
+    trades_url,
+)
 from tests.realtime.helpers import open_socket
-from tests.reliability.conftest import NO_APPROVAL, assert_books_balance, trades_url
 from trades import market
 from trades.models import IdempotencyRecord, Trade
 from trades.services import orders_match, reservations_reconcile
@@ -49,16 +54,6 @@ pytestmark = pytest.mark.timeout(120)
 
 SLACK_SECONDS = 0.1
 ORDER = {"symbol": "AAPL", "side": "buy", "quantity": "10"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def problem_slug(response) -> str:
-    return response.json()["type"].rstrip("/").rsplit("/", 1)[-1]
 
 
 def break_service(services, service: str, mode: str) -> None:
@@ -320,8 +315,6 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis(settings):
-    if not os.environ.get("REDIS_URL"):
-        pytest.skip("Redis fault test runs when REDIS_URL is set")
     redis = PrivateRedis()
     redis.start()
     # the shipped layer configuration (REDIS_URL is set), pointed at the private server
@@ -433,6 +426,7 @@ def _order_for(rng: random.Random) -> dict:
 
 
 @pytest.mark.e2e
+@pytest.mark.postgres  # the server processes share the test's PostgreSQL database
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(180)
 def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
@@ -440,8 +434,6 @@ def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
 ):
     from tests.realtime.servers import PYTHON, ServerProcess, server_env, shared_database_url
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the server processes share the test's PostgreSQL database")
     # given three agents, their owner's token and `manage.py serve` on the test database
     config = {**NO_APPROVAL, "auto_approval_limit": "5000"}
     agents = [agent_factory(budget="100000", config=config) for _ in range(3)]

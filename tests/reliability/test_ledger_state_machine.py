@@ -32,7 +32,7 @@ from agents.services import agent_create
 from api import problems
 from oversight.choices import RequestStatus
 from oversight.models import ApprovalRequest
-from tests.reliability.conftest import FIXED_PRICES, assert_books_balance
+from tests.helpers import FIXED_PRICES, assert_books_balance
 from trades import market
 from trades.choices import OPEN_STATUSES
 from trades.models import Trade

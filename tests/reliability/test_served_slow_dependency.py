@@ -21,19 +21,19 @@ import urllib.request
 import pytest
 from rest_framework.authtoken.models import Token
 
+from tests.helpers import NO_APPROVAL
 from tests.realtime.servers import (
     GUNICORN,
     ServerProcess,
-    needs_shared_postgres_and_redis,
     server_env,
     shared_database_url,
 )
-from tests.reliability.conftest import NO_APPROVAL
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.django_db(transaction=True),
-    needs_shared_postgres_and_redis(),
+    pytest.mark.postgres,
+    pytest.mark.redis,
     pytest.mark.timeout(120),
 ]
 

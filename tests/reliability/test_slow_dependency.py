@@ -18,7 +18,7 @@ from django.db import connection
 
 from grpc_clients.registry import get_oversight_client
 from oversight.models import ApprovalRequest
-from tests.reliability.conftest import NO_APPROVAL, assert_books_balance, race, trades_url
+from tests.helpers import NO_APPROVAL, assert_books_balance, race, trades_url
 from trades.models import Trade
 
 pytestmark = [

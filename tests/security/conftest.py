@@ -8,12 +8,9 @@ are the real ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 
 import pytest
 from rest_framework.test import APIClient
-
-PRICE = Decimal("100.00")
 
 
 @dataclass
@@ -34,14 +31,6 @@ def _post(client: APIClient, path: str, body: dict, status: int) -> dict:
     response = client.post(path, body, format="json")
     assert response.status_code == status, response.content
     return response.json()
-
-
-@pytest.fixture
-def aapl_at_100(db):
-    from trades.market import set_price
-
-    set_price("AAPL", PRICE)
-    return PRICE
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ are tested in tests/realtime.)"""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -16,7 +15,7 @@ from django.core.cache import cache
 from django.test import RequestFactory, override_settings
 from rest_framework.test import APIClient
 
-from tests.foundation.test_problems import assert_problem
+from tests.helpers import assert_problem
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +149,6 @@ def test_rate_limit_fails_open_when_its_cache_is_down(mine):
 
 
 @pytest.mark.redis
-@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (Redis cache)")
 @pytest.mark.django_db
 def test_per_ip_limit_is_exact_under_concurrency_on_redis(settings):
     # given the Redis cache, a limit of 10 and 40 threads released together from one IP

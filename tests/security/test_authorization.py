@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
-from tests.foundation.test_problems import PROBLEM_KEYS, assert_problem
+from tests.helpers import PROBLEM_KEYS, assert_problem
 
 # (label, method, path template, JSON body); {agent}, {trade}, {request} are the target's ids.
 OBJECT_ROUTES = [

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.foundation.test_problems import assert_problem
+from tests.helpers import assert_problem
 
 JSON = "application/json"
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tests.trades.conftest import assert_ledger, submit, trades_url
+from tests.helpers import approve_url, assert_books_balance, submit, trades_url
 from trades import market
 
 
 def approve(client, approval_request_id):
-    return client.post(
-        f"/api/v1/oversight/requests/{approval_request_id}/approve", {}, format="json"
-    )
+    return client.post(approve_url(approval_request_id), {}, format="json")
 
 
 def test_approval_fills_at_the_price_of_the_moment(owner_client, client_for, operator, agent):
@@ -27,7 +25,7 @@ def test_approval_fills_at_the_price_of_the_moment(owner_client, client_for, ope
     agent.refresh_from_db()
     assert agent.cash_balance == Decimal("84700.00")
     assert agent.reserved_cash == 0
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_approval_rejects_an_order_the_cash_no_longer_covers(
@@ -58,4 +56,4 @@ def test_an_approved_limit_order_below_the_market_rests(owner_client, client_for
     trade = owner_client.get(trades_url(agent, pending["id"])).json()
     assert trade["status"] == "open"
     assert trade["reserved_amount"] == "14250.00"
-    assert_ledger(agent)
+    assert_books_balance(agent)

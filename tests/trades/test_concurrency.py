@@ -6,8 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.trades.conftest import assert_ledger, submit
-from tests.trades.test_idempotency import run_concurrently
+from tests.helpers import assert_books_balance, race, submit
 from trades.models import Trade
 
 
@@ -27,7 +26,7 @@ def test_twenty_concurrent_buys_of_ten_percent_accept_exactly_ten(
     )
 
     # when 20 buys of 100 AAPL at 100.00 (10 % of the cash each) arrive at once
-    responses = run_concurrently(
+    responses = race(
         20, lambda _: submit(client_for(owner), agent, symbol="AAPL", side="buy", quantity="100")
     )
 
@@ -38,7 +37,7 @@ def test_twenty_concurrent_buys_of_ten_percent_accept_exactly_ten(
     assert Trade.objects.filter(agent=agent).count() == 10
     agent.refresh_from_db()
     assert agent.cash_balance == Decimal("0.00")
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 @pytest.mark.postgres
@@ -49,7 +48,7 @@ def test_concurrent_resting_buys_reserve_within_cash(client_for, owner, agent_fa
         config={"approval_budget_fraction": "1", "max_position_fraction": "1"},
     )
 
-    responses = run_concurrently(
+    responses = race(
         8,
         lambda _: submit(
             client_for(owner), agent, symbol="GOOGL", side="buy", quantity="50",
@@ -61,4 +60,4 @@ def test_concurrent_resting_buys_reserve_within_cash(client_for, owner, agent_fa
     assert sorted(r.status_code for r in responses) == [201] * 5 + [402] * 3
     agent.refresh_from_db()
     assert agent.reserved_cash == agent.cash_balance == Decimal("10000.00")
-    assert_ledger(agent)
+    assert_books_balance(agent)

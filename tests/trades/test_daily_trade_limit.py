@@ -15,8 +15,7 @@ from django.conf import settings as django_settings
 
 from grpc_clients.registry import get_metering_client, reset_clients
 from reference_services.server import start_reference_services
-from tests.trades.conftest import submit
-from tests.trades.test_idempotency import run_concurrently
+from tests.helpers import race, submit
 from trades.models import Trade
 
 NO_APPROVAL = {
@@ -116,7 +115,7 @@ def test_concurrent_orders_never_exceed_the_daily_trade_limit(
     agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 5})
     with metering_that_never_heard_of_the_limit():
         # when: 20 orders arrive at once
-        responses = run_concurrently(20, lambda _: buy(client_for(owner), agent))
+        responses = race(20, lambda _: buy(client_for(owner), agent))
 
     # then: exactly 5 are accepted, 15 refused with 429
     codes = sorted(response.status_code for response in responses)

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from metering.models import UsageEvent
 from observability.metrics import grpc_call_counts
 from realtime.models import AgentEvent
-from tests.trades.conftest import submit
+from tests.helpers import submit
 from trades.models import Trade
 
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")

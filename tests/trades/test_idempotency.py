@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 
 from metering.models import UsageEvent
-from tests.trades.conftest import assert_ledger, submit, trades_url
+from tests.helpers import assert_books_balance, race, submit, trades_url
 from trades.models import IdempotencyRecord, Trade
 
 ORDER = {"symbol": "AAPL", "side": "buy", "quantity": "10"}
@@ -32,7 +29,7 @@ def test_replaying_a_key_returns_the_original_answer_and_creates_nothing(owner_c
     assert Trade.objects.filter(agent=agent).count() == 1
     assert UsageEvent.objects.filter(agent=agent, code="trade_executions").count() == 1
     assert UsageEvent.objects.filter(agent=agent, code="trade_volume").count() == 1
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_a_replay_of_a_pending_order_answers_202_again(owner_client, agent):
@@ -101,37 +98,17 @@ def test_another_owner_cannot_replay_a_key(owner_client, client_for, other_owner
     assert post(client_for(other_owner), agent, ORDER, key="mine").status_code == 404
 
 
-def run_concurrently(count: int, call) -> list:
-    """Run ``call(index)`` in ``count`` threads released together; return their results."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = call(index)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_ten_concurrent_requests_with_one_key_create_one_trade(client_for, owner, agent):
-    responses = run_concurrently(10, lambda _: post(client_for(owner), agent, ORDER, key="race"))
+    responses = race(10, lambda _: post(client_for(owner), agent, ORDER, key="race"))
 
     assert [response.status_code for response in responses] == [201] * 10
     assert sum(1 for r in responses if r.get("Idempotent-Replayed") != "true") == 1
     assert len({r.json()["id"] for r in responses}) == 1
     assert Trade.objects.filter(agent=agent).count() == 1
     assert UsageEvent.objects.filter(agent=agent, code="trade_executions").count() == 1
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_a_numeric_client_order_id_is_the_same_key(owner_client, agent):

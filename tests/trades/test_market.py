@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents.models import PortfolioSnapshot
-from tests.trades.conftest import submit
+from tests.helpers import submit
 from trades import market
 from trades.models import MarketPrice
 from trades.services import market_tick

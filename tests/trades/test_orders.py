@@ -11,16 +11,11 @@ from agents.models import Position
 from metering.models import UsageEvent
 from oversight.models import ApprovalRequest
 from realtime.models import AgentEvent
-from tests.trades.conftest import assert_ledger, submit, trades_url
+from tests.helpers import assert_books_balance, problem_slug, submit, trades_url
 from trades import market
 from trades.models import Fill, Trade
 
 PROBLEMS = "/problems/"
-
-
-def problem_type(response) -> str:
-    assert response["Content-Type"].startswith("application/problem+json")
-    return response.json()["type"].rstrip("/").rsplit("/", 1)[-1]
 
 
 def assert_nothing_persisted(agent) -> None:
@@ -76,7 +71,7 @@ def test_buy_then_sell_books_cash_position_and_realized_pnl(owner_client, agent)
     assert position["avg_price"] == "100.00"  # two decimals, as every price in the API
     assert position["current_price"] == "110.00"
     assert position["market_value"] == "550.00"
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_a_fill_records_usage_and_events_once(owner_client, agent):
@@ -105,7 +100,7 @@ def test_rounding_of_fractional_fills_keeps_the_ledger_exact(owner_client, agent
     # 1.333333 x 33.33 = 44.4399889 → 44.44 ; 2.5 x 33.33 = 83.325 → 83.33 (half up)
     fills = list(Fill.objects.filter(trade__agent=agent).order_by("executed_at"))
     assert [fill.notional for fill in fills[:2]] == [Decimal("44.44"), Decimal("83.33")]
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_an_order_needing_approval_answers_202_and_reserves_cash(owner_client, agent):
@@ -121,7 +116,7 @@ def test_an_order_needing_approval_answers_202_and_reserves_cash(owner_client, a
     assert agent.reserved_cash == Decimal("20000.00")
     assert agent.cash_balance == agent.budget
     assert UsageEvent.objects.filter(agent=agent, code="trade_executions").count() == 1
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 # --- the rules, each with its problem type ----------------------------------------------------
@@ -131,7 +126,7 @@ def test_insufficient_cash_is_402_with_required_and_available(owner_client, agen
     response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1001")
 
     assert response.status_code == 402
-    assert problem_type(response) == "insufficient-funds"
+    assert problem_slug(response) == "insufficient-funds"
     assert response.json()["required"] == "100100.00"
     assert response.json()["available"] == "100000.00"
     assert_nothing_persisted(agent)
@@ -160,7 +155,7 @@ def test_selling_more_than_held_is_422(owner_client, agent):
     response = submit(owner_client, agent, symbol="AAPL", side="sell", quantity="10.5")
 
     assert response.status_code == 422
-    assert problem_type(response) == "insufficient-position"
+    assert problem_slug(response) == "insufficient-position"
     assert Decimal(response.json()["available"]) == 10
     assert response.json()["detail"] == "Cannot sell 10.5 AAPL: 10 unreserved shares held."
 
@@ -170,7 +165,7 @@ def test_a_buy_past_max_position_fraction_is_422(owner_client, agent):
     response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="301")
 
     assert response.status_code == 422
-    assert problem_type(response) == "position-limit"
+    assert problem_slug(response) == "position-limit"
     assert_nothing_persisted(agent)
 
 
@@ -197,7 +192,7 @@ def test_invalid_orders_are_400_with_field_errors(owner_client, agent, body, fie
     response = owner_client.post(trades_url(agent), body, format="json")
 
     assert response.status_code == 400
-    assert problem_type(response) == "validation-error"
+    assert problem_slug(response) == "validation-error"
     assert field in response.json()["errors"]
     assert_nothing_persisted(agent)
 
@@ -219,7 +214,7 @@ def test_a_paused_agent_cannot_trade(owner_client, agent):
     response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1")
 
     assert response.status_code == 409
-    assert problem_type(response) == "agent-not-active"
+    assert problem_slug(response) == "agent-not-active"
     assert_nothing_persisted(agent)
 
 
@@ -239,7 +234,7 @@ def test_exhausted_daily_trade_limit_is_429_with_retry_after(
 
     # then the quota refuses it, and nothing of it remains
     assert response.status_code == 429
-    assert problem_type(response) == "quota-exceeded"
+    assert problem_slug(response) == "quota-exceeded"
     assert int(response["Retry-After"]) > 0
     assert response.json()["limit"] == 2
     assert Trade.objects.filter(agent=agent).count() == 2
@@ -252,7 +247,7 @@ def test_oversight_down_is_503_and_persists_nothing(owner_client, agent, fresh_r
     response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1")
 
     assert response.status_code == 503
-    assert problem_type(response) == "service-unavailable"
+    assert problem_slug(response) == "service-unavailable"
     assert "Retry-After" in response
     assert_nothing_persisted(agent)
     assert not Position.objects.filter(agent=agent).exists()

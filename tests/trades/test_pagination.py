@@ -6,11 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.trades.conftest import submit
-
-
-def trades_url(agent) -> str:
-    return f"/api/v1/agents/{agent.pk}/trades"
+from tests.helpers import submit, trades_url
 
 
 def counts(queries) -> int:

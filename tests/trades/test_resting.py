@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from agents.models import Position
 from realtime.models import AgentEvent
-from tests.trades.conftest import assert_ledger, submit, trades_url
+from tests.helpers import assert_books_balance, submit, trades_url
 from trades import market
 from trades.models import Trade
 from trades.services import orders_expire_day, orders_match
@@ -38,7 +38,7 @@ def test_a_limit_buy_below_the_market_rests_then_fills_when_crossed(owner_client
     assert trade["reserved_amount"] == "950.00"
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("950.00")
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
     # when the price falls but not to the limit, nothing happens
     assert move("AAPL", "95.01") == 0
@@ -55,7 +55,7 @@ def test_a_limit_buy_below_the_market_rests_then_fills_when_crossed(owner_client
     assert agent.cash_balance == Decimal("99060.00")
     assert agent.reserved_cash == 0
     assert Position.objects.get(agent=agent, symbol="AAPL").quantity == 10
-    assert_ledger(agent)
+    assert_books_balance(agent)
     events = list(AgentEvent.objects.filter(agent=agent).values_list("event", flat=True))
     # the reservation, then the fill, each change the portfolio
     assert events == ["trade.created", "portfolio.update", "trade.filled", "portfolio.update"]
@@ -74,7 +74,7 @@ def test_a_marketable_limit_fills_at_once_at_the_better_price(owner_client, agen
     ).json()  # fmt: skip
     assert sell["status"] == "filled"
     assert sell["avg_fill_price"] == "100.00"
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_a_resting_limit_sell_holds_its_shares_until_it_fills(owner_client, agent):
@@ -93,7 +93,7 @@ def test_a_resting_limit_sell_holds_its_shares_until_it_fills(owner_client, agen
     assert get_trade(owner_client, agent, sell["id"])["avg_fill_price"] == "111.50"
     agent.refresh_from_db()
     assert agent.realized_pnl == Decimal("115.00")
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_a_stop_buy_triggers_at_its_stop_price(owner_client, agent):
@@ -111,7 +111,7 @@ def test_a_stop_buy_triggers_at_its_stop_price(owner_client, agent):
     assert filled["avg_fill_price"] == "106.00"
     agent.refresh_from_db()
     assert agent.cash_balance == Decimal("98940.00")
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_a_stop_limit_sell_triggers_then_waits_for_its_limit(owner_client, agent):
@@ -132,7 +132,7 @@ def test_a_stop_limit_sell_triggers_then_waits_for_its_limit(owner_client, agent
     assert get_trade(owner_client, agent, order["id"])["avg_fill_price"] == "94.50"
     agent.refresh_from_db()
     assert agent.realized_pnl == Decimal("-55.00")
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_a_stop_buy_that_no_longer_fits_the_cash_is_rejected(owner_client, agent_factory, prices):
@@ -170,7 +170,7 @@ def test_ioc_and_fok_that_cannot_fill_at_once_are_cancelled(owner_client, agent)
     assert filled.json()["status"] == "filled"
     agent.refresh_from_db()
     assert agent.reserved_cash == 0
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_cancelling_a_resting_order_releases_its_reservation(owner_client, agent):
@@ -193,7 +193,7 @@ def test_cancelling_a_resting_order_releases_its_reservation(owner_client, agent
     assert move("AAPL", "80.00") == 0
     assert owner_client.delete(trades_url(agent, order["id"])).status_code == 409
     assert AgentEvent.objects.filter(agent=agent, event="trade.cancelled").count() == 1
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_cancelling_a_resting_sell_frees_its_shares(owner_client, agent):
@@ -256,7 +256,7 @@ def test_a_day_order_expires_at_the_day_boundary_and_gtc_does_not(owner_client, 
     assert get_trade(owner_client, agent, gtc["id"])["status"] == "open"
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("150.00")
-    assert_ledger(agent)
+    assert_books_balance(agent)
 
 
 def test_the_day_is_market_day_seconds_long(settings):

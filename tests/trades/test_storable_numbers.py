@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from agents.models import Position
-from tests.trades.conftest import submit, trades_url
+from tests.helpers import submit, trades_url
 from trades import market
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rest_framework import serializers
 
 from realtime.models import AgentEvent
-from tests.trades.conftest import submit, trades_url
+from tests.helpers import submit, trades_url
 from trades.api.serializers import TradeSerializer
 from trades.models import Trade
 from trades.representation import approval_request_id, trade_representation

@@ -1,22 +1,25 @@
-"""Helpers of the reliability tests: the full ledger check, a market at known prices, races."""
+"""Plain helpers shared by the tests: API paths, the books-balance check, problem documents,
+threads released together, a free port. Fixtures live in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from decimal import Decimal
 
-import pytest
 from django.db import connection
 from django.db.models import Sum
 
-from agents.models import Agent, Position
-from agents.money import whole_dollars
-from metering.models import UsageEvent
-from trades import market
-from trades.choices import OPEN_STATUSES, Side
-from trades.models import Fill, Trade
+# The market at round prices (the ``prices`` fixture), so an order's notional is known.
+FIXED_PRICES = {
+    "AAPL": "100.00",
+    "GOOGL": "50.00",
+    "MSFT": "200.00",
+    "AMZN": "80.00",
+    "TSLA": "25.00",
+}
 
-FIXED_PRICES = {"AAPL": "100.00", "GOOGL": "50.00", "MSFT": "200.00", "AMZN": "80.00"}
+# Agent limits under which no order of a test needs an operator's approval.
 NO_APPROVAL = {
     "auto_approval_limit": "1000000",
     "approval_budget_fraction": "1",
@@ -24,35 +27,69 @@ NO_APPROVAL = {
     "daily_trade_limit": 1000,
 }
 
-
-@pytest.fixture(autouse=True)
-def _postgres_only(request):
-    """``@pytest.mark.postgres`` tests need row locks that really lock: skip them on SQLite."""
-    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (DATABASE_URL=postgres://…)")
+AGENTS = "/api/v1/agents"
+OVERSIGHT_REQUESTS = "/api/v1/oversight/requests"
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 
 
-@pytest.fixture
-def prices(db):
-    """The market at round prices, so an order's notional is known in advance."""
-    for symbol, price in FIXED_PRICES.items():
-        market.set_price(symbol, price)
-    return {symbol: Decimal(price) for symbol, price in FIXED_PRICES.items()}
+# --- paths -----------------------------------------------------------------------------------
+
+
+def agent_url(agent, suffix: str = "") -> str:
+    return f"{AGENTS}/{agent.pk}{suffix}"
 
 
 def trades_url(agent, trade_id=None) -> str:
-    base = f"/api/v1/agents/{agent.pk}/trades"
+    base = agent_url(agent, "/trades")
     return f"{base}/{trade_id}" if trade_id else base
 
 
-def assert_books_balance(agent: Agent) -> None:
+def approve_url(request_id) -> str:
+    return f"{OVERSIGHT_REQUESTS}/{request_id}/approve"
+
+
+def submit(client, agent, **body):
+    """POST an order for the agent with ``client``; returns the response."""
+    return client.post(trades_url(agent), body, format="json")
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def problem_slug(response) -> str:
+    """The last segment of a problem document's ``type``, e.g. ``insufficient-funds``."""
+    assert response["Content-Type"].startswith("application/problem+json"), response.content
+    return response.json()["type"].rstrip("/").rsplit("/", 1)[-1]
+
+
+def assert_problem(response, status: int, slug: str) -> dict:
+    """The response is an RFC 7807 problem document of this status and type; returns it."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/problem+json")
+    body = response.json()
+    assert body.keys() >= PROBLEM_KEYS, body
+    assert body["status"] == status
+    assert body["type"].rstrip("/").endswith(f"/problems/{slug}")
+    return body
+
+
+# --- the books -------------------------------------------------------------------------------
+
+
+def assert_books_balance(agent) -> None:
     """Every ledger invariant of one agent, read fresh from the database.
 
     cash ≥ 0; 0 ≤ reserved_cash ≤ cash and equal to the open/pending buys' holds; each
     position ≥ 0 with reserved shares equal to its open/pending sells' holds; cash + Σ cost
-    basis == budget + realized P&L; every fill metered once (``trade_volume``) and every
-    accepted order once (``trade_executions``).
+    basis == budget + realized P&L; no closed order still holds cash; every fill metered once
+    (``trade_volume``) and every accepted order once (``trade_executions``).
     """
+    from agents.models import Position
+    from agents.money import whole_dollars
+    from metering.models import UsageEvent
+    from trades.choices import OPEN_STATUSES, Side
+    from trades.models import Fill, Trade
+
     agent.refresh_from_db()
     live = Trade.objects.filter(agent=agent, status__in=OPEN_STATUSES)
     held_cash = live.filter(side=Side.BUY).aggregate(t=Sum("reserved_amount"))["t"] or Decimal(0)
@@ -85,6 +122,8 @@ def assert_books_balance(agent: Agent) -> None:
         for pk in Trade.objects.filter(agent=agent).values_list("pk", flat=True)
     )
 
+
+# --- concurrency and processes ---------------------------------------------------------------
 
 # PostgreSQL allows 100 connections by default and other test runs share the server: at most
 # this many racing threads hold a database session at once (all of them still race for the
@@ -121,3 +160,10 @@ def race(count: int, call, *, timeout: float = 60.0) -> list:
         thread.join(timeout)
     assert not any(thread.is_alive() for thread in threads), "a racing thread hung"
     return results
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on at the moment of the call."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
