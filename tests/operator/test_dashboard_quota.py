@@ -13,8 +13,8 @@ from django.test import Client
 from grpc_clients import metering as metering_api
 from grpc_clients.registry import get_metering_client
 from realtime.models import AgentEvent
+from tests.helpers import submit
 from tests.operator.browser import ARTIFACTS, WAIT_MS, http
-from tests.trades.conftest import prices, submit  # noqa: F401 (the fixture)
 
 NO_APPROVAL = {
     "auto_approval_limit": "1000000",
