@@ -317,12 +317,13 @@ async def test_a_call_without_a_valid_token_is_refused(live, transport):
         ):
             async with mcp_client(live, transport, "not-a-token"):
                 pytest.fail("a session was opened without a valid token")
-        return
-    agent = live.new_agent()
-    async with mcp_client(live, transport, "not-a-token") as session:
-        refused = await call(session, "get_agent", agent_id=agent["id"])
-    assert refused.is_error and refused.structured_content["status"] == 401
-    assert refused.content[0].text.startswith("Refused: Unauthorized (401).")
+    else:
+        # over stdio every tool call is refused with the API's 401
+        agent = live.new_agent()
+        async with mcp_client(live, transport, "not-a-token") as session:
+            refused = await call(session, "get_agent", agent_id=agent["id"])
+        assert refused.is_error and refused.structured_content["status"] == 401
+        assert refused.content[0].text.startswith("Refused: Unauthorized (401).")
 
 
 def test_the_stdio_server_needs_a_token(live):

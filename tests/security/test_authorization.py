@@ -198,38 +198,30 @@ def test_an_operator_who_owns_the_agent_cannot_approve_it(operator, estate_for):
 
 
 @pytest.mark.django_db
-def test_agent_create_ignores_owner_status_and_balances(mine, theirs):
+def test_agent_create_refuses_owner_status_and_balances(mine, theirs):
+    # given a new agent's body that also claims members only the server sets
+    server_set = {
+        "owner": theirs.user.pk,
+        "owner_id": theirs.user.pk,
+        "status": "suspended",
+        "cash_balance": "99999999",
+        "reserved_cash": "-5000",
+        "available_cash": "99999999",
+        "realized_pnl": "1000000",
+        "id": theirs.agent_id,
+    }
+    before = _snapshot(theirs)
     # when
     response = mine.client.post(
-        "/api/v1/agents",
-        {
-            "name": "Greedy",
-            "budget": "5000",
-            "owner": theirs.user.pk,
-            "owner_id": theirs.user.pk,
-            "status": "suspended",
-            "cash_balance": "99999999",
-            "reserved_cash": "-5000",
-            "available_cash": "99999999",
-            "realized_pnl": "1000000",
-            "id": theirs.agent_id,
-        },
-        format="json",
+        "/api/v1/agents", {"name": "Greedy", "budget": "5000", **server_set}, format="json"
     )
-    # then either refused or created as if those fields were not sent
+    # then it is refused, naming each of them, and nothing is created or changed
     from agents.models import Agent
 
-    if response.status_code == 400:
-        assert Agent.objects.filter(name="Greedy").count() == 0
-        return
-    assert response.status_code == 201, response.content
-    agent = Agent.objects.get(pk=response.json()["id"])
-    assert str(agent.pk) != theirs.agent_id
-    assert agent.owner_id == mine.user.pk
-    assert agent.status == "active"
-    assert agent.cash_balance == Decimal("5000")
-    assert agent.reserved_cash == Decimal("0")
-    assert agent.realized_pnl == Decimal("0")
+    problem = assert_problem(response, 400, "validation-error")
+    assert set(problem["errors"]) == set(server_set)
+    assert not Agent.objects.filter(name="Greedy").exists()
+    assert _snapshot(theirs) == before
 
 
 @pytest.mark.django_db
@@ -252,8 +244,12 @@ def test_agent_patch_cannot_touch_owner_balances_or_budget(mine, theirs):
         },
         format="json",
     )
-    # then
-    assert response.status_code in {200, 400}, response.content
+    # then it is refused, naming each of them, and nothing changed
+    problem = assert_problem(response, 400, "validation-error")
+    assert set(problem["errors"]) == {
+        "owner", "owner_id", "cash_balance", "reserved_cash", "budget", "realized_pnl",
+        "terminated_at",
+    }  # fmt: skip
     assert _snapshot(mine) == before
     agent = Agent.objects.get(pk=mine.agent_id)
     assert agent.terminated_at is None
@@ -266,7 +262,8 @@ def test_agent_patch_cannot_set_a_status_other_than_active_or_paused(mine, statu
     response = mine.client.patch(
         f"/api/v1/agents/{mine.agent_id}", {"status": status}, format="json"
     )
-    assert response.status_code in {400, 409}, response.content
+    problem = assert_problem(response, 400, "validation-error")
+    assert set(problem["errors"]) == {"status"}
     assert _snapshot(mine) == before
 
 
@@ -275,6 +272,21 @@ def test_order_fields_set_by_the_server_cannot_be_posted(mine, theirs):
     # given a resting limit buy that claims to be filled already, for someone else's agent
     from trades.models import Trade
 
+    server_set = {
+        "status": "filled",
+        "filled_quantity": "2",
+        "avg_fill_price": "0.01",
+        "notional": "0.02",
+        "reserved_amount": "0",
+        "agent_id": theirs.agent_id,
+        "agent": theirs.agent_id,
+        "approval_request_id": theirs.approval_request_id,
+        "rejection_reason": "none",
+        "filled_at": "2020-01-01T00:00:00Z",
+        "id": theirs.open_trade_id,
+    }
+    mine_before, theirs_before = _snapshot(mine), _snapshot(theirs)
+    # when
     response = mine.client.post(
         f"/api/v1/agents/{mine.agent_id}/trades",
         {
@@ -284,34 +296,16 @@ def test_order_fields_set_by_the_server_cannot_be_posted(mine, theirs):
             "limit_price": "40.00",
             "quantity": "2",
             "time_in_force": "gtc",
-            "status": "filled",
-            "filled_quantity": "2",
-            "avg_fill_price": "0.01",
-            "notional": "0.02",
-            "reserved_amount": "0",
-            "agent_id": theirs.agent_id,
-            "agent": theirs.agent_id,
-            "approval_request_id": theirs.approval_request_id,
-            "rejection_reason": "none",
-            "filled_at": "2020-01-01T00:00:00Z",
-            "id": theirs.open_trade_id,
+            **server_set,
         },
         format="json",
     )
-    # then the order is taken as a plain resting order of my agent, or refused
-    if response.status_code == 400:
-        assert not Trade.objects.filter(limit_price=Decimal("40.00")).exists()
-        return
-    assert response.status_code == 201, response.content
-    trade = Trade.objects.get(pk=response.json()["id"])
-    assert str(trade.pk) != theirs.open_trade_id
-    assert str(trade.agent_id) == mine.agent_id
-    assert trade.status == "open"
-    assert trade.filled_quantity == 0
-    assert trade.avg_fill_price is None
-    assert trade.reserved_amount == Decimal("80.00")
-    assert trade.filled_at is None
-    assert not hasattr(trade, "approval_request") or trade.approval_request is None
+    # then the order is refused, naming each member only the server sets, and nothing changed
+    problem = assert_problem(response, 400, "validation-error")
+    assert set(problem["errors"]) == set(server_set)
+    assert not Trade.objects.filter(limit_price=Decimal("40.00")).exists()
+    assert _snapshot(mine) == mine_before
+    assert _snapshot(theirs) == theirs_before
 
 
 @pytest.mark.django_db
