@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication
+from rest_framework import authentication, exceptions
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -12,6 +12,17 @@ class TokenAuthentication(authentication.TokenAuthentication):
     DRF's message and the ``WWW-Authenticate: Token`` challenge."""
 
     keyword = "Token"
+
+
+def token_user(key: str):
+    """The active user owning the API token ``key``, or None: the check of
+    ``TokenAuthentication``, for the entry points outside DRF (the WebSocket's ``?token=``,
+    the MCP endpoint's header)."""
+    try:
+        user, _token = TokenAuthentication().authenticate_credentials(key)
+    except exceptions.AuthenticationFailed:
+        return None
+    return user
 
 
 class BearerTokenAuthentication(TokenAuthentication):

@@ -35,6 +35,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.throttling import BaseThrottle
 
 from api import problems
+from api.representation import utc_text
 from config.env import parse_rate
 
 logger = logging.getLogger("trading_demo.limits")
@@ -181,12 +182,12 @@ def _rate_limited(usage: dict | None, *, scope: str = "") -> problems.RateLimite
     count, seconds = parse_rate(settings.RATE_LIMIT)
     return problems.RateLimited(
         f"The API limit of {count} requests per {_period_text(seconds)} {scope} is used up; "
-        f"it resets in {retry_after} s (at {resets_at.isoformat().replace('+00:00', 'Z')}).",
+        f"it resets in {retry_after} s (at {utc_text(resets_at)}).",
         retry_after=retry_after,
         limit=count,
         period_seconds=seconds,
         scope=scope.removeprefix("per ").removeprefix("for this "),
-        reset_at=resets_at.isoformat().replace("+00:00", "Z"),
+        reset_at=utc_text(resets_at),
     )
 
 

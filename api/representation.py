@@ -8,7 +8,7 @@ settings, and tests hold each document equal to its serializer's declared fields
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.utils import timezone
@@ -42,3 +42,10 @@ def datetime_text(value, tz: tzinfo | None = None) -> str | None:
         return None
     text = timezone.localtime(value, tz).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def utc_text(value: datetime | None = None) -> str:
+    """``value`` (by default now) in UTC, ISO 8601 with ``Z``: the timestamps that follow no
+    time zone setting (live events, health answers, a rate limit's reset time)."""
+    value = datetime.now(UTC) if value is None else value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")

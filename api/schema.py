@@ -11,6 +11,8 @@ the problem document here.
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiResponse
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -32,6 +34,10 @@ PROBLEM_SCHEMA = {
     "required": ["type", "title", "status", "detail"],
     "additionalProperties": True,
 }
+
+# A view's ``extend_schema(responses={409: PROBLEM, ...})``: the problem document of that
+# status is filled in by ``add_problem_responses``.
+PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 _DESCRIPTIONS = {
     "400": "Invalid input (validation-error).",

@@ -29,10 +29,9 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from mcp.server.transport_security import TransportSecuritySettings
-from rest_framework import exceptions
 
 from api import problems
-from api.authentication import TokenAuthentication
+from api.authentication import token_user
 from api.limits import problem_response
 from mcp_tools.dispatch import Caller
 from mcp_tools.server import build_server
@@ -75,13 +74,10 @@ def _proxy_ssl_header() -> str | None:
 
 def _token_is_valid(key: str) -> bool:
     try:
-        TokenAuthentication().authenticate_credentials(key)
-    except exceptions.AuthenticationFailed:
-        return False
+        return token_user(key) is not None
     finally:
         # A worker thread outside any request: give the connection back now.
         connection.close()
-    return True
 
 
 token_is_valid = sync_to_async(_token_is_valid, thread_sensitive=False)

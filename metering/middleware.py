@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from api.routes import route_agent_id
 from metering.services import api_call_record
 
 logger = logging.getLogger("trading_demo.metering")
 
-# Routes whose `pk` is an agent id (the agent detail and its sub-resources).
-_AGENT_ROUTE_PREFIX = "api/v1/agents/"
 # Answers given before the agent was known to be the caller's (see the class docstring).
 _NOT_CHARGED = frozenset({401, 403, 404, 405})
-
-
-def agent_id_of(request):
-    """The agent a resolved request is made for, from its URL kwargs; None if not for one."""
-    match = getattr(request, "resolver_match", None)
-    if match is None:
-        return None
-    if "agent_id" in match.kwargs:
-        return match.kwargs["agent_id"]
-    if "pk" in match.kwargs and (match.route or "").startswith(_AGENT_ROUTE_PREFIX):
-        return match.kwargs["pk"]
-    return None
 
 
 class ApiCallMeteringMiddleware:
@@ -49,7 +36,7 @@ class ApiCallMeteringMiddleware:
             # An accepted order records its api_calls event with the order's own usage.
             and not getattr(response, "api_call_recorded", False)
         )
-        agent_id = agent_id_of(request) if charged else None
+        agent_id = route_agent_id(request) if charged else None
         if agent_id is not None:
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:

@@ -8,6 +8,7 @@ import time
 from django.conf import settings
 from django.utils.functional import SimpleLazyObject
 
+from api.routes import route_agent_id
 from observability import request_context
 from observability.metrics import HTTP_REQUEST_SECONDS
 
@@ -61,7 +62,7 @@ class RequestIdMiddleware:
                 "status": response.status_code,
                 "duration_ms": duration_ms,
                 "user": _username(request),
-                "agent": _agent_id(resolver),
+                "agent": route_agent_id(request),
                 "request_id": request.request_id,
             },
         )
@@ -84,13 +85,3 @@ def _username(request) -> str | None:
     if isinstance(user, SimpleLazyObject) and settings.SESSION_COOKIE_NAME not in request.COOKIES:
         return None
     return user.get_username() if user.is_authenticated else None
-
-
-def _agent_id(resolver) -> str | None:
-    """The agent a request is about: ``agent_id`` in the route, or the pk of an agent route."""
-    if resolver is None:
-        return None
-    agent_id = resolver.kwargs.get("agent_id")
-    if agent_id is None and (resolver.route or "").startswith("api/v1/agents/<"):
-        agent_id = resolver.kwargs.get("pk")
-    return str(agent_id) if agent_id else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -14,18 +13,15 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.representation import utc_text
 from grpc_clients.health import check_health
 from observability.domain_state import register_domain_collector
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 @require_GET
 def health_live(request):
     """Liveness: the process answers HTTP. Checks nothing else on purpose."""
-    return JsonResponse({"status": "ok", "timestamp": _now()})
+    return JsonResponse({"status": "ok", "timestamp": utc_text()})
 
 
 def _check_database() -> str:
@@ -84,12 +80,12 @@ def health_ready(request):
             "status": "unavailable",
             "checks": checks,
             "failing": failing,
-            "timestamp": _now(),
+            "timestamp": utc_text(),
         }
         response = JsonResponse(body, status=503)
         response["Retry-After"] = "5"
         return response
-    return JsonResponse({"status": "ready", "checks": checks, "timestamp": _now()})
+    return JsonResponse({"status": "ready", "checks": checks, "timestamp": utc_text()})
 
 
 @require_GET

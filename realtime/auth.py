@@ -15,16 +15,13 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 
+from api.authentication import token_user
+
 
 @database_sync_to_async
 def user_for_token(key: str):
-    """The active user owning the DRF token ``key``, or ``AnonymousUser``."""
-    from rest_framework.authtoken.models import Token
-
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
-        return AnonymousUser()
-    return token.user
+    """The active user owning the API token ``key``, or ``AnonymousUser``."""
+    return token_user(key) or AnonymousUser()
 
 
 class TokenAuthMiddleware(BaseMiddleware):

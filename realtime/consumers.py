@@ -26,6 +26,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from api.representation import utc_text
 from observability.metrics import WEBSOCKET_CONNECTIONS
 from realtime.groups import (
     AGENT_CHANNELS,
@@ -112,7 +113,7 @@ def _read_replay(*, agent_id: str, channel: str, since_seq: int) -> tuple[list[d
             "channel": e.channel,
             "agent_id": str(e.agent_id),
             "data": e.data,
-            "timestamp": e.created_at.isoformat().replace("+00:00", "Z"),
+            "timestamp": utc_text(e.created_at),
             "seq": e.seq,
         }
         for e in agent_events_since(agent_id=agent_id, channel=channel, since_seq=since_seq)

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +33,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from api.representation import utc_text
 from observability.metrics import CHANNEL_LAYER_DROPPED
 from realtime.groups import agent_control_group, agent_group, market_group, oversight_feed_group
 
@@ -52,10 +53,6 @@ SEND_TIMEOUT_SECONDS = 5.0
 
 _serving_loop: asyncio.AbstractEventLoop | None = None
 _pending_sends: set[asyncio.Task] = set()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _plain(data: Any) -> Any:
@@ -200,7 +197,7 @@ def publish_market_prices(
     symbol is woken once per step, not once per symbol, and its frames go out in one write.
     Ticks are not buffered: a client that missed some reads the current prices over REST.
     """
-    timestamp = timestamp or _now()
+    timestamp = timestamp or utc_text()
     events = [
         {
             "event": "market.price",
@@ -252,7 +249,7 @@ def _send_agent_events(sends: list[tuple[list[str], dict]]) -> None:
     ``trade.created`` and ``trade.filled`` wake a watcher of its ``trades`` once. Each group
     still receives its events in seq order, and no event overtakes one sent before it.
     """
-    now = _now()
+    now = utc_text()
     messages: list[tuple[list[str], dict]] = []
     for groups, event in sends:
         event = {**event, "timestamp": now}

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from agents.money import cents
 from api import problems
+from api.representation import utc_text
 from trades.models import MarketPrice
 
 # Opening prices of the usual symbols; any other symbol gets a seeded price in [20, 500).
@@ -195,4 +196,4 @@ def set_price(symbol: str, price: Decimal | str, *, now: datetime | None = None)
 def _publish(published: list[tuple[str, Decimal, int]], now: datetime) -> None:
     from realtime.services import publish_market_prices
 
-    publish_market_prices(published, timestamp=now.isoformat().replace("+00:00", "Z"))
+    publish_market_prices(published, timestamp=utc_text(now))

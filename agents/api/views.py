@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,10 +17,8 @@ from agents.api.serializers import (
     PortfolioPointSerializer,
     PortfolioSerializer,
 )
+from api.schema import PROBLEM
 from trades import services as trade_services
-
-# Declared without content: api.schema gives every error the problem+json document.
-_PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 
 class AgentListCreateView(generics.ListAPIView):
@@ -34,7 +32,7 @@ class AgentListCreateView(generics.ListAPIView):
     def get_queryset(self):
         return selectors.agent_queryset_for(self.request.user)
 
-    @extend_schema(request=AgentCreateSerializer, responses={201: AgentSerializer, 403: _PROBLEM})
+    @extend_schema(request=AgentCreateSerializer, responses={201: AgentSerializer, 403: PROBLEM})
     def post(self, request):
         payload = AgentCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -55,7 +53,7 @@ class AgentDetailView(APIView):
 
     @extend_schema(
         request=AgentUpdateSerializer,
-        responses={200: AgentSerializer, 403: _PROBLEM, 409: _PROBLEM},
+        responses={200: AgentSerializer, 403: PROBLEM, 409: PROBLEM},
     )
     def patch(self, request, agent_id):
         agent = selectors.agent_get_for(user=request.user, agent_id=agent_id)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.schema import PROBLEM
 from metering.api.serializers import (
     QuotaListSerializer,
     UsageEventAcceptedSerializer,
@@ -16,8 +17,6 @@ from metering.api.serializers import (
 )
 from metering.selectors import quota_status_for, usage_summary
 from metering.services import usage_event_submit
-
-_PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 
 def _agent_for(request, agent_id):
@@ -33,7 +32,7 @@ class AgentUsageView(APIView):
         parameters=[
             OpenApiParameter("period", str, enum=["daily", "weekly", "monthly"], required=False)
         ],
-        responses={200: UsageSerializer, 400: _PROBLEM, 404: _PROBLEM},
+        responses={200: UsageSerializer, 400: PROBLEM, 404: PROBLEM},
     )
     def get(self, request, agent_id):
         agent = _agent_for(request, agent_id)
@@ -46,7 +45,7 @@ class AgentUsageView(APIView):
 class AgentQuotaView(APIView):
     """The agent's quotas as the metering service counts them (503 when it is down)."""
 
-    @extend_schema(responses={200: QuotaListSerializer, 404: _PROBLEM, 503: _PROBLEM})
+    @extend_schema(responses={200: QuotaListSerializer, 404: PROBLEM, 503: PROBLEM})
     def get(self, request, agent_id):
         agent = _agent_for(request, agent_id)
         return Response(QuotaListSerializer(quota_status_for(agent=agent)).data)
@@ -57,7 +56,7 @@ class UsageEventCreateView(APIView):
 
     @extend_schema(
         request=UsageEventInputSerializer,
-        responses={202: UsageEventAcceptedSerializer, 400: _PROBLEM, 404: _PROBLEM},
+        responses={202: UsageEventAcceptedSerializer, 400: PROBLEM, 404: PROBLEM},
     )
     def post(self, request):
         payload = UsageEventInputSerializer(data=request.data)

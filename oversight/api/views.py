@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from api.schema import PROBLEM
 from oversight.api.filters import ApprovalRequestFilter
 from oversight.api.serializers import (
     ApprovalRequestSerializer,
@@ -16,8 +17,7 @@ from oversight.api.serializers import (
 from oversight.selectors import approval_get_for, approval_queryset_for
 from trades.services import approval_decide
 
-_PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
-_DECISION_ERRORS = {400: _PROBLEM, 403: _PROBLEM, 404: _PROBLEM, 409: _PROBLEM, 503: _PROBLEM}
+_DECISION_ERRORS = {400: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 503: PROBLEM}
 
 
 class ApprovalRequestViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):

@@ -4,13 +4,14 @@ service."""
 from __future__ import annotations
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.selectors import agent_get_for
 from api.limits import enforce_trade_rate
+from api.schema import PROBLEM
 from metering.services import api_call_usage
 from trades import market, selectors, services
 from trades.api.filters import TradeFilter
@@ -29,8 +30,6 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Replaying a key with the same body returns the first answer.",
 )
-# Declared without content: api.schema gives every error the problem+json document.
-_PROBLEM = OpenApiResponse(description="RFC 7807 problem (application/problem+json)")
 
 
 class AgentTradesView(generics.ListAPIView):
@@ -65,10 +64,10 @@ class AgentTradesView(generics.ListAPIView):
         responses={
             201: TradeSerializer,
             202: TradeSerializer,
-            402: _PROBLEM,
-            409: _PROBLEM,
-            422: _PROBLEM,
-            503: _PROBLEM,
+            402: PROBLEM,
+            409: PROBLEM,
+            422: PROBLEM,
+            503: PROBLEM,
         },
     )
     def post(self, request, agent_id):
@@ -97,7 +96,7 @@ class TradeDetailView(APIView):
         trade = selectors.trade_get_for(user=request.user, agent_id=agent_id, trade_id=trade_id)
         return Response(TradeSerializer(trade).data)
 
-    @extend_schema(responses={200: TradeSerializer, 409: _PROBLEM})
+    @extend_schema(responses={200: TradeSerializer, 409: PROBLEM})
     def delete(self, request, agent_id, trade_id):
         trade = selectors.trade_get_for(user=request.user, agent_id=agent_id, trade_id=trade_id)
         trade = services.trade_cancel(trade=trade, actor=request.user)
