@@ -58,10 +58,13 @@ DEMO_USERS = (
 # id PENDING_ORDER_ID is above them (one approval needed, below 100,000) and waits.
 PENDING_ORDER_ID = "seed-pending-approval"
 
-# `make run` drives these agents with `run_agents` (one order per agent every 15 s at most,
-# within the runner's request budget): a daily trade limit of 5,000 lets each trade all day.
-# The seed is an operator's tool, so it may set a limit above the owners' ceiling.
-DEMO_DAILY_TRADE_LIMIT = 5000
+# `make run` drives these agents with `run_agents`, whose default request budget (65 per
+# 15 minutes plus a burst of 20, shared by all the agents it drives) allows at most 6,260
+# requests a day, each placing at most one order: a daily trade limit of 10,000 lets every agent
+# trade all day even if it alone placed all of them. That budget is also under the owners'
+# request limit (RATE_LIMIT, 100 per 15 minutes per user). The seed is an operator's tool, so it
+# may set a limit above the owners' ceiling.
+DEMO_DAILY_TRADE_LIMIT = 10_000
 DEMO_AGENTS = (
     DemoAgent(
         "alice",
@@ -74,8 +77,8 @@ DEMO_AGENTS = (
             DemoTrade("seed-am-2", 2, "buy", Decimal("4000")),
             DemoTrade(PENDING_ORDER_ID, 2, "buy", Decimal("15000")),
         ),
-        # Every 6th buy is sized above the approval threshold (once the operator has decided
-        # the one waiting), so the approvals queue has something now and then.
+        # Every 6th buy is sized above the approval threshold, once the operator has decided
+        # the one waiting (a strategy places no oversized buy while one of its agent waits).
         {"daily_trade_limit": DEMO_DAILY_TRADE_LIMIT, "strategy_params": {"oversize_every": 6}},
     ),
     DemoAgent(
@@ -97,7 +100,13 @@ DEMO_AGENTS = (
             DemoTrade("seed-bmm-1", 3, "buy", Decimal("6000")),
             DemoTrade("seed-bmm-2", 4, "buy", Decimal("2000")),
         ),
-        {"daily_trade_limit": DEMO_DAILY_TRADE_LIMIT, "strategy_params": {"spread": "0.002"}},
+        # Every 2nd bid is sized above the approval threshold while none of its own waits: its
+        # first quotes, seconds after the start, put one in the approvals queue, and another
+        # follows soon after the operator decides it.
+        {
+            "daily_trade_limit": DEMO_DAILY_TRADE_LIMIT,
+            "strategy_params": {"spread": "0.002", "oversize_every": 2},
+        },
     ),
     DemoAgent(
         "bob",

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from django.test import Client
 
+from agents.demo import DEMO_DAILY_TRADE_LIMIT
 from grpc_clients import metering as metering_api
 from grpc_clients.registry import get_metering_client
 from realtime.models import AgentEvent
@@ -146,7 +147,7 @@ def test_an_open_dashboard_counts_orders_and_shows_a_quota_refusal_live(
     agent_id = row.get_attribute("data-agent-id")
     orders = row.locator("[data-field='orders-today']")
     before, limit = (int(part) for part in orders.inner_text().split(" / "))
-    assert limit == 5000
+    assert limit == DEMO_DAILY_TRADE_LIMIT
     assert page.locator("#quota-alerts p").count() == 0
 
     # given: the metering service's quota lets the agent place one more order today
@@ -171,7 +172,7 @@ def test_an_open_dashboard_counts_orders_and_shows_a_quota_refusal_live(
     # then: without a reload, the count moved and the refusal is on the page
     page.wait_for_function(
         "([node, text]) => node.textContent === text",
-        arg=[orders.element_handle(), f"{before + 1} / 5000"],
+        arg=[orders.element_handle(), f"{before + 1} / {DEMO_DAILY_TRADE_LIMIT}"],
     )
     alert = page.locator("#quota-alerts p[data-kind='metering_quota']")
     alert.wait_for()
