@@ -196,7 +196,7 @@ class AgentAdmin(ReadOnlyAdmin):
     @admin.display(description="portfolio (current prices)")
     def portfolio_summary(self, agent: Agent) -> str:
         try:
-            from agents.selectors import portfolio_for
+            from trades.selectors import portfolio_for
 
             portfolio = portfolio_for(agent)
         except Exception:  # a display helper must never break the page

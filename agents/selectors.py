@@ -6,13 +6,17 @@ from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID
 
-from django.db.models import QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from agents.choices import AgentStatus
 from agents.models import Agent, PortfolioSnapshot, Position
 from agents.money import ZERO, cents
 from agents.permissions import is_operator
 from api import problems
+
+# The portfolio history has at most one point a minute per agent.
+SNAPSHOT_MIN_INTERVAL = timedelta(minutes=1)
 
 
 def agent_queryset_for(user) -> QuerySet[Agent]:
@@ -51,7 +55,9 @@ def portfolio_valuation(
 ) -> dict:
     """The SPEC portfolio document for ``agent`` valued at ``prices`` (symbol → price).
 
-    Positions with no shares left are omitted. Money is rounded to cents.
+    Positions with no shares left are omitted. Money is rounded to cents. The ledger does not
+    read the market: the order workflow passes the prices in (``trades.selectors.portfolio_for``
+    values a portfolio at current market prices).
     """
     rows = []
     positions_value = ZERO
@@ -90,16 +96,20 @@ def portfolio_valuation(
     }
 
 
-def portfolio_for(agent: Agent) -> dict:
-    """Cash, positions at current market prices, realized and unrealized P&L (SPEC §5).
-
-    Two queries: the agent's open positions and the prices of their symbols.
-    """
-    from trades.market import prices_for
-
-    positions = list(agent.positions.filter(quantity__gt=0))
-    prices = prices_for({position.symbol for position in positions})
-    return portfolio_valuation(agent=agent, positions=positions, prices=prices)
+def snapshot_due_agents(*, now, min_interval: timedelta = SNAPSHOT_MIN_INTERVAL) -> list[Agent]:
+    """The live agents whose portfolio history needs a point at ``now``: the last snapshot
+    is older than ``min_interval`` (or there is none), and they hold shares (their value
+    moves with the market) or were active since (their cash changed). Each comes with its
+    open positions (``agent.positions.all()``, no further query)."""
+    last_snapshot = PortfolioSnapshot.objects.filter(agent=OuterRef("pk")).order_by("-timestamp")
+    holding = Position.objects.filter(agent=OuterRef("pk"), quantity__gt=0)
+    return list(
+        Agent.objects.exclude(status=AgentStatus.TERMINATED)
+        .annotate(last_snapshot=Subquery(last_snapshot.values("timestamp")[:1]))
+        .filter(Q(last_snapshot__isnull=True) | Q(last_snapshot__lte=now - min_interval))
+        .filter(Exists(holding) | Q(last_active_at__gt=F("last_snapshot")))
+        .prefetch_related(Prefetch("positions", queryset=Position.objects.filter(quantity__gt=0)))
+    )
 
 
 def portfolio_history(agent: Agent, days: int = 30) -> list[dict]:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, Subquery
 from django.utils import timezone
 
 from agents.choices import AgentStatus, Strategy
@@ -24,7 +22,6 @@ from agents.models import (
     Agent,
     AgentLimitChange,
     PortfolioSnapshot,
-    Position,
     agent_config_defaults,
 )
 from agents.money import cents
@@ -40,7 +37,6 @@ logger = logging.getLogger("trading_demo.agents")
 
 # Fields of the agent row a balance change writes (never event_seq: realtime owns it).
 BALANCE_FIELDS = ["cash_balance", "reserved_cash", "realized_pnl", "last_active_at", "updated_at"]
-SNAPSHOT_MIN_INTERVAL = timedelta(minutes=1)
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -350,31 +346,14 @@ def agent_terminated_record(*, agent: Agent, actor, events: AgentEvents) -> None
 # --- snapshots ---------------------------------------------------------------------------------
 
 
-def portfolio_snapshots_take(*, now=None, min_interval: timedelta = SNAPSHOT_MIN_INTERVAL) -> int:
-    """Snapshot the valuation of every live agent whose last snapshot is older than
-    ``min_interval`` and that holds shares (its value moves with the market) or was active
-    since (its cash changed): the portfolio history, one point a minute at most per agent,
-    taken on market ticks rather than on every fill. Returns how many.
+def portfolio_snapshots_record(*, agents: list[Agent], prices: dict[str, Decimal], now) -> int:
+    """Store one portfolio snapshot at ``now`` for each of ``agents`` (with their open
+    positions loaded, as ``agents.selectors.snapshot_due_agents`` gives them), valued at
+    ``prices`` (covering their symbols), in one INSERT. Returns how many.
+
     An agent whose valuation fails or cannot be stored is logged and counted
     (``background_row_failed``); the others are snapshotted.
-
-    Three queries whatever the number of agents: agents with their positions, prices, insert.
     """
-    from trades.market import prices_for
-
-    now = now or timezone.now()
-    last_snapshot = PortfolioSnapshot.objects.filter(agent=OuterRef("pk")).order_by("-timestamp")
-    holding = Position.objects.filter(agent=OuterRef("pk"), quantity__gt=0)
-    agents = list(
-        Agent.objects.exclude(status=AgentStatus.TERMINATED)
-        .annotate(last_snapshot=Subquery(last_snapshot.values("timestamp")[:1]))
-        .filter(Q(last_snapshot__isnull=True) | Q(last_snapshot__lte=now - min_interval))
-        .filter(Exists(holding) | Q(last_active_at__gt=F("last_snapshot")))
-        .prefetch_related(Prefetch("positions", queryset=Position.objects.filter(quantity__gt=0)))
-    )
-    if not agents:
-        return 0
-    prices = prices_for({p.symbol for agent in agents for p in agent.positions.all()})
     snapshots = []
     for agent in agents:
         try:

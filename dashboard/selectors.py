@@ -66,7 +66,7 @@ def dashboard_state(user) -> dict:
     pending approvals (operators), prices, and an alert per quota that refuses orders now."""
     from agents.api.serializers import AgentSerializer, PortfolioSerializer
     from agents.permissions import is_operator
-    from agents.selectors import agent_queryset_for, portfolio_for
+    from agents.selectors import agent_queryset_for
     from metering.selectors import quota_refusals_for
     from oversight.api.serializers import ApprovalRequestSerializer
     from oversight.choices import RequestStatus
@@ -74,7 +74,7 @@ def dashboard_state(user) -> dict:
     from trades.api.serializers import MarketPriceSerializer, TradeSerializer
     from trades.market import all_prices
     from trades.models import Trade
-    from trades.selectors import orders_today_by_agent
+    from trades.selectors import orders_today_by_agent, portfolio_for
 
     operator = is_operator(user)
     visible = agent_queryset_for(user)

@@ -98,11 +98,8 @@ def _agent_visible(*, user, agent_id: str, operator: bool) -> bool:
 @database_sync_to_async
 def _read_replay(*, agent_id: str, channel: str, since_seq: int) -> tuple[list[dict], int, int]:
     """The events after ``since_seq``, the oldest buffered seq and the latest seq sent."""
-    from realtime.selectors import (
-        agent_event_latest_seq,
-        agent_event_oldest_seq,
-        agent_events_since,
-    )
+    from agents.models import Agent
+    from realtime.selectors import agent_event_oldest_buffered_seq, agent_events_since
 
     # Events first, then the oldest buffered seq: pruning only raises it, so a check made
     # after the read can only over-report a gap, never hide one.
@@ -118,11 +115,11 @@ def _read_replay(*, agent_id: str, channel: str, since_seq: int) -> tuple[list[d
         }
         for e in agent_events_since(agent_id=agent_id, channel=channel, since_seq=since_seq)
     ]
-    return (
-        events,
-        agent_event_oldest_seq(agent_id=agent_id),
-        agent_event_latest_seq(agent_id=agent_id),
-    )
+    oldest = agent_event_oldest_buffered_seq(agent_id=agent_id)
+    # The agent row keeps the seq of its last committed event (0 before the first).
+    latest = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).first() or 0
+    # With nothing buffered, the next event's seq: everything before it is gone.
+    return events, latest + 1 if oldest is None else oldest, latest
 
 
 def _event_frame(message: dict) -> dict:

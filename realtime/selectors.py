@@ -6,7 +6,6 @@ from uuid import UUID
 
 from django.db.models import Q
 
-from agents.models import Agent
 from realtime.models import AgentEvent
 from realtime.services import CONTROL_EVENTS
 
@@ -24,25 +23,12 @@ def agent_events_since(
     return list(queryset[:limit] if limit else queryset)
 
 
-def agent_event_oldest_seq(*, agent_id: UUID | str) -> int:
-    """The oldest ``seq`` still buffered for the agent, over all its channels.
-
-    With nothing buffered, the seq the agent's next event will get: everything before it is
-    gone (or never existed).
-    """
-    oldest = (
+def agent_event_oldest_buffered_seq(*, agent_id: UUID | str) -> int | None:
+    """The oldest ``seq`` still buffered for the agent, over all its channels; ``None`` when
+    nothing is (everything up to the agent's ``event_seq`` is gone, or never existed)."""
+    return (
         AgentEvent.objects.filter(agent_id=agent_id)
         .order_by("seq")
         .values_list("seq", flat=True)
         .first()
     )
-    if oldest is not None:
-        return oldest
-    last = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).first()
-    return (last or 0) + 1
-
-
-def agent_event_latest_seq(*, agent_id: UUID | str) -> int:
-    """The last ``seq`` handed to one of the agent's committed events (0 before the first)."""
-    last = Agent.objects.filter(pk=agent_id).values_list("event_seq", flat=True).first()
-    return last or 0

@@ -1,4 +1,4 @@
-"""Reads of orders, scoped to what the user may see."""
+"""Reads of orders, scoped to what the user may see, and of portfolios at market prices."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from uuid import UUID
 from django.db.models import Count, QuerySet
 
 from agents.models import Agent
-from agents.selectors import agent_get_for
+from agents.selectors import agent_get_for, portfolio_valuation
 from api import problems
+from trades import market
 from trades.models import Trade
 from trades.services import orders_accepted_today
 
@@ -45,3 +46,13 @@ def orders_today_by_agent(*, agents: Iterable[Agent], now: datetime) -> dict[UUI
         .order_by()
     )
     return {row["agent_id"]: row["orders"] for row in rows}
+
+
+def portfolio_for(agent: Agent) -> dict:
+    """Cash, positions at current market prices, realized and unrealized P&L (SPEC §5).
+
+    Two queries: the agent's open positions and the prices of their symbols.
+    """
+    positions = list(agent.positions.filter(quantity__gt=0))
+    prices = market.prices_for({position.symbol for position in positions})
+    return portfolio_valuation(agent=agent, positions=positions, prices=prices)

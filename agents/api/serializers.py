@@ -51,7 +51,7 @@ class PositionSerializer(serializers.Serializer):
 
 
 class PortfolioSerializer(serializers.Serializer):
-    """The portfolio document of SPEC §5 (from ``agents.selectors.portfolio_for``)."""
+    """The portfolio document of SPEC §5 (from ``trades.selectors.portfolio_for``)."""
 
     agent_id = serializers.UUIDField()
     cash_balance = serializers.DecimalField(**MONEY)

@@ -18,6 +18,7 @@ from agents.api.serializers import (
     PortfolioSerializer,
 )
 from api.schema import PROBLEM
+from trades import selectors as trade_selectors
 from trades import services as trade_services
 
 
@@ -76,7 +77,7 @@ class PortfolioView(APIView):
 
     def get(self, request, agent_id):
         agent = selectors.agent_get_for(user=request.user, agent_id=agent_id)
-        return Response(PortfolioSerializer(selectors.portfolio_for(agent)).data)
+        return Response(PortfolioSerializer(trade_selectors.portfolio_for(agent)).data)
 
 
 class PortfolioHistoryView(APIView):

@@ -13,8 +13,8 @@ from rest_framework import serializers
 
 from agents.api.serializers import PortfolioSerializer
 from agents.representation import portfolio_representation as portfolio_json
-from agents.selectors import portfolio_for
 from trades import market
+from trades.selectors import portfolio_for
 
 
 def drf_json(valuation: dict) -> dict:

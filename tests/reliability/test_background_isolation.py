@@ -22,13 +22,17 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.models import Agent, PortfolioSnapshot, Position
-from agents.services import portfolio_snapshots_take
 from metering.models import UsageEvent
 from metering.services import usage_deliver_pending, usage_record
 from oversight.models import ApprovalRequest
 from trades import market
 from trades.models import Trade
-from trades.services import approvals_expire_due, orders_expire_day, orders_match
+from trades.services import (
+    approvals_expire_due,
+    orders_expire_day,
+    orders_match,
+    portfolio_snapshots_take,
+)
 
 pytestmark = pytest.mark.django_db
 

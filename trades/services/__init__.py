@@ -37,7 +37,7 @@ from trades.services.execution import (
     trade_release,
 )
 from trades.services.expiry import orders_expire_day
-from trades.services.matching import market_tick, orders_match
+from trades.services.matching import market_tick, orders_match, portfolio_snapshots_take
 from trades.services.reconcile import ReconcileReport, reservations_reconcile
 from trades.services.submission import (
     TRADE_EXECUTIONS,
@@ -63,6 +63,7 @@ __all__ = [
     "orders_accepted_today",
     "orders_expire_day",
     "orders_match",
+    "portfolio_snapshots_take",
     "publish_trade_data",
     "reservations_reconcile",
     "trade_cancel",

@@ -14,7 +14,7 @@ from django.utils import timezone
 from agents.models import Agent, Position
 from agents.money import ZERO, cents, whole_dollars
 from agents.representation import portfolio_representation
-from agents.selectors import portfolio_for, portfolio_valuation
+from agents.selectors import portfolio_valuation
 from agents.services import BALANCE_FIELDS
 from api import problems
 from api.representation import quantity_text
@@ -303,10 +303,10 @@ def _publish_portfolio(
 
     ``positions`` (all the agent's, current) and ``prices`` (covering their symbols) value it
     without a query; otherwise they are read."""
-    if positions is not None and prices is not None:
-        valuation = portfolio_valuation(agent=agent, positions=positions, prices=prices)
-    else:
-        valuation = portfolio_for(agent)
+    if positions is None or prices is None:
+        positions = list(agent.positions.filter(quantity__gt=0))
+        prices = market.prices_for({position.symbol for position in positions})
+    valuation = portfolio_valuation(agent=agent, positions=positions, prices=prices)
     events.publish(
         event="portfolio.update", channel="portfolio", data=portfolio_representation(valuation)
     )

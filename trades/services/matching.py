@@ -7,9 +7,11 @@ from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from agents.money import cents
-from agents.services import portfolio_snapshots_take
+from agents.selectors import snapshot_due_agents
+from agents.services import portfolio_snapshots_record
 from observability.metrics import background_row_failed
 from realtime.services import agent_events
 from trades import market
@@ -81,6 +83,22 @@ def _match_one(*, trade: Trade, price: Decimal) -> int:
                 return 0
             _fill(agent=agent, trade=trade, position=position, price=fill_price, events=events)
         return int(trade.status == TradeStatus.FILLED)
+
+
+def portfolio_snapshots_take(*, now: datetime | None = None) -> int:
+    """Snapshot, at current market prices, the portfolio of every agent due a point of its
+    history (``agents.selectors.snapshot_due_agents``: at most one a minute, only while it
+    holds shares or was active). Returns how many were stored; an agent whose snapshot
+    fails is logged and skipped.
+
+    Four queries whatever the number of agents: agents, their positions, prices, insert.
+    """
+    now = now or timezone.now()
+    agents = snapshot_due_agents(now=now)
+    if not agents:
+        return 0
+    prices = market.prices_for({p.symbol for agent in agents for p in agent.positions.all()})
+    return portfolio_snapshots_record(agents=agents, prices=prices, now=now)
 
 
 def market_tick(*, now: datetime | None = None, force: bool = False) -> dict:
