@@ -333,7 +333,8 @@ def build_server(caller: Caller | None = None, *, caller_of_request=None) -> MCP
     @server.tool(annotations=READ)
     async def get_quota(ctx: Context, agent_id: AgentId) -> CallToolResult:
         """The agent's quotas (GET /api/v1/metering/agents/{id}/quota): for each metric
-        (api_calls, trade_executions) the limit, used, remaining and the period's end."""
+        (api_calls, trade_executions) the limit, used, remaining and the period's end; and
+        daily_trades, the server's own daily_trade_limit: orders today, remaining, resets_at."""
         return result(await call(ctx, "GET", f"/metering/agents/{agent_id}/quota"))
 
     @server.tool(annotations=READ)

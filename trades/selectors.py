@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -11,6 +12,7 @@ from django.db.models import Count, QuerySet
 from agents.models import Agent
 from agents.selectors import agent_get_for, portfolio_valuation
 from api import problems
+from metering.periods import DAILY, period_window
 from trades import market
 from trades.models import Trade
 from trades.services import orders_accepted_today
@@ -56,3 +58,33 @@ def portfolio_for(agent: Agent) -> dict:
     positions = list(agent.positions.filter(quantity__gt=0))
     prices = market.prices_for({position.symbol for position in positions})
     return portfolio_valuation(agent=agent, positions=positions, prices=prices)
+
+
+@dataclass(frozen=True)
+class DailyTrades:
+    """The agent's ``daily_trade_limit`` window: its orders accepted in the UTC day that
+    contains ``now``, the limit, and when the window resets (the next midnight UTC)."""
+
+    daily_trade_limit: int
+    orders_today: int
+    window_start: datetime
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(self.daily_trade_limit - self.orders_today, 0)
+
+
+def daily_trades_for(*, agent: Agent, now: datetime) -> DailyTrades:
+    """The agent's window of the server's own daily trade control, counted as
+    ``daily_trade_limit_check`` counts it (``trades.services.orders_accepted_today``): its
+    orders accepted in the UTC day of ``now``, which may exceed the limit once an operator
+    lowered it during the day, and the next midnight UTC, when the window resets.
+    """
+    window_start, resets_at = period_window(DAILY, now)
+    return DailyTrades(
+        daily_trade_limit=int(agent.effective_config["daily_trade_limit"]),
+        orders_today=orders_accepted_today(now=now).filter(agent=agent).count(),
+        window_start=window_start,
+        resets_at=resets_at,
+    )

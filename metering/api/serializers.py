@@ -61,9 +61,21 @@ class QuotaSerializer(serializers.Serializer):
     period_end = serializers.DateTimeField(allow_null=True)
 
 
+class DailyTradesSerializer(serializers.Serializer):
+    """The server's own daily trade control (``daily_trade_limit``), counted from its database
+    as the order path counts it: orders accepted today (UTC), the limit, and the reset."""
+
+    orders_today = serializers.IntegerField()
+    daily_trade_limit = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    window_start = serializers.DateTimeField()
+    resets_at = serializers.DateTimeField()
+
+
 class QuotaListSerializer(serializers.Serializer):
     agent_id = serializers.UUIDField()
     quotas = QuotaSerializer(many=True)
+    daily_trades = DailyTradesSerializer()
 
 
 class UsageEventInputSerializer(StrictInputSerializer):

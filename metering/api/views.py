@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -43,12 +44,17 @@ class AgentUsageView(APIView):
 
 
 class AgentQuotaView(APIView):
-    """The agent's quotas as the metering service counts them (503 when it is down)."""
+    """The agent's quotas as the metering service counts them (503 when it is down), and the
+    server's own daily trade control as the order path counts it."""
 
     @extend_schema(responses={200: QuotaListSerializer, 404: PROBLEM, 503: PROBLEM})
     def get(self, request, agent_id):
+        from trades.selectors import daily_trades_for
+
         agent = _agent_for(request, agent_id)
-        return Response(QuotaListSerializer(quota_status_for(agent=agent)).data)
+        quotas = quota_status_for(agent=agent)
+        quotas["daily_trades"] = daily_trades_for(agent=agent, now=timezone.now())
+        return Response(QuotaListSerializer(quotas).data)
 
 
 class UsageEventCreateView(APIView):

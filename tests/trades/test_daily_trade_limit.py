@@ -121,3 +121,44 @@ def test_concurrent_orders_never_exceed_the_daily_trade_limit(
     codes = sorted(response.status_code for response in responses)
     assert codes == [201] * 5 + [429] * 15
     assert Trade.objects.filter(agent=agent).count() == 5
+
+
+def test_the_quota_route_shows_the_servers_daily_trade_limit_as_the_order_path_counts_it(
+    owner_client, agent_factory, prices, settings
+):
+    # given: an agent allowed 3 orders a day, the metering service never told (no hint), one
+    # order placed yesterday and two today
+    settings.METERING_QUOTA_HINTS = False
+    agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 3})
+    yesterday = buy(owner_client, agent).json()["id"]
+    today_utc = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    Trade.objects.filter(pk=yesterday).update(created_at=today_utc - timedelta(hours=1))
+    for _ in range(2):
+        assert buy(owner_client, agent).status_code == 201
+    quota_url = f"/api/v1/metering/agents/{agent.pk}/quota"
+
+    # when: the owner reads the agent's quotas
+    before = owner_client.get(quota_url)
+
+    # then: beside the metering service's quotas (kept as they were), the server's own control:
+    # two orders today of three, resetting at the next midnight UTC
+    assert before.status_code == 200, before.content
+    body = before.json()
+    assert {quota["metric_code"] for quota in body["quotas"]} == {"api_calls", "trade_executions"}
+    daily = body["daily_trades"]
+    assert (daily["orders_today"], daily["daily_trade_limit"], daily["remaining"]) == (2, 3, 1)
+    resets_at = datetime.fromisoformat(daily["resets_at"])
+    assert resets_at == datetime.fromisoformat(daily["window_start"]) + timedelta(days=1)
+    assert (resets_at.hour, resets_at.minute, resets_at.utcoffset()) == (0, 0, timedelta(0))
+    assert 0 < (resets_at - datetime.now(UTC)).total_seconds() <= 86400
+
+    # and when the one order left is placed, the route and the order path agree: none left,
+    # and the next order is refused until the moment the route said
+    assert buy(owner_client, agent).status_code == 201
+    after = owner_client.get(quota_url).json()["daily_trades"]
+    refused = buy(owner_client, agent)
+    assert (after["orders_today"], after["remaining"]) == (3, 0)
+    assert refused.status_code == 429
+    assert refused.json()["limit"] == after["daily_trade_limit"]
+    seconds_left = (datetime.fromisoformat(after["resets_at"]) - datetime.now(UTC)).total_seconds()
+    assert abs(int(refused["Retry-After"]) - seconds_left) <= 5

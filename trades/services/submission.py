@@ -372,8 +372,9 @@ def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
     """Rule 3, the server's own pre-trade control: at most ``daily_trade_limit`` orders
     accepted per UTC day for the agent, counted from this database.
 
-    The count is the agent's ``orders_accepted_today``; it reads at most ``daily_trade_limit``
-    of them.
+    The count is the agent's ``orders_accepted_today`` (which ``GET
+    /metering/agents/{id}/quota`` shows, through ``trades.selectors.daily_trades_for``); it
+    reads at most ``daily_trade_limit`` of them.
     Call it with the agent's row locked (``select_for_update``) in the transaction that places
     the order: concurrent orders of one agent are then counted one after the other and can
     never exceed the limit together. It depends on no other service: the metering service's
