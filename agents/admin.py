@@ -19,18 +19,12 @@ from django.utils.html import format_html_join
 
 from agents.choices import AgentStatus
 from agents.models import Agent, AgentLimitChange, PortfolioSnapshot, Position
-
-# What a domain service may raise when an admin action calls it; shown as a message.
-try:
-    from grpc_clients.errors import GrpcClientError
-except ImportError:  # pragma: no cover - grpc_clients is part of the project
-    GrpcClientError = RuntimeError
+from api.problems import Problem
+from grpc_clients.errors import GrpcClientError
 
 
 def problem_message(exc: Exception) -> str:
     """A one-line, operator-readable description of a problem raised by a domain service."""
-    from api.problems import Problem
-
     if isinstance(exc, Problem):
         detail = str(exc.detail)
         extra = ", ".join(f"{key}={value}" for key, value in exc.extensions.items())
@@ -47,8 +41,6 @@ def problem_message(exc: Exception) -> str:
 
 def domain_errors() -> tuple[type[Exception], ...]:
     """Exceptions an admin action turns into an error message (anything else is a bug)."""
-    from api.problems import Problem
-
     return (Problem, GrpcClientError, DjangoValidationError)
 
 

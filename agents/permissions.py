@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.conf import settings
-from rest_framework.permissions import BasePermission
 
 _CACHE_ATTRIBUTE = "_trading_demo_is_operator"
 
@@ -22,10 +21,3 @@ def is_operator(user) -> bool:
         cached = user.groups.filter(name=settings.OPERATORS_GROUP).exists()
         setattr(user, _CACHE_ATTRIBUTE, cached)
     return cached
-
-
-class IsOperator(BasePermission):
-    """DRF permission: only operators."""
-
-    def has_permission(self, request, view) -> bool:
-        return is_operator(request.user)

@@ -16,8 +16,6 @@ from ._channel import CallSlots, deadline_budget
 from .metering import MeteringClient
 from .oversight import OversightClient
 
-DEFAULT_TIMEOUT_SECONDS = 2.0
-
 __all__ = ["deadline_budget", "get_metering_client", "get_oversight_client", "reset_clients"]
 
 _lock = threading.Lock()
@@ -29,10 +27,10 @@ def _client_options() -> dict[str, Any]:
     from django.conf import settings
     from django.utils.module_loading import import_string
 
-    hook = getattr(settings, "GRPC_CALL_HOOK", None)
-    provider = getattr(settings, "GRPC_REQUEST_ID_PROVIDER", None)
+    hook = settings.GRPC_CALL_HOOK
+    provider = settings.GRPC_REQUEST_ID_PROVIDER
     return {
-        "timeout": float(getattr(settings, "GRPC_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)),
+        "timeout": float(settings.GRPC_TIMEOUT_SECONDS),
         "on_call": import_string(hook) if hook else None,
         "request_id_provider": import_string(provider) if provider else None,
         "call_slots": _shared_call_slots(),
@@ -45,7 +43,7 @@ def _shared_call_slots() -> CallSlots:
     if _call_slots is None:
         from django.conf import settings
 
-        _call_slots = CallSlots(int(getattr(settings, "GRPC_MAX_CALLS_IN_FLIGHT", 0)))
+        _call_slots = CallSlots(int(settings.GRPC_MAX_CALLS_IN_FLIGHT))
     return _call_slots
 
 

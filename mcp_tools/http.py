@@ -68,7 +68,7 @@ def caller_of_request(request: Any) -> Caller:
 
 
 def _proxy_ssl_header() -> str | None:
-    header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    header = settings.SECURE_PROXY_SSL_HEADER
     return header[0] if header else None
 
 

@@ -46,7 +46,6 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_SUBSCRIPTIONS = 100
 # How many recently forwarded events a connection remembers to drop duplicates.
 DELIVERED_MEMORY = 4096
-DEFAULT_MAX_MESSAGES_PER_SECOND = 20
 
 
 class ProtocolError(Exception):
@@ -78,10 +77,8 @@ class Subscription:
 
 @database_sync_to_async
 def _user_is_operator(user) -> bool:
-    try:
-        from agents.permissions import is_operator
-    except ImportError:  # the agents app predates its permissions module
-        return bool(user.is_staff or user.groups.filter(name=settings.OPERATORS_GROUP).exists())
+    from agents.permissions import is_operator
+
     return bool(is_operator(user))
 
 
@@ -175,9 +172,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.last_seen = loop.time()
         self.window_start = loop.time()
         self.window_count = 0
-        self.max_rate = getattr(
-            settings, "WS_MAX_MESSAGES_PER_SECOND", DEFAULT_MAX_MESSAGES_PER_SECOND
-        )
+        self.max_rate = settings.WS_MAX_MESSAGES_PER_SECOND
         self.idle_timeout = settings.WS_IDLE_TIMEOUT_SECONDS
         self.idle_task = asyncio.create_task(self._close_when_idle())
 

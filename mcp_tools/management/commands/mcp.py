@@ -46,6 +46,6 @@ class Command(BaseCommand):
             # The calls come from this machine: the per-IP rate limit counts them as local.
             client_address="127.0.0.1",
             host=stdio_host(),
-            scheme="https" if getattr(settings, "SECURE_SSL_REDIRECT", False) else "http",
+            scheme="https" if settings.SECURE_SSL_REDIRECT else "http",
         )
         asyncio.run(build_server(caller).run_stdio_async())
