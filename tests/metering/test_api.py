@@ -460,3 +460,39 @@ def test_pending_usage_sums_only_the_agents_undelivered_usage_of_the_metric_sinc
         agent=agent, code="trade_executions", delivery_state="pending", occurred_at__gte=moment
     ).aggregate(total=Sum("quantity"))["total"]
     assert orm == 3
+
+
+@pytest.mark.postgres
+def test_pending_usage_reads_the_partial_index_when_prepared_once_for_any_agent(agent_factory):
+    import re
+    import uuid
+
+    from django.db import connection
+
+    from metering.services import pending_usage
+
+    # given: the statement pending_usage sends, as a server-side prepared statement
+    sent = []
+
+    def keep(execute, sql, params, many, context):
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        pending_usage(agent_id=uuid.uuid4(), metric_code="trade_executions", since=timezone.now())
+    sql, params = sent[-1]
+    numbered = iter(range(1, len(params) + 1))
+    statement = re.sub(r"%s", lambda _: f"${next(numbered)}", sql).replace("%%", "%")
+    with connection.cursor() as cursor:
+        cursor.execute(f"PREPARE pending_usage_plan AS {statement}")
+        try:
+            # when: PostgreSQL plans it once for any parameter values, as it may after a few runs
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            values = ", ".join(connection.ops.compose_sql("%s", [value]) for value in params)
+            cursor.execute(f"EXPLAIN EXECUTE pending_usage_plan({values})")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE pending_usage_plan")
+
+    # then: the plan still reads only the rows in the outbox
+    assert "usage_pending_by_agent" in plan
