@@ -2,12 +2,13 @@
 
 The day-order expiry job once failed on one unreadable order every run and, with it, stopped
 expiring everybody's orders. Every job that works row by row (day-order expiry, matching,
-approval expiry, outbox delivery, portfolio snapshots) now logs such a row with its id, counts
+approval expiry, outbox delivery, portfolio snapshots, the reconciliation of reservations at
+start) now logs such a row with its id, counts
 it in ``/metrics`` (``trading_background_row_failures_total{job=…}``) and goes on with the
 others. The failing rows here are the kinds a database can really hold: an order whose price
 SQLite cannot read back (stored before prices were bounded), a reservation the agent's books no
 longer hold (so releasing it breaks a constraint), an outbox row no metering service can take,
-a valuation too large to store.
+a valuation too large to store, holds that cannot be restored without breaking a constraint.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from trades.services import (
     orders_expire_day,
     orders_match,
     portfolio_snapshots_take,
+    reservations_reconcile,
 )
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +218,32 @@ def test_snapshots_go_on_past_a_portfolio_that_cannot_be_stored(
     assert not PortfolioSnapshot.objects.filter(agent=broken_agent, timestamp=later).exists()
     assert str(broken_agent.pk) in caplog.text
     assert row_failures(client, "snapshots") == before + 1
+
+
+def test_reconciliation_at_start_goes_on_past_an_agent_it_cannot_fix(
+    client, client_for, two_agents, aapl_at_100, caplog
+):
+    # given: two agents whose reservations drifted from their live orders; fixing the first
+    # would break a constraint (its live buy holds more than the cash it has left)
+    broken_agent, agent = two_agents
+    limit_buy(client_for, broken_agent)
+    healthy = limit_buy(client_for, agent)
+    Agent.objects.filter(pk=agent.pk).update(reserved_cash=Decimal("0"))
+    Agent.objects.filter(pk=broken_agent.pk).update(
+        reserved_cash=Decimal("0"), cash_balance=Decimal("100")
+    )
+    before = row_failures(client, "reconcile")
+
+    # when: the start-up reconciliation runs (run_jobs and serve run it before any job)
+    with caplog.at_level(logging.ERROR, logger="trading_demo.background"):
+        report = reservations_reconcile()
+
+    # then: the other agent's holds are fixed; the one it cannot fix is logged with its id,
+    # counted, and left as it was
+    assert report.agents_fixed == 1
+    agent.refresh_from_db()
+    assert agent.reserved_cash == healthy.reserved_amount > 0
+    broken_agent.refresh_from_db()
+    assert broken_agent.reserved_cash == 0
+    assert str(broken_agent.pk) in caplog.text
+    assert row_failures(client, "reconcile") == before + 1
