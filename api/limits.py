@@ -31,10 +31,10 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.http import HttpResponse
 from django_ratelimit.core import get_usage
-from rest_framework.renderers import JSONRenderer
 from rest_framework.throttling import BaseThrottle
 
 from api import problems
+from api.renderers import OrjsonRenderer
 from api.representation import utc_text
 from config.env import parse_rate
 
@@ -49,7 +49,7 @@ def problem_response(request, problem: problems.Problem) -> HttpResponse:
 
     rendered = problem_exception_handler(problem, {"request": request})
     response = HttpResponse(
-        JSONRenderer().render(rendered.data),
+        OrjsonRenderer().render(rendered.data),
         status=rendered.status_code,
         content_type="application/problem+json",
     )
