@@ -373,8 +373,9 @@ def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
     accepted per UTC day for the agent, counted from this database.
 
     The count is the agent's ``orders_accepted_today`` (which ``GET
-    /metering/agents/{id}/quota`` shows, through ``trades.selectors.daily_trades_for``); it
-    reads at most ``daily_trade_limit`` of them.
+    /metering/agents/{id}/quota`` shows, through ``trades.selectors.daily_trades_for``): whether
+    the ``daily_trade_limit``-th of them exists, which reads at most that many index entries
+    and counts nothing.
     Call it with the agent's row locked (``select_for_update``) in the transaction that places
     the order: concurrent orders of one agent are then counted one after the other and can
     never exceed the limit together. It depends on no other service: the metering service's
@@ -384,8 +385,9 @@ def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
     """
     limit = int(agent.effective_config["daily_trade_limit"])
     _, day_end = period_window(DAILY, now)
-    accepted = orders_accepted_today(now=now).filter(agent=agent)[:limit].count()
-    if accepted < limit:
+    today = orders_accepted_today(now=now).filter(agent=agent)
+    # Unordered: whichever order of the day comes limit-th, the answer is the same.
+    if limit > 0 and not today.order_by()[limit - 1 : limit].exists():
         return
     retry_after = max(math.ceil((day_end - now).total_seconds()), 1)
     raise problems.QuotaExceeded(
