@@ -29,7 +29,12 @@ from agents.permissions import is_operator
 from agents.representation import AgentSerializer
 from agents.selectors import portfolio_valuation
 from api import problems
-from metering.services import quota_configure, server_transaction_id, usage_record
+from metering.services import (
+    quota_configure,
+    quota_configure_all,
+    server_transaction_id,
+    usage_record,
+)
 from observability.metrics import background_row_failed
 from realtime.services import AgentEvents
 
@@ -323,6 +328,19 @@ def agent_update(
         if limit_changed:
             transaction.on_commit(lambda: quota_configure(agent=agent))
     return agent
+
+
+def agent_quota_hints_resend() -> int:
+    """Send the ``daily_trade_limit`` hint of every agent not terminated to the metering
+    service again (``metering.services.quota_configure_all``); returns how many were sent.
+
+    The reference metering service keeps these hints in memory: one this server has just
+    started (``runtime.embedded.start_embedded_services``) knows none of them, and would
+    apply its default ``trade_executions`` quota to agents whose limit is above it. Paused
+    and suspended agents are included: they may trade again without a limit change.
+    """
+    agents = Agent.objects.exclude(status=AgentStatus.TERMINATED).only("id", "config")
+    return quota_configure_all(agents=agents)
 
 
 def agent_terminated_record(*, agent: Agent, actor, events: AgentEvents) -> None:

@@ -31,7 +31,10 @@ def start_embedded_services():
     """Start the reference services whose address nothing listens on; return a handle or None.
 
     Only when ``EMBEDDED_SERVICES`` is on. Addresses already served (a standalone
-    ``run_reference_services`` or the real Creto services) are left alone.
+    ``run_reference_services`` or the real Creto services) are left alone. An embedded
+    metering service starts with its state empty: once it listens, every live agent's
+    ``daily_trade_limit`` hint is sent to it again (``METERING_QUOTA_HINTS``), or the demo
+    agents of an already seeded database would be held to its default quota after a restart.
     """
     if not settings.EMBEDDED_SERVICES:
         return None
@@ -53,4 +56,13 @@ def start_embedded_services():
         oversight_address=wanted.get("oversight"),
     )
     logger.info("embedded reference services started: %s", ", ".join(sorted(wanted)))
+    if handle.metering_address and settings.METERING_QUOTA_HINTS:
+        from agents.services import agent_quota_hints_resend
+
+        try:
+            sent = agent_quota_hints_resend()
+        except BaseException:
+            handle.stop(grace=0)
+            raise
+        logger.info("daily trade limits of %d agents sent to the embedded metering service", sent)
     return handle

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from api import problems
 from grpc_clients import metering as metering_api
-from grpc_clients.errors import ServiceUnavailable
+from grpc_clients.errors import GrpcClientError, ServiceUnavailable
 from grpc_clients.registry import get_metering_client
 from metering.choices import MetricCode
 from metering.models import DeliveryState, UsageEvent
@@ -44,6 +45,8 @@ QUOTA_WARNING_PERCENT = 80
 SUM_SPLIT = 2**32
 # The largest quantity a CheckQuota request carries (int64): a larger one is over any limit.
 MAX_WIRE_QUANTITY = 2**63 - 1
+# Quota hints sent in one IngestEventBatch call (quota_configure_all).
+QUOTA_HINT_BATCH = 500
 
 
 def usage_sums(field: str = "quantity") -> dict[str, Sum]:
@@ -272,35 +275,65 @@ def quota_configure(*, agent: Agent) -> None:
     keeps the reference service's own quota, and what ``GET /metering/agents/{id}/quota``
     reports of it, in line. It is a quantity-0 event with the ``quota_limit`` property, a
     convention of the reference service that a standard ``creto.metering.v1`` service ignores
-    and that the reference service forgets when it restarts. Sent at once; if the metering
-    service is unreachable it goes to the outbox and is delivered, in order, before any later
-    usage; nothing raises.
+    and that the reference service forgets when it restarts (the server sends them all again
+    when it starts one embedded: ``agents.services.agent_quota_hints_resend``). Sent at once;
+    if the metering service is unreachable it goes to the outbox and is delivered, in order,
+    before any later usage; nothing raises.
+    """
+    quota_configure_all(agents=[agent])
+
+
+def quota_configure_all(*, agents: Iterable[Agent]) -> int:
+    """``quota_configure`` for each of ``agents``, in batches of ``QUOTA_HINT_BATCH`` events.
+
+    Each batch is one ``IngestEventBatch`` call within the gRPC deadline: once one finds the
+    metering service unavailable, that batch and the rest go to the outbox without another
+    call, so this never waits longer than one deadline for a service that does not answer. A
+    refused batch is logged and not retried (the hint is optional). Returns how many hints
+    were sent or queued (0 when ``METERING_QUOTA_HINTS`` is off); nothing raises.
     """
     if not settings.METERING_QUOTA_HINTS:
-        return
-    limit = int(agent.effective_config["daily_trade_limit"])
-    config_event = {
-        "agent": agent,
-        "code": MetricCode.TRADE_EXECUTIONS,
-        "quantity": 0,
-        "event_type": "api_call",
-        "properties": {"quota_limit": str(limit), "quota_period": DAILY},
-    }
-    transaction_id = server_transaction_id("quota-config", uuid.uuid4().hex)
-    try:
-        result = get_metering_client().ingest_event(
-            metering_api.UsageEvent(
-                transaction_id=transaction_id,
-                agent_id=str(agent.pk),
-                code=config_event["code"],
-                quantity=0,
-                event_type="api_call",
-                properties=config_event["properties"],
+        return 0
+    hints = [_quota_hint(agent) for agent in agents]
+    for offset in range(0, len(hints), QUOTA_HINT_BATCH):
+        batch = hints[offset : offset + QUOTA_HINT_BATCH]
+        try:
+            result = get_metering_client().ingest_batch([event for event, _ in batch])
+        except ServiceUnavailable:
+            logger.warning(
+                "metering unavailable; %d quota configs queued in the outbox",
+                len(hints) - offset,
             )
-        )
-    except ServiceUnavailable:
-        logger.warning("metering unavailable; quota config for %s queued in the outbox", agent.pk)
-        usage_record(transaction_id=transaction_id, **config_event)
-        return
-    if result.status not in {"accepted", "duplicate"}:
-        logger.error("metering refused quota config for %s: %s", agent.pk, result.error_message)
+            for event, agent in hints[offset:]:
+                usage_record(
+                    agent=agent,
+                    code=event.code,
+                    quantity=0,
+                    event_type=event.event_type,
+                    properties=event.properties,
+                    transaction_id=event.transaction_id,
+                )
+            break
+        except GrpcClientError as exc:
+            logger.error("metering refused %d quota configs: %s", len(batch), exc.code)
+            continue
+        for (_, agent), outcome in zip(batch, result.results, strict=True):
+            if outcome.status not in {"accepted", "duplicate"}:
+                logger.error(
+                    "metering refused quota config for %s: %s", agent.pk, outcome.error_message
+                )
+    return len(hints)
+
+
+def _quota_hint(agent: Agent) -> tuple[metering_api.UsageEvent, Agent]:
+    """The quantity-0 event that sets the agent's ``trade_executions`` quota, and its agent."""
+    limit = int(agent.effective_config["daily_trade_limit"])
+    event = metering_api.UsageEvent(
+        transaction_id=server_transaction_id("quota-config", uuid.uuid4().hex),
+        agent_id=str(agent.pk),
+        code=MetricCode.TRADE_EXECUTIONS,
+        quantity=0,
+        event_type="api_call",
+        properties={"quota_limit": str(limit), "quota_period": DAILY},
+    )
+    return event, agent
