@@ -46,6 +46,10 @@ QUORUM_THRESHOLD = Decimal("100000")
 SYSTEM_ACTOR = "system"
 # The reason of a RejectRequest that stands for a cancellation (no CancelRequest extension).
 CANCELLED_PREFIX = "cancelled: "
+# The reason the server closes a request on the service with when it expired here: whoever
+# follows the service (a decision the service refused because the expiry got there first)
+# then records an expiry, as the expiry job does, not a cancellation.
+EXPIRED_REASON = "approval request expired"
 # The service's priority scale tops out at "critical"; ours calls it "urgent".
 _GRPC_PRIORITY = {"low": "low", "medium": "medium", "high": "high", "urgent": "critical"}
 
@@ -403,28 +407,35 @@ class ServiceOutcome:
 
 
 def approval_service_outcome(*, approval_request_id) -> ServiceOutcome | None:
-    """Ask the oversight service (``GetRequestStatus``) how it closed a request; None while
-    it is undecided there. ``grpc_clients.errors.GrpcClientError`` propagates."""
-    status = get_oversight_client().get_request_status(str(approval_request_id))
+    """Ask the oversight service (``GetRequestStatus``, with its audit trail) how it closed a
+    request; None while it is undecided there. A request this server closed there because it
+    expired here (reason ``EXPIRED_REASON``) is ``expired``; one it closed for a cancellation
+    is ``cancelled``. ``grpc_clients.errors.GrpcClientError`` propagates."""
+    status = get_oversight_client().get_request_status(
+        str(approval_request_id), include_audit_trail=True
+    )
     outcome = _SERVICE_OUTCOME.get(status.state)
     if outcome is None:
         return None
     decided = status.decision
-    if (
-        outcome == RequestStatus.REJECTED
-        and decided is not None
-        and decided.justification.startswith(CANCELLED_PREFIX)
-    ):
+    justification = decided.justification if decided is not None else ""
+    closed_for = ""
+    if outcome == RequestStatus.REJECTED and justification.startswith(CANCELLED_PREFIX):
         # How this server closes a request on a service without CancelRequest.
         outcome = RequestStatus.CANCELLED
+        closed_for = justification.removeprefix(CANCELLED_PREFIX)
+    elif outcome == RequestStatus.CANCELLED:
+        closed_for = next(
+            (t.reason for t in reversed(status.transitions) if t.to_state == status.state), ""
+        )
+    if outcome == RequestStatus.CANCELLED and closed_for == EXPIRED_REASON:
+        return ServiceOutcome(
+            status=RequestStatus.EXPIRED, approver=None, justification=EXPIRED_REASON
+        )
     approver = None
     if decided is not None and decided.approver_id.isdigit():
         approver = get_user_model().objects.filter(pk=int(decided.approver_id)).first()
-    return ServiceOutcome(
-        status=outcome,
-        approver=approver,
-        justification=decided.justification if decided is not None else "",
-    )
+    return ServiceOutcome(status=outcome, approver=approver, justification=justification)
 
 
 def approval_follow_record(*, approval: ApprovalRequest, outcome: ServiceOutcome) -> str:

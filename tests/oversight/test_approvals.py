@@ -14,6 +14,7 @@ from django.utils import timezone
 from agents.models import Agent
 from metering.models import UsageEvent
 from oversight.models import ApprovalDecision, ApprovalRequest
+from oversight.services import CLOSED, EXPIRED_REASON, oversight_request_close
 from realtime.models import AgentEvent
 from tests.helpers import approve_url
 from trades.models import Trade
@@ -319,6 +320,26 @@ def test_expiry_releases_the_reservation(pending_request):
         "expired"
     )
     assert approvals_expire_due(approval.expires_at + timedelta(days=1)) == 0
+
+
+def test_an_approval_refused_because_the_expiry_closed_the_request_records_the_expiry(
+    pending_request, operator, client_for
+):
+    # given: the expiry job has closed the request on the oversight service, not yet here
+    agent, trade = pending_request()
+    approval = ApprovalRequest.objects.get(pk=trade["approval_request_id"])
+    assert oversight_request_close(approval.pk, reason=EXPIRED_REASON) == CLOSED
+
+    # when: an operator approves it
+    response = client_for(operator).post(approve_url(approval.pk))
+
+    # then: refused, and the server follows the service: the order expired, nobody cancelled it
+    assert response.status_code == 409
+    approval.refresh_from_db()
+    assert approval.status == "expired"
+    assert Trade.objects.get(pk=trade["id"]).status == "expired"
+    agent.refresh_from_db()
+    assert (agent.reserved_cash, agent.cash_balance) == (Decimal("0"), Decimal("100000.00"))
 
 
 def test_an_expired_request_cannot_be_approved(pending_request, operator, client_for):

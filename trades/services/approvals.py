@@ -39,6 +39,8 @@ from oversight.models import ApprovalRequest
 from oversight.selectors import approval_get
 from oversight.services import (
     ALREADY_CLOSED,
+    CLOSED,
+    EXPIRED_REASON,
     UNREACHABLE,
     ClosedOnService,
     approval_close,
@@ -240,9 +242,11 @@ def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
     """Expire every pending request past ``expires_at``; one transaction per request.
 
     Each is first closed on the oversight service (``oversight_request_close``, before any
-    lock), so an approval racing the expiry has one outcome on both sides: if the service had
-    already closed it (an approval that got there first, or its own expiry), the server
-    follows the service (``approval_follow_service``); an unreachable service does not hold
+    lock, reason ``EXPIRED_REASON``), so an approval racing the expiry has one outcome on both
+    sides: if the service had already closed it (an approval that got there first, or its own
+    expiry), the server follows the service (``approval_follow_service``); an approval the
+    service refused because the expiry got there first follows it too, and records the
+    expiry; an unreachable service does not hold
     expiry up (the service expires its copy by itself, same timeout). Then, under the locks
     and re-checked, status ``expired`` with ``resolved_at``, the order released as
     ``expired`` (its reservation freed) and ``approval.completed`` published. A request
@@ -262,7 +266,7 @@ def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
             with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
                 closed = UNREACHABLE
                 if reachable:  # one wait for an unreachable service per run, not one each
-                    closed = oversight_request_close(request_id, reason="approval request expired")
+                    closed = oversight_request_close(request_id, reason=EXPIRED_REASON)
                     reachable = closed != UNREACHABLE
                 if closed == ALREADY_CLOSED:
                     followed = approval_follow_service(approval_request_id=request_id)
@@ -272,12 +276,13 @@ def approvals_expire_report(*, now: datetime | None = None) -> ExpiryReport:
             with transaction.atomic():
                 rows = _lock_request(request_id)
                 if rows.approval.status != RequestStatus.PENDING or rows.approval.expires_at > now:
+                    # A decision the service refused because this run closed the request
+                    # there followed the service here first: still this run's expiry.
+                    expired += closed == CLOSED and rows.approval.status == RequestStatus.EXPIRED
                     continue
                 approval_close(rows.approval, status=RequestStatus.EXPIRED, now=now)
                 with agent_events(rows.agent) as events:
-                    release(
-                        rows, events, status=TradeStatus.EXPIRED, reason="approval request expired"
-                    )
+                    release(rows, events, status=TradeStatus.EXPIRED, reason=EXPIRED_REASON)
                     approval_publish(rows.approval, "approval.completed", events)
             expired += 1
         except Exception:
