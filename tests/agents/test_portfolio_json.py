@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from agents.api.serializers import PortfolioSerializer
 from agents.representation import portfolio_representation as portfolio_json
+from tests.helpers import agent_url, trades_url
 from trades import market
 from trades.selectors import portfolio_for
 
@@ -27,7 +28,7 @@ def test_a_traded_portfolio_serializes_as_drf_does(owner_client, agent_factory):
     market.set_price("AAPL", "189.99")
     market.set_price("MSFT", "333.33")
     agent = agent_factory(budget="100000")
-    base = f"/api/v1/agents/{agent.pk}/trades"
+    base = trades_url(agent)
     for body in (
         {"symbol": "AAPL", "side": "buy", "quantity": "3.5"},
         {"symbol": "MSFT", "side": "buy", "quantity": "7"},
@@ -40,7 +41,7 @@ def test_a_traded_portfolio_serializes_as_drf_does(owner_client, agent_factory):
     valuation = portfolio_for(agent)
     assert len(valuation["positions"]) == 2
     assert portfolio_json(valuation) == drf_json(valuation)
-    answered = owner_client.get(f"/api/v1/agents/{agent.pk}/portfolio").json()
+    answered = owner_client.get(agent_url(agent, "/portfolio")).json()
     assert answered.keys() == drf_json(valuation).keys()
     assert answered["positions"] == drf_json(valuation)["positions"]
 

@@ -27,6 +27,7 @@ from tests.realtime.servers import (
     BASE_DIR,
     PYTHON,
     ServerProcess,
+    manage,
     server_env,
     ws_open,
     ws_receive,
@@ -108,21 +109,8 @@ def live(tmp_path_factory, reference_services):
         redis_url=os.environ.get("REDIS_URL"),
     )
 
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [str(PYTHON), "manage.py", *args],
-            cwd=BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    manage("migrate", "--noinput")
-    tokens = json.loads(manage("shell", "-c", SETUP).strip().splitlines()[-1])
+    manage("migrate", "--noinput", env=env)
+    tokens = json.loads(manage("shell", "-c", SETUP, env=env).strip().splitlines()[-1])
     server = ServerProcess(
         [str(PYTHON), "manage.py", "serve", "--host", "127.0.0.1", "--port", "{port}"], env
     )

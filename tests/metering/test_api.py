@@ -11,6 +11,7 @@ from api import problems
 from metering.models import UsageEvent
 from metering.services import quota_check, quota_configure, usage_deliver_pending, usage_record
 from realtime.models import AgentEvent
+from tests.helpers import agent_url
 
 pytestmark = pytest.mark.django_db
 
@@ -335,8 +336,8 @@ def test_every_authenticated_request_for_an_agent_counts_one_api_call(
     agent = agent_factory()
 
     # when
-    assert owner_client.get(f"/api/v1/agents/{agent.pk}").status_code == 200
-    assert owner_client.get(f"/api/v1/agents/{agent.pk}/portfolio").status_code == 200
+    assert owner_client.get(agent_url(agent)).status_code == 200
+    assert owner_client.get(agent_url(agent, "/portfolio")).status_code == 200
     assert owner_client.get(usage_url(agent)).status_code == 200
 
     # then
@@ -354,8 +355,8 @@ def test_requests_not_for_a_visible_agent_count_nothing(
     agent = agent_factory()
 
     # when
-    assert client_for(other_owner).get(f"/api/v1/agents/{agent.pk}").status_code == 404
-    assert anon_client.get(f"/api/v1/agents/{agent.pk}").status_code == 401
+    assert client_for(other_owner).get(agent_url(agent)).status_code == 404
+    assert anon_client.get(agent_url(agent)).status_code == 401
     assert owner_client.get("/api/v1/agents").status_code == 200
     missing = "00000000-0000-4000-8000-000000000000"
     assert owner_client.get(f"/api/v1/agents/{missing}").status_code == 404

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from metering.services import usage_record
+from tests.helpers import trades_url
 from trades import market
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +48,7 @@ def test_an_agents_usage_sums_never_overflow(agent_factory, owner_client, operat
     operators = client_for(operator).get(f"/api/v1/metering/agents/{agent.pk}/usage")
     quota = owner_client.get(f"/api/v1/metering/agents/{agent.pk}/quota")
     order = owner_client.post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "1"},
         format="json",
     )

@@ -13,6 +13,7 @@ import pytest
 
 from metering.models import UsageEvent
 from metering.services import usage_deliver_pending
+from tests.helpers import agent_url, trades_url
 from trades import market
 from trades.models import Trade
 from trades.services import orders_match
@@ -54,7 +55,7 @@ def test_the_kill_switch_stops_an_agent_whatever_its_owner_claimed_in_usage(
     # given: an agent with a resting order, whose owner claimed every id of the server's
     agent = agent_factory()
     order = owner_client.post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "5", "type": "limit", "limit_price": "90"},
         format="json",
     )
@@ -63,7 +64,7 @@ def test_the_kill_switch_stops_an_agent_whatever_its_owner_claimed_in_usage(
     claim_every_server_id(owner_client, agent, order.json()["id"])
 
     # when: the operator pulls the kill switch
-    response = client_for(operator).delete(f"/api/v1/agents/{agent.pk}")
+    response = client_for(operator).delete(agent_url(agent))
 
     # then: the agent is stopped, its order cancelled, its cash released
     assert response.status_code == 204
@@ -86,7 +87,7 @@ def test_a_resting_order_fills_whatever_its_owner_claimed_in_usage(
     # given: a resting limit buy, and its trade's ids claimed by its owner
     agent = agent_factory()
     order = owner_client.post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "5", "type": "limit", "limit_price": "90"},
         format="json",
     )
@@ -116,7 +117,7 @@ def test_an_approval_executes_whatever_the_owner_claimed_in_usage(
     # given: an order waiting for an operator, its ids claimed by the owner
     agent = agent_factory()
     order = owner_client.post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "200"},
         format="json",
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
-from tests.realtime.servers import server_env
+from tests.realtime.servers import manage, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,20 +35,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 20_000
-
-
-def _manage(*args: str, env: dict) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stderr}"
-    return result.stdout
 
 
 def http(method: str, url: str, *, token: str | None = None, body: dict | None = None):
@@ -74,8 +60,8 @@ def live_server_process(reference_services, tmp_path):
         database_url=f"sqlite:///{tmp_path / 'dashboard.db'}",
         MARKET_TICK_MS="500",
     )
-    _manage("migrate", "--noinput", env=env)
-    seeded = _manage("seed_demo", env=env)
+    manage("migrate", "--noinput", env=env)
+    seeded = manage("seed_demo", env=env)
     tokens = dict(re.findall(r"^\s*(\w+) / \S+\s+token (\w+)", seeded, flags=re.MULTILINE))
     assert set(tokens) == {"operator", "alice", "bob"}, seeded
 

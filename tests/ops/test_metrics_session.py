@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
-from rest_framework.authtoken.models import Token
 
+from tests.helpers import agent_url, submit
 from tests.realtime.helpers import open_socket
 
 
@@ -24,7 +24,9 @@ def _total(samples: dict, name: str, **labels) -> float:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_metrics_move_after_a_scripted_session(owner, client_for, agent_factory, settings):
+async def test_metrics_move_after_a_scripted_session(
+    owner, client_for, token_for, agent_factory, settings
+):
     settings.OUTBOX_DELIVERY_INTERVAL_MS = 60_000  # nothing delivers the outbox meanwhile
 
     def session():
@@ -33,14 +35,11 @@ async def test_metrics_move_after_a_scripted_session(owner, client_for, agent_fa
         market.set_price("AAPL", "100.00")
         agent = agent_factory(budget="100000")
         api = client_for(owner)
-        orders = f"/api/v1/agents/{agent.pk}/trades"
-        small = api.post(orders, {"symbol": "AAPL", "side": "buy", "quantity": "5"}, format="json")
-        large = api.post(
-            orders, {"symbol": "AAPL", "side": "buy", "quantity": "150"}, format="json"
-        )
+        small = submit(api, agent, symbol="AAPL", side="buy", quantity="5")
+        large = submit(api, agent, symbol="AAPL", side="buy", quantity="150")
         assert (small.status_code, large.status_code) == (201, 202), (small.json(), large.json())
-        assert api.get(f"/api/v1/agents/{agent.pk}/portfolio").status_code == 200
-        return Token.objects.get_or_create(user=owner)[0].key
+        assert api.get(agent_url(agent, "/portfolio")).status_code == 200
+        return token_for(owner)
 
     before = _samples(
         (await sync_to_async(lambda: client_for(owner).get("/metrics"))()).content.decode()

@@ -20,7 +20,6 @@ import urllib.request
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from tests.realtime.servers import (
     DAPHNE,
@@ -139,11 +138,11 @@ def _once_per_interval(ticks: list[tuple[float, int]]) -> None:
 
 
 async def test_orders_on_gunicorn_stream_to_daphne_clients_and_two_job_replicas_lead_once(
-    production, owner, agent_factory
+    production, owner, agent_factory, token_for
 ):
     web, ws, jobs = production
     agent = await database_sync_to_async(agent_factory)(budget="100000")
-    token = (await database_sync_to_async(Token.objects.get_or_create)(user=owner))[0].key
+    token = await database_sync_to_async(token_for)(owner)
     agent_id = str(agent.id)
 
     # exactly one of the two job replicas leads

@@ -6,6 +6,8 @@ import logging
 
 import pytest
 
+from tests.helpers import trades_url
+
 pytestmark = pytest.mark.django_db
 
 
@@ -16,7 +18,7 @@ def test_order_request_id_reaches_metering_and_oversight_logs(owner_client, agen
     caplog.set_level(logging.DEBUG, logger="reference_services")
     # when
     response = owner_client.post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "1"},
         format="json",
         HTTP_X_REQUEST_ID="order-req-7f3a",
@@ -39,7 +41,7 @@ def test_one_log_line_per_request_and_grpc_calls_below_info(owner_client, agent_
 
     # when: an order (two gRPC calls) and a request that answers 404
     placed = owner_client.post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "1"},
         format="json",
     )

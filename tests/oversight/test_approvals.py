@@ -16,7 +16,7 @@ from metering.models import UsageEvent
 from oversight.models import ApprovalDecision, ApprovalRequest
 from oversight.services import CLOSED, EXPIRED_REASON, oversight_request_close
 from realtime.models import AgentEvent
-from tests.helpers import approve_url
+from tests.helpers import approve_url, trades_url
 from trades.models import Trade
 from trades.services import approvals_expire_due
 
@@ -378,7 +378,7 @@ def test_cancelling_a_waiting_trade_cancels_its_request(pending_request, owner_c
     agent, trade = pending_request()
 
     # when
-    response = owner_client.delete(f"/api/v1/agents/{agent.pk}/trades/{trade['id']}")
+    response = owner_client.delete(trades_url(agent, trade["id"]))
 
     # then
     assert response.status_code == 200

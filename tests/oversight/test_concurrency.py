@@ -9,7 +9,7 @@ import pytest
 
 from grpc_clients.registry import get_oversight_client
 from oversight.models import ApprovalDecision, ApprovalRequest
-from tests.helpers import race
+from tests.helpers import race, trades_url
 from trades.models import Trade
 from trades.services import approvals_expire_due
 
@@ -38,7 +38,7 @@ def test_approve_reject_and_cancel_at_once_give_exactly_one_outcome_on_both_side
     responses = _race(
         lambda: approver.post(f"{base}/{request_id}/approve"),
         lambda: rejecter.post(f"{base}/{request_id}/reject", {"reason": "no"}, format="json"),
-        lambda: owner.delete(f"/api/v1/agents/{agent.pk}/trades/{trade['id']}"),
+        lambda: owner.delete(trades_url(agent, trade["id"])),
     )
 
     # then

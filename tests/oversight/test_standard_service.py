@@ -13,6 +13,7 @@ from django.conf import settings as django_settings
 from grpc_clients.registry import get_oversight_client, reset_clients
 from oversight.models import ApprovalRequest
 from reference_services.server import start_reference_services
+from tests.helpers import agent_url, trades_url
 from trades.models import Trade
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +49,7 @@ def test_cancelling_a_held_order_closes_its_request_on_a_standard_oversight_serv
 
     # when
     with django_capture_on_commit_callbacks(execute=True):
-        response = owner_client.delete(f"/api/v1/agents/{agent.pk}/trades/{trade['id']}")
+        response = owner_client.delete(trades_url(agent, trade["id"]))
 
     # then: cancelled here, closed there, with the cancellation named as the reason
     assert response.status_code == 200, response.content
@@ -65,7 +66,7 @@ def test_terminating_an_agent_closes_its_pending_requests_on_a_standard_oversigh
     # given: two held orders
     agent, first = pending_request(budget="200000")
     second = client_for(agent.owner).post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "150"},
         format="json",
     )
@@ -74,7 +75,7 @@ def test_terminating_an_agent_closes_its_pending_requests_on_a_standard_oversigh
 
     # when: the operator's kill switch
     with django_capture_on_commit_callbacks(execute=True):
-        response = client_for(operator).delete(f"/api/v1/agents/{agent.pk}")
+        response = client_for(operator).delete(agent_url(agent))
 
     # then: no request the server dropped stays pending on the service
     assert response.status_code in (200, 204), response.content

@@ -69,6 +69,24 @@ def server_env(services, *, database_url: str, redis_url: str | None = None, **o
     return env
 
 
+def manage(*args: str, env: dict) -> str:
+    """Run ``manage.py`` with the given arguments in a server's environment; its stdout.
+
+    Fails the test, with the command's output, if the command fails.
+    """
+    done = subprocess.run(
+        [str(PYTHON), "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
 class ServerProcess:
     """A server command (``{port}`` in it replaced by a free loopback port), its output kept
     in a temporary file for the failure message."""

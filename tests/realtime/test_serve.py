@@ -4,14 +4,12 @@ a real WebSocket client receives ``market.price`` ticks published by the market 
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from tests.realtime.servers import (
-    BASE_DIR,
     PYTHON,
     ServerProcess,
+    manage,
     server_env,
     ws_open,
     ws_receive,
@@ -36,21 +34,8 @@ def served(tmp_path, reference_services):
         MARKET_TICK_MS="200",
     )
 
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [str(PYTHON), "manage.py", *args],
-            cwd=BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    manage("migrate", "--noinput")
-    token = manage("shell", "-c", CREATE_TOKEN).strip().splitlines()[-1]
+    manage("migrate", "--noinput", env=env)
+    token = manage("shell", "-c", CREATE_TOKEN, env=env).strip().splitlines()[-1]
     server = ServerProcess(
         [str(PYTHON), "manage.py", "serve", "--host", "127.0.0.1", "--port", "{port}"], env
     )

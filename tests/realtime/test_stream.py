@@ -6,6 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
+from tests.helpers import agent_url, trades_url
 from tests.realtime.helpers import receive_events, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,7 +40,7 @@ async def test_a_filled_order_streams_created_filled_then_portfolio(
     await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
     # when the agent buys at market over HTTP
     response = await AsyncClient().post(
-        f"/api/v1/agents/{agent.id}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "3"},
         content_type="application/json",
         headers=_auth(token),
@@ -67,7 +68,7 @@ async def test_a_refused_order_streams_nothing(ws, owner, token_for, streaming_a
     await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
     # when an order exceeds the cash (its transaction rolls back)
     response = await AsyncClient().post(
-        f"/api/v1/agents/{agent.id}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "5000"},
         content_type="application/json",
         headers=_auth(token),
@@ -90,7 +91,7 @@ async def test_an_order_needing_approval_reaches_the_operator_feed_and_fills_aft
     await subscribe(trades, channel="trades", agent_id=str(agent.id))
     # when the agent places an order above the auto-approval limit (150 x 100 = 15,000)
     response = await AsyncClient().post(
-        f"/api/v1/agents/{agent.id}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "150"},
         content_type="application/json",
         headers=_auth(owner_token),
@@ -134,7 +135,7 @@ async def test_terminating_an_agent_over_http_tells_its_trades_subscribers(
     communicator = await ws(token)
     await subscribe(communicator, channel="trades", agent_id=str(agent.id))
     # when the kill switch is pulled
-    response = await AsyncClient().delete(f"/api/v1/agents/{agent.id}", headers=_auth(token))
+    response = await AsyncClient().delete(agent_url(agent), headers=_auth(token))
     # then
     assert response.status_code == 204, response.content
     event = await communicator.receive_json_from(timeout=5)
@@ -154,7 +155,7 @@ async def _portfolio_updates(communicator, count: int) -> list[dict]:
 
 async def _place_pending(owner_token: str, agent) -> dict:
     response = await AsyncClient().post(
-        f"/api/v1/agents/{agent.id}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "150"},
         content_type="application/json",
         headers=_auth(owner_token),
@@ -180,9 +181,7 @@ async def test_a_reservation_and_its_release_each_send_portfolio_update(
     # then the portfolio shows the reservation, as REST does
     [reserved] = await _portfolio_updates(communicator, 1)
     assert (reserved["reserved_cash"], reserved["available_cash"]) == ("15000.00", "85000.00")
-    rest = await AsyncClient().get(
-        f"/api/v1/agents/{agent.id}/portfolio", headers=_auth(owner_token)
-    )
+    rest = await AsyncClient().get(agent_url(agent, "/portfolio"), headers=_auth(owner_token))
     assert rest.json()["available_cash"] == reserved["available_cash"]
 
     # when the order ends without a fill
@@ -196,7 +195,7 @@ async def test_a_reservation_and_its_release_each_send_portfolio_update(
         assert response.status_code == 200, response.content
     elif ending == "cancelled":
         response = await AsyncClient().delete(
-            f"/api/v1/agents/{agent.id}/trades/{trade['id']}", headers=_auth(owner_token)
+            trades_url(agent, trade["id"]), headers=_auth(owner_token)
         )
         assert response.status_code == 200, response.content
     else:
@@ -224,7 +223,7 @@ async def test_a_resting_limit_order_sends_portfolio_update(ws, owner, token_for
 
     # when a limit buy below the market rests open (10 x 50 = 500 reserved)
     response = await AsyncClient().post(
-        f"/api/v1/agents/{agent.id}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "type": "limit", "limit_price": "50", "quantity": "10"},
         content_type="application/json",
         headers=_auth(token),

@@ -26,6 +26,7 @@ from agents.models import Agent, PortfolioSnapshot, Position
 from metering.models import UsageEvent
 from metering.services import usage_deliver_pending, usage_record
 from oversight.models import ApprovalRequest
+from tests.helpers import trades_url
 from trades import market
 from trades.models import Trade
 from trades.services import (
@@ -55,7 +56,7 @@ def row_failures(client, job: str) -> float:
 
 def limit_buy(client_for, agent, **extra):
     response = client_for(agent.owner).post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "AAPL", "side": "buy", "quantity": "10", "type": "limit",
          "limit_price": "90.00", **extra},
         format="json",
@@ -145,7 +146,7 @@ def test_approval_expiry_goes_on_past_a_request_it_cannot_expire(
     held = []
     for who in (broken_agent, agent):
         response = client_for(who.owner).post(
-            f"/api/v1/agents/{who.pk}/trades",
+            trades_url(who),
             {"symbol": "AAPL", "side": "buy", "quantity": "200"},
             format="json",
         )

@@ -28,7 +28,6 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from prometheus_client import REGISTRY
-from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
 from grpc_clients.errors import ServiceUnavailable
@@ -40,6 +39,7 @@ from realtime.models import AgentEvent
 from reference_services.server import start_reference_services
 from tests.helpers import (
     NO_APPROVAL,
+    agent_url,
     assert_books_balance,
     free_port,
     problem_slug,
@@ -153,9 +153,9 @@ def test_reads_keep_working_while_a_service_is_down(
     break_service(fresh_reference_services, service, "stopped")
 
     for url in (
-        f"/api/v1/agents/{agent.pk}",
+        agent_url(agent),
         "/api/v1/agents",
-        f"/api/v1/agents/{agent.pk}/portfolio",
+        agent_url(agent, "/portfolio"),
         trades_url(agent),
         trades_url(agent, trade["id"]),
         "/api/v1/market/prices",
@@ -354,12 +354,12 @@ async def _next_trade_event(communicator) -> dict:
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 async def test_redis_down_keeps_rest_answering_and_websockets_recover(
-    private_redis, agent_factory, owner, client_for, prices
+    private_redis, agent_factory, owner, client_for, token_for, prices
 ):
     # given an agent, its owner's REST client and a WebSocket watching its trades
     agent = await database_sync_to_async(agent_factory)(budget="100000", config=NO_APPROVAL)
     client = await database_sync_to_async(client_for)(owner)
-    token = await database_sync_to_async(lambda: Token.objects.get(user=owner).key)()
+    token = await database_sync_to_async(token_for)(owner)
     post = database_sync_to_async(lambda: client.post(trades_url(agent), ORDER, format="json"))
     socket_before = await _subscribed_socket(token, agent.pk)
     assert (await post()).status_code == 201
@@ -430,14 +430,14 @@ def _order_for(rng: random.Random) -> dict:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(180)
 def test_sigkill_mid_load_loses_no_committed_trade_and_leaves_no_orphan_hold(
-    reference_services, agent_factory, owner, prices
+    reference_services, agent_factory, owner, prices, token_for
 ):
     from tests.realtime.servers import PYTHON, ServerProcess, server_env, shared_database_url
 
     # given three agents, their owner's token and `manage.py serve` on the test database
     config = {**NO_APPROVAL, "auto_approval_limit": "5000"}
     agents = [agent_factory(budget="100000", config=config) for _ in range(3)]
-    token = Token.objects.create(user=owner).key
+    token = token_for(owner)
     env = server_env(
         reference_services,
         database_url=shared_database_url(),

@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from tests.helpers import NO_APPROVAL
 from tests.realtime.servers import (
@@ -119,12 +118,12 @@ def _wait_until(condition, timeout: float = 10) -> bool:
 
 
 def test_liveness_and_reads_answer_while_more_orders_than_request_threads_wait_on_slow_metering(
-    gunicorn, fresh_reference_services, owner, agent_factory, prices
+    gunicorn, fresh_reference_services, owner, agent_factory, prices, token_for
 ):
     # given: an agent whose orders need no human, and a metering service whose every call
     # waits before answering
     agent = agent_factory(budget="100000", config=NO_APPROVAL)
-    token = Token.objects.get_or_create(user=owner)[0].key
+    token = token_for(owner)
     orders_url = f"{gunicorn.http}/api/v1/agents/{agent.pk}/trades"
     metering = fresh_reference_services.metering
     metering.delay_seconds = METERING_DELAY_SECONDS

@@ -18,7 +18,7 @@ from django.db import connection
 
 from grpc_clients.registry import get_oversight_client
 from oversight.models import ApprovalRequest
-from tests.helpers import NO_APPROVAL, assert_books_balance, race, trades_url
+from tests.helpers import NO_APPROVAL, agent_url, assert_books_balance, race, trades_url
 from trades.models import Trade
 
 pytestmark = [
@@ -68,7 +68,7 @@ def test_the_kill_switch_does_not_wait_for_an_order_stuck_on_a_slow_oversight_se
     time.sleep(0.4)
 
     # when: the operator terminates the agent meanwhile
-    response = client_for(operator).delete(f"/api/v1/agents/{agent.pk}")
+    response = client_for(operator).delete(agent_url(agent))
     killed = time.monotonic()
     placing.join(30)
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.realtime.servers import BASE_DIR, PYTHON, ServerProcess, server_env
+from tests.realtime.servers import BASE_DIR, PYTHON, ServerProcess, manage, server_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -80,21 +80,8 @@ def live(tmp_path, reference_services):
         RATE_LIMIT="1000/1m",
     )
 
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [str(PYTHON), "manage.py", *args],
-            cwd=BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    manage("migrate", "--noinput")
-    seeded = manage("seed_demo")
+    manage("migrate", "--noinput", env=env)
+    seeded = manage("seed_demo", env=env)
     tokens = dict(re.findall(r"^\s*(\w+) / \S+\s+token (\w+)", seeded, flags=re.MULTILINE))
     server = ServerProcess(
         [str(PYTHON), "manage.py", "serve", "--host", "127.0.0.1", "--port", "{port}"], env
@@ -232,7 +219,7 @@ def test_the_runner_trades_by_strategy_obeys_governance_and_stops_a_terminated_a
     assert summary["agents"]["Paused Maker"]["status"] == "paused"
 
     # the books balance for every agent: cash + positions at cost = budget + realised P&L
-    books = json.loads(manage("shell", "-c", BOOKS).strip().splitlines()[-1])
+    books = json.loads(manage("shell", "-c", BOOKS, env=env).strip().splitlines()[-1])
     assert set(TEST_AGENTS) <= set(books)
     for name, (held, owed) in books.items():
         assert Decimal(held) == Decimal(owed), (name, held, owed)

@@ -347,17 +347,16 @@ def test_a_decision_body_setting_status_or_approvals_required_is_refused(
 
 @pytest.mark.django_db(transaction=True)
 async def test_websocket_subscription_to_another_owners_agent_is_refused(
-    owner, other_owner, agent_factory
+    owner, other_owner, agent_factory, token_for
 ):
     from channels.db import database_sync_to_async
-    from rest_framework.authtoken.models import Token
 
     from tests.realtime.helpers import open_socket
 
     # given
     theirs = await database_sync_to_async(agent_factory)(user=other_owner, name="Theirs")
-    token, _ = await database_sync_to_async(Token.objects.get_or_create)(user=owner)
-    communicator, connected = await open_socket(token.key)
+    token = await database_sync_to_async(token_for)(owner)
+    communicator, connected = await open_socket(token)
     assert connected
     try:
         for channel in ("portfolio", "trades", "oversight"):

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 # Imported at collection: it imports config.asgi, which runs django.setup(), whose logging
 # dictConfig would drop the capturing handlers if it happened inside the test.
+from tests.helpers import agent_url, trades_url
 from tests.realtime.helpers import open_socket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,9 +212,9 @@ def test_tokens_passwords_and_the_secret_key_never_reach_the_logs(
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     client.get("/api/v1/agents")
-    client.get(f"/api/v1/agents/{agent.pk}/portfolio?token={token}")
+    client.get(agent_url(agent, f"/portfolio?token={token}"))
     client.post(
-        f"/api/v1/agents/{agent.pk}/trades",
+        trades_url(agent),
         {"symbol": "NOPE", "side": "buy", "quantity": "1"},
         format="json",
     )

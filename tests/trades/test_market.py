@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents.models import PortfolioSnapshot
-from tests.helpers import submit
+from tests.helpers import agent_url, submit, trades_url
 from trades import market
 from trades.models import MarketPrice
 from trades.services import market_tick
@@ -80,7 +80,7 @@ def test_market_ticks_snapshot_holders_at_most_once_a_minute(owner_client, agent
     result = market_tick(now=later, force=True)
     assert result["snapshots"] >= 1
     assert PortfolioSnapshot.objects.filter(agent=agent).count() == after_fill + 1
-    history = owner_client.get(f"/api/v1/agents/{agent.pk}/portfolio/history").json()
+    history = owner_client.get(agent_url(agent, "/portfolio/history")).json()
     # the future snapshot is beyond "now" but inside the window
     assert len(history) == after_fill + 1
 
@@ -91,7 +91,7 @@ def test_the_next_tick_after_a_minute_records_a_fill_in_the_history(owner_client
     market.set_price("AAPL", "110.00")
     sold = submit(owner_client, agent, symbol="AAPL", side="sell", quantity="10")
     assert [bought.json()["status"], sold.json()["status"]] == ["filled", "filled"]
-    history_url = f"/api/v1/agents/{agent.pk}/portfolio/history"
+    history_url = agent_url(agent, "/portfolio/history")
     assert [p["cash_balance"] for p in owner_client.get(history_url).json()] == ["100000.00"]
 
     # when the market ticks a minute after its last snapshot
@@ -121,6 +121,6 @@ def test_market_tick_matches_resting_orders(owner_client, agent):
 
     # then the walk's new price crosses the limit and the matcher fills the order
     assert result["filled"] == 1
-    trade = owner_client.get(f"/api/v1/agents/{agent.pk}/trades/{order['id']}").json()
+    trade = owner_client.get(trades_url(agent, order["id"])).json()
     assert trade["status"] == "filled"
     assert Decimal(trade["avg_fill_price"]) < Decimal("55")

@@ -11,7 +11,7 @@ from agents.models import Position
 from metering.models import UsageEvent
 from oversight.models import ApprovalRequest
 from realtime.models import AgentEvent
-from tests.helpers import assert_books_balance, problem_slug, submit, trades_url
+from tests.helpers import agent_url, assert_books_balance, problem_slug, submit, trades_url
 from trades import market
 from trades.models import Fill, Trade
 
@@ -60,7 +60,7 @@ def test_buy_then_sell_books_cash_position_and_realized_pnl(owner_client, agent)
     agent.refresh_from_db()
     assert agent.cash_balance == Decimal("99550.00")
     assert agent.realized_pnl == Decimal("50.00")
-    portfolio = owner_client.get(f"/api/v1/agents/{agent.pk}/portfolio").json()
+    portfolio = owner_client.get(agent_url(agent, "/portfolio")).json()
     assert portfolio["realized_pnl"] == "50.00"
     assert portfolio["unrealized_pnl"] == "50.00"
     assert portfolio["positions_value"] == "550.00"
@@ -86,7 +86,7 @@ def test_a_fill_records_usage_and_events_once(owner_client, agent):
     events = list(AgentEvent.objects.filter(agent=agent).values_list("event", flat=True))
     assert events == ["trade.created", "trade.filled", "portfolio.update"]
     # and the portfolio history is not written per fill (market ticks snapshot it)
-    history = owner_client.get(f"/api/v1/agents/{agent.pk}/portfolio/history").json()
+    history = owner_client.get(agent_url(agent, "/portfolio/history")).json()
     assert [point["cash_balance"] for point in history] == ["100000.00"]
 
 
@@ -208,7 +208,7 @@ def test_a_symbol_outside_allowed_symbols_is_400(owner_client, agent_factory, pr
 
 
 def test_a_paused_agent_cannot_trade(owner_client, agent):
-    paused = owner_client.patch(f"/api/v1/agents/{agent.pk}", {"status": "paused"}, format="json")
+    paused = owner_client.patch(agent_url(agent), {"status": "paused"}, format="json")
     assert paused.status_code == 200
 
     response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1")
@@ -342,5 +342,5 @@ def test_trade_detail_and_another_owners_trade(owner_client, client_for, other_o
     stranger = client_for(other_owner)
     assert stranger.get(trades_url(agent, trade_id)).status_code == 404
     assert stranger.delete(trades_url(agent, trade_id)).status_code == 404
-    other_agent_url = f"/api/v1/agents/{agent.pk}/trades/00000000-0000-0000-0000-000000000000"
+    other_agent_url = trades_url(agent, "00000000-0000-0000-0000-000000000000")
     assert owner_client.get(other_agent_url).status_code == 404

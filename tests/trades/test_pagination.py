@@ -56,7 +56,7 @@ def test_other_pages_are_counted(
 
 
 def test_an_empty_list_and_pages_past_the_end(owner_client, agent, five_orders):
-    empty = owner_client.get(f"/api/v1/agents/{agent.pk}/trades", {"status": "cancelled"})
+    empty = owner_client.get(trades_url(agent), {"status": "cancelled"})
     assert (empty.json()["count"], empty.json()["results"]) == (0, [])
     for page in (4, 0, "one", "1.5"):
         answer = owner_client.get(trades_url(five_orders), {"page_size": 2, "page": page})

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rest_framework import serializers
 
 from realtime.models import AgentEvent
-from tests.helpers import submit, trades_url
+from tests.helpers import agent_url, submit, trades_url
 from trades.api.serializers import TradeSerializer
 from trades.models import Trade
 from trades.representation import approval_request_id, trade_representation
@@ -56,7 +56,7 @@ def test_the_orders_of_a_session_serialize_as_drf_does(owner_client, agent):
     ]
     assert [a.status_code for a in answers] == [201, 202, 201, 201]
     cancelled = answers[2].json()["id"]
-    assert owner_client.delete(f"/api/v1/agents/{agent.pk}/trades/{cancelled}").status_code == 200
+    assert owner_client.delete(trades_url(agent, cancelled)).status_code == 200
 
     # then every stored order serializes the same both ways, and the pending one names its request
     trades = list(Trade.objects.filter(agent=agent).select_related("approval_request"))
@@ -75,7 +75,7 @@ def test_the_orders_of_a_session_serialize_as_drf_does(owner_client, agent):
         ("?status=pending_approval", [pending]),
         ("?symbol=aapl&page_size=1", [t for t in newest_first if t.symbol == "AAPL"][:1]),
     ]:
-        listed = owner_client.get(f"/api/v1/agents/{agent.pk}/trades{query}").json()["results"]
+        listed = owner_client.get(agent_url(agent, f"/trades{query}")).json()["results"]
         assert listed == [drf_json(t) for t in expected], query
 
 
