@@ -44,13 +44,8 @@ def claim_every_server_id(client, agent, subject) -> None:
             claim(client, agent, form, code=kind)
 
 
-@pytest.fixture
-def market_at_100(db):
-    market.set_price("AAPL", "100.00")
-
-
 def test_the_kill_switch_stops_an_agent_whatever_its_owner_claimed_in_usage(
-    agent_factory, owner_client, operator, client_for, market_at_100
+    agent_factory, owner_client, operator, client_for, aapl_at_100
 ):
     # given: an agent with a resting order, whose owner claimed every id of the server's
     agent = agent_factory()
@@ -82,7 +77,7 @@ def test_the_kill_switch_stops_an_agent_whatever_its_owner_claimed_in_usage(
 
 
 def test_a_resting_order_fills_whatever_its_owner_claimed_in_usage(
-    agent_factory, owner_client, market_at_100
+    agent_factory, owner_client, aapl_at_100
 ):
     # given: a resting limit buy, and its trade's ids claimed by its owner
     agent = agent_factory()
@@ -112,7 +107,7 @@ def test_a_resting_order_fills_whatever_its_owner_claimed_in_usage(
 
 
 def test_an_approval_executes_whatever_the_owner_claimed_in_usage(
-    agent_factory, owner_client, operator, client_for, market_at_100
+    agent_factory, owner_client, operator, client_for, aapl_at_100
 ):
     # given: an order waiting for an operator, its ids claimed by the owner
     agent = agent_factory()

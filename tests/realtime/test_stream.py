@@ -17,15 +17,7 @@ def _auth(token: str) -> dict:
 
 
 @pytest.fixture
-def priced_market():
-    """A deterministic AAPL price, so notionals (and the approval threshold) are known."""
-    from trades import market
-
-    market.set_price("AAPL", "100.00")
-
-
-@pytest.fixture
-def streaming_agent(agent_factory, priced_market):
+def streaming_agent(agent_factory, aapl_at_100):
     return agent_factory(budget="100000")
 
 
@@ -74,7 +66,8 @@ async def test_a_refused_order_streams_nothing(ws, owner, token_for, streaming_a
         headers=_auth(token),
     )
     # then
-    assert response.status_code in {402, 422}, response.content
+    assert response.status_code == 402, response.content
+    assert response.json()["type"].rstrip("/").endswith("/problems/insufficient-funds")
     assert await communicator.receive_nothing(timeout=0.5)
 
 
