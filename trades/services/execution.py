@@ -76,6 +76,9 @@ class _Loaded:
     usage: list = field(default_factory=list)
     # The approval request the submission opened (none for an auto-approved order).
     approval_request_id: UUID | None = None
+    # The order's Trade JSON as last published, when nothing about the order changed since
+    # (a fill): the submission answers it instead of building it again.
+    trade_data: dict | None = None
 
 
 def _estimate_price(trade: Trade, price: Decimal) -> Decimal:
@@ -271,6 +274,7 @@ def _fill(
         created = {**opened, "created_at": filled["created_at"], "updated_at": filled["created_at"]}
         publish_trade_data(trade, "trade.created", created, events)
         publish_trade_data(trade, "trade.filled", filled, events)
+        loaded.trade_data = filled
         if position.pk is not None and position.symbol not in loaded.positions:
             loaded.positions[position.symbol] = position
         _publish_portfolio(

@@ -342,7 +342,7 @@ def _submit_locked(
     if api_call is not None:
         loaded.usage.append(usage_build(agent=agent, **api_call))
     usage_bulk_record(loaded.usage)
-    body = _plain(_trade_data(trade, loaded))
+    body = loaded.trade_data or _plain(_trade_data(trade, loaded))
     # 7. idempotency
     if key:
         IdempotencyRecord.objects.create(
