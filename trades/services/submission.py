@@ -307,7 +307,8 @@ def _submit_locked(
     # The prices the order was decided at; a symbol bought meanwhile is read now.
     prices = {**prepared.prices, **market.prices_for(positions.keys() - prepared.prices.keys())}
     loaded = _Loaded(positions=positions, prices=prices)
-    trade = _new_trade(agent=agent, order=order, price=price, now=now)
+    # The same order at the same price as validated before the lock: not validated again.
+    trade = _new_trade(agent=agent, order=order, price=price, now=now, validate=False)
     held = positions.get(order.symbol)
     position = _reserve(agent=agent, trade=trade, price=price, position=held)
     agent.last_active_at = now
@@ -400,7 +401,11 @@ def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
     )
 
 
-def _new_trade(*, agent: Agent, order: Order, price: Decimal, now: datetime) -> Trade:
+def _new_trade(
+    *, agent: Agent, order: Order, price: Decimal, now: datetime, validate: bool = True
+) -> Trade:
+    """The unsaved Trade of ``order`` at ``price``; with ``validate``, its notional is checked
+    against ``MAX_NOTIONAL`` and its fields validated (``full_clean``)."""
     trade = Trade(
         agent=agent,
         client_order_id=order.client_order_id,
@@ -416,6 +421,8 @@ def _new_trade(*, agent: Agent, order: Order, price: Decimal, now: datetime) -> 
         market_day=market.market_day(now) if order.time_in_force == TimeInForce.DAY else None,
     )
     trade.notional = cents(trade.quantity * _estimate_price(trade, price))
+    if not validate:
+        return trade
     if trade.notional > MAX_NOTIONAL:
         # Past it the amounts of the order and of the books are no longer stored exactly.
         raise problems.ValidationFailed(
