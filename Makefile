@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 PIP_VERSION := 26.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-fast lint format protos check-protos migrations-check bench clean
+.PHONY: help install run test test-separate-services test-fast lint format protos check-protos migrations-check bench clean
 
 help:
 	@echo "make run        install, migrate, seed the demo once, serve on HOST:PORT (default 0.0.0.0:3000)"
 	@echo "make test       install, then run the whole test suite"
+	@echo "make test-separate-services  the suite with metering and oversight in processes of their own"
 	@echo "make lint       ruff check + ruff format --check + stale-protos + migrations check + import contracts"
 	@echo "make protos     regenerate grpc_clients/_generated from protos/"
 	@echo "make bench      run the benchmark harness (writes bench/results/)"
@@ -32,6 +33,11 @@ run: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The session's reference services as `python -m reference_services` processes, one per service
+# (tests/reference.py); tests that stop or slow a service still start a private in-process pair.
+test-separate-services: install
+	TEST_REFERENCE_SERVICES=processes $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

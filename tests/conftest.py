@@ -2,8 +2,10 @@
 and the ``postgres``/``redis`` markers. Plain helpers are in ``tests/helpers.py``.
 
 Both reference services run for the whole session on ephemeral loopback ports and the
-settings point at them. Tests that stop or slow a service use ``fresh_reference_services``,
-which starts a private pair for that test only.
+settings point at them; in this process by default, in processes of their own with
+``TEST_REFERENCE_SERVICES=processes`` (``make test-separate-services``). Tests that stop or
+slow a service use ``fresh_reference_services``, which starts a private in-process pair for
+that test only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rest_framework.test import APIClient
 from grpc_clients.registry import reset_clients
 from reference_services.server import start_reference_services
 from tests.helpers import FIXED_PRICES, submit
+from tests.reference import session_reference_services
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +43,11 @@ def _point_settings_at(services) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def reference_services():
-    """The metering and oversight reference servers, shared by the session."""
-    services = start_reference_services()
+    """The metering and oversight reference servers, shared by the session: in this process,
+    or in processes of their own with ``TEST_REFERENCE_SERVICES=processes`` (or at
+    ``TEST_METERING_GRPC_ADDRESS``/``TEST_OVERSIGHT_GRPC_ADDRESS``), see
+    ``tests.reference.session_reference_services``."""
+    services = session_reference_services()
     _point_settings_at(services)
     yield services
     services.stop(grace=0)

@@ -11,8 +11,10 @@ from tests.helpers import trades_url
 pytestmark = pytest.mark.django_db
 
 
-def test_order_request_id_reaches_metering_and_oversight_logs(owner_client, agent_factory, caplog):
-    # given
+def test_order_request_id_reaches_metering_and_oversight_logs(
+    owner_client, agent_factory, caplog, fresh_reference_services
+):
+    # given: services in this process, whose logs the test reads
     agent = agent_factory()
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="reference_services")
