@@ -10,8 +10,10 @@ from the buffer by ``seq``. This module imports no domain app: the domain calls 
 Sending works from any thread. The in-memory layer's queues belong to the event loop that
 serves this process's WebSockets, so a send from another thread (a sync view, a background
 job, a gRPC worker) is scheduled onto that loop; the loop is recorded when a consumer connects
-(``bind_event_loop``). With the Redis layer the same path is used when a loop is bound, and
-``async_to_sync`` otherwise (a process that serves no WebSockets, such as ``run_market``).
+(``bind_event_loop``). A process that serves no WebSockets (gunicorn's workers, ``run_jobs``,
+``run_market``) sends on one publishing loop of its own instead, a daemon thread started on the
+first send: the Redis layers keep their connections per event loop, so every send of the
+process reuses the same connections rather than opening and closing a pool per send.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.apps import apps
 from django.conf import settings
@@ -48,11 +51,26 @@ CONTROL_EVENTS = {"agent.terminated"}
 AGENT_MODEL = "agents.Agent"
 # Events older than this are dropped from the buffer even if there are fewer than the maximum.
 EVENT_BUFFER_MAX_AGE = timedelta(hours=24)
-# How long a publishing thread waits for the serving loop to take its message.
+# How long a publishing thread waits for the loop that sends to hand its messages over.
 SEND_TIMEOUT_SECONDS = 5.0
 
 _serving_loop: asyncio.AbstractEventLoop | None = None
 _pending_sends: set[asyncio.Task] = set()
+# This process's publishing loop, ``(pid, loop)``; see ``_publishing_loop``.
+_publisher: tuple[int, asyncio.AbstractEventLoop] | None = None
+_publisher_lock = threading.Lock()
+
+
+def _forget_publishing_loop() -> None:
+    """In a forked child: the parent's publishing thread does not exist here, and its loop's
+    connections are the parent's sockets, so the child starts its own on its first send (and
+    its lock fresh, in case another thread of the parent held it at the fork)."""
+    global _publisher, _publisher_lock
+    _publisher = None
+    _publisher_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_publishing_loop)
 
 
 def _plain(data: Any) -> Any:
@@ -276,16 +294,42 @@ def _send_all(sends: list[tuple[list[str], dict]]) -> None:
         task.add_done_callback(_pending_sends.discard)
         return
     loop = _serving_loop
-    if loop is not None and loop.is_running() and not loop.is_closed():
-        future = asyncio.run_coroutine_threadsafe(_group_send_all(layer, sends), loop)
-        try:
-            future.result(timeout=SEND_TIMEOUT_SECONDS)
-        except Exception:
-            future.cancel()
-            CHANNEL_LAYER_DROPPED.inc()
-            logger.warning("timed out publishing %d events", len(sends), exc_info=True)
-        return
-    async_to_sync(_group_send_all)(layer, sends)
+    if loop is None or not loop.is_running() or loop.is_closed():
+        loop = _publishing_loop()
+    # The caller waits until its messages are sent (or the timeout): a thread's successive
+    # sends therefore reach the layer in the order it made them, and nothing it published is
+    # still queued when it returns (a process that exits after its last send loses nothing).
+    future = asyncio.run_coroutine_threadsafe(_group_send_all(layer, sends), loop)
+    try:
+        future.result(timeout=SEND_TIMEOUT_SECONDS)
+    except Exception:
+        future.cancel()
+        CHANNEL_LAYER_DROPPED.inc()
+        logger.warning("timed out publishing %d events", len(sends), exc_info=True)
+
+
+def _publishing_loop() -> asyncio.AbstractEventLoop:
+    """The event loop on which this process sends when none serves its WebSockets: started on
+    first use, in a daemon thread, and kept for the life of the process.
+
+    The Redis layers keep their connection pools per event loop, so a loop per send (what
+    ``async_to_sync`` runs in a thread without one) would connect to Redis and disconnect
+    again for every send. A forked child never uses its parent's loop (its thread is not
+    copied by the fork): the loop is recorded with the id of the process that started it.
+    """
+    global _publisher
+    publisher = _publisher
+    pid = os.getpid()
+    if publisher is None or publisher[0] != pid:
+        with _publisher_lock:
+            publisher = _publisher
+            if publisher is None or publisher[0] != pid:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="realtime-publisher", daemon=True
+                ).start()
+                publisher = _publisher = (pid, loop)
+    return publisher[1]
 
 
 async def _group_send_all(layer, sends: list[tuple[list[str], dict]]) -> None:
