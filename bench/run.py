@@ -238,6 +238,11 @@ class Stack:
             "OVERSIGHT_GRPC_ADDRESS": f"127.0.0.1:{oversight}",
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
+            # As production sizes gunicorn: the configuration derives the gRPC calls a worker
+            # may wait on at once from WEB_THREADS, which the command line's --threads does not
+            # change.
+            "WEB_CONCURRENCY": str(self.workers),
+            "WEB_THREADS": str(self.threads),
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self.seed: dict = {}
