@@ -2,15 +2,15 @@
 operators' oversight feed, resumable by ``seq``.
 
 One connection holds any number of subscriptions. Each subscription joins channel-layer groups
-(names from ``realtime.groups``); the group messages sent by ``realtime.services`` arrive at
-``agent_events`` / ``market_prices`` and are forwarded once per connection, even when several
-subscriptions (or groups) carry the same event.
+(names from ``realtime.groups``) through the process's ``realtime.fanout``, which receives each
+group message once per process and hands it to ``deliver``; an event is forwarded once per
+connection, even when several subscriptions (or groups) carry the same event.
 
 Resuming: on ``subscribe`` with ``since_seq`` the consumer joins the groups first, then reads
-the buffer. Channels dispatches one message at a time, so live messages arriving meanwhile wait
-in the channel's queue; once the replay is sent they are forwarded, except those with a
-``seq`` already replayed. Per agent, ``seq`` order is commit order (the increment takes the
-agent row's lock), so the replay plus the live messages have neither duplicates nor gaps.
+the buffer. While a subscribe is handled, live messages are held; once the answer and the
+replay are sent they are forwarded in the order they came, except those with a ``seq`` already
+replayed. Per agent, ``seq`` order is commit order (the increment takes the agent row's lock),
+so the replay plus the live messages have neither duplicates nor gaps.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from django.conf import settings
 
 from api.representation import utc_text
 from observability.metrics import WEBSOCKET_CONNECTIONS
+from realtime.fanout import fanout
 from realtime.groups import (
     AGENT_CHANNELS,
     CHANNELS,
@@ -156,6 +157,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.subscriptions: dict[tuple, Subscription] = {}
         self.group_refs: Counter[str] = Counter()
         self.delivered: OrderedDict[tuple, None] = OrderedDict()
+        # Live messages that arrive while a subscribe is handled, forwarded after it.
+        self.held: list[dict] | None = None
         self.authenticated = False
         self.closing = False
         self.idle_task: asyncio.Task | None = None
@@ -179,8 +182,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if getattr(self, "idle_task", None) is not None:
             self.idle_task.cancel()
+        self.closing = True
+        groups = fanout(self.channel_layer)
         for group in list(getattr(self, "group_refs", ())):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await groups.leave(group, self)
         if getattr(self, "authenticated", False):
             self.authenticated = False
             WEBSOCKET_CONNECTIONS.dec()
@@ -246,6 +251,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             )
 
     async def _subscribe(self, content: dict) -> None:
+        self.held = []
+        try:
+            await self._subscribe_holding(content)
+        finally:
+            await self._release()
+
+    async def _subscribe_holding(self, content: dict) -> None:
         since_seq = content.get("since_seq")
         if since_seq is not None and (
             not isinstance(since_seq, int) or isinstance(since_seq, bool) or since_seq < 0
@@ -361,6 +373,27 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     # --- channel layer → client -----------------------------------------------------------
 
+    async def deliver(self, message: dict) -> None:
+        """A group message this connection joined (called by ``realtime.fanout``)."""
+        if self.closing:
+            return
+        if self.held is not None:
+            self.held.append(message)
+            return
+        await self._handle(message)
+
+    async def _release(self) -> None:
+        """Forward the held messages, then deliver as they come."""
+        while self.held:
+            await self._handle(self.held.pop(0))
+        self.held = None
+
+    async def _handle(self, message: dict) -> None:
+        if message["type"] == "agent.events":
+            await self.agent_events(message)
+        elif message["type"] == "market.prices":
+            await self.market_prices(message)
+
     async def agent_events(self, message: dict) -> None:
         """Agents' events in seq order (``agent.events``), from a group this connection joined."""
         for event in message["events"]:
@@ -408,14 +441,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def _join(self, group: str) -> None:
         if self.group_refs[group] == 0:
-            await self.channel_layer.group_add(group, self.channel_name)
+            await fanout(self.channel_layer).join(group, self)
         self.group_refs[group] += 1
 
     async def _leave(self, group: str) -> None:
         self.group_refs[group] -= 1
         if self.group_refs[group] <= 0:
             del self.group_refs[group]
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await fanout(self.channel_layer).leave(group, self)
 
     async def _send(self, content: dict) -> None:
         if not self.closing:

@@ -340,7 +340,9 @@ async def _group_send_all(layer, sends: list[tuple[list[str], dict]]) -> None:
 async def _group_send(layer, groups: list[str], message: dict) -> None:
     for group in groups:
         try:
-            await layer.group_send(group, message)
+            # The group travels with the message: a serving process receives it once and
+            # hands it to the connections that joined that group (realtime.fanout).
+            await layer.group_send(group, {**message, "group": group})
         except Exception:
             # The channel layer is best effort: clients resync from the buffer by seq.
             CHANNEL_LAYER_DROPPED.inc()

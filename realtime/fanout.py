@@ -1,0 +1,134 @@
+"""One subscriber per serving process: each group message is received once and handed to every
+local connection that watches the group.
+
+Channels delivers a group message to each member channel separately: every connection's
+consumer receives its own copy, decodes it and dispatches it, and ``AsyncConsumer.dispatch``
+first closes stale database connections in the one worker thread that ``sync_to_async`` keeps
+for thread-sensitive work. A tick watched by a thousand clients of one process is then a
+thousand decodes and a thousand hops through that thread, and the deliveries queue behind each
+other. Instead the process joins each group once, with one channel of its own, through the
+channel layer's documented API (``new_channel``, ``group_add``, ``group_discard``,
+``receive``), receives each message once, and calls the watching consumers' ``deliver`` on the
+event loop that serves them. Delivering touches no database.
+
+Group messages name the group they were sent to (``group``, set by ``realtime.services``): that
+names the members. Memberships belong to an event loop: a serving process has one loop, a test
+has one per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from typing import Protocol
+
+logger = logging.getLogger("trading_demo.realtime")
+
+# Layers with a group expiry (the in-memory layer and channels-redis' core layer, a day by
+# default) forget a membership that is not added again: every group is renewed this often.
+RENEW_SECONDS = 3600.0
+# After the layer fails to answer a receive (Redis restarting), wait this long before the next.
+RETRY_SECONDS = 1.0
+
+
+class Member(Protocol):
+    async def deliver(self, message: dict) -> None: ...
+
+
+class Fanout:
+    """The groups one event loop's connections watch, joined once each, and their members."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.channel: str | None = None
+        self.members: dict[str, set[Member]] = {}
+        # group → its group_add in flight: later joiners wait for the same one.
+        self.joining: dict[str, asyncio.Future] = {}
+        self.channel_lock = asyncio.Lock()
+        self.tasks: list[asyncio.Task] = []
+
+    async def join(self, group: str, member: Member) -> None:
+        """Add ``member`` to ``group``; on return the layer delivers the group's messages here."""
+        members = self.members.get(group)
+        if members is None:
+            members = self.members[group] = set()
+            self.joining[group] = asyncio.ensure_future(self._add(group))
+        members.add(member)
+        pending = self.joining.get(group)
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                members.discard(member)
+                raise
+
+    async def leave(self, group: str, member: Member) -> None:
+        members = self.members.get(group)
+        if members is None:
+            return
+        members.discard(member)
+        if not members and group not in self.joining:
+            del self.members[group]
+            await self.layer.group_discard(group, self.channel)
+
+    async def _add(self, group: str) -> None:
+        try:
+            await self.layer.group_add(group, await self._channel())
+        except BaseException:
+            # Nobody is subscribed: the next join tries again.
+            self.members.pop(group, None)
+            raise
+        finally:
+            self.joining.pop(group, None)
+
+    async def _channel(self) -> str:
+        async with self.channel_lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+                self.tasks = [
+                    asyncio.create_task(self._receive()),
+                    asyncio.create_task(self._renew()),
+                ]
+        return self.channel
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except Exception:
+                logger.warning("could not read the channel layer; retrying", exc_info=True)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            await self.dispatch(message)
+
+    async def dispatch(self, message: dict) -> None:
+        """Hand ``message`` to each member of its group, in turn; one failing member does not
+        keep it from the others."""
+        for member in tuple(self.members.get(message.get("group"), ())):
+            try:
+                await member.deliver(message)
+            except Exception:
+                logger.exception("could not deliver a live event to a connection")
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            for group in tuple(self.members):
+                with contextlib.suppress(Exception):
+                    await self.layer.group_add(group, self.channel)
+
+
+_fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Fanout] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def fanout(layer) -> Fanout:
+    """The running event loop's ``Fanout`` on ``layer``."""
+    loop = asyncio.get_running_loop()
+    current = _fanouts.get(loop)
+    if current is None or current.layer is not layer:
+        current = _fanouts[loop] = Fanout(layer)
+    return current

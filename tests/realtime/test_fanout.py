@@ -1,0 +1,53 @@
+"""One process, many watchers: each group message reaches every connection that joined it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+
+import realtime.fanout
+from tests.realtime.helpers import publish, receive_events, subscribe
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_every_watcher_of_an_agent_receives_each_event_once_in_order(
+    ws, owner, token_for, make_agent
+):
+    # given twenty connections of one process on the same agent's trades
+    agent = await database_sync_to_async(make_agent)()
+    token = await database_sync_to_async(token_for)(owner)
+    watchers = [await ws(token) for _ in range(20)]
+    for communicator in watchers:
+        await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    # when three events are published
+    seqs = [await publish(agent.id, data={"n": n}) for n in range(3)]
+    # then each connection receives the three, in seq order, and nothing else
+    for communicator in watchers:
+        events = await receive_events(communicator, 3)
+        assert [e["seq"] for e in events] == seqs
+        assert [e["data"]["n"] for e in events] == [0, 1, 2]
+        assert await communicator.receive_nothing(timeout=0.05)
+
+
+async def test_a_watcher_connected_longer_than_the_layers_group_expiry_still_receives_events(
+    ws, owner, token_for, make_agent, settings, monkeypatch
+):
+    # given a channel layer that forgets group memberships after a second (the in-memory
+    # layer's and the core Redis layer's default is a day), and the process renewing its own
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"group_expiry": 1}}
+    }
+    monkeypatch.setattr(realtime.fanout, "RENEW_SECONDS", 0.2)
+    agent = await database_sync_to_async(make_agent)()
+    token = await database_sync_to_async(token_for)(owner)
+    communicator = await ws(token)
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+    # when an event is published after the expiry has passed
+    await asyncio.sleep(1.5)
+    seq = await publish(agent.id)
+    # then the watcher still receives it
+    (event,) = await receive_events(communicator, 1)
+    assert event["seq"] == seq
