@@ -14,6 +14,12 @@ event loop that serves them. Delivering touches no database.
 Group messages name the group they were sent to (``group``, set by ``realtime.services``): that
 names the members. Memberships belong to an event loop: a serving process has one loop, a test
 has one per test.
+
+Order and fairness: messages are handed out per stream, in the order received: one stream per
+agent (all its groups, so its events keep their ``seq`` order across channels) and one for the
+market. Streams are handed out side by side, and a message for many connections yields the
+event loop every ``YIELD_EVERY`` of them, so an agent's fill does not wait until a market tick
+has reached every watcher of the process, and the server keeps accepting connections meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections import deque
 from typing import Protocol
 
 logger = logging.getLogger("trading_demo.realtime")
@@ -31,6 +38,8 @@ logger = logging.getLogger("trading_demo.realtime")
 RENEW_SECONDS = 3600.0
 # After the layer fails to answer a receive (Redis restarting), wait this long before the next.
 RETRY_SECONDS = 1.0
+# How many connections a message is handed to before other work gets the event loop.
+YIELD_EVERY = 25
 
 
 class Member(Protocol):
@@ -48,6 +57,9 @@ class Fanout:
         self.joining: dict[str, asyncio.Future] = {}
         self.channel_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
+        # Messages received and not yet handed out, per stream (``stream_of``).
+        self.streams: dict[str, deque[dict]] = {}
+        self.draining: set[asyncio.Task] = set()
 
     async def join(self, group: str, member: Member) -> None:
         """Add ``member`` to ``group``; on return the layer delivers the group's messages here."""
@@ -101,12 +113,34 @@ class Fanout:
                 logger.warning("could not read the channel layer; retrying", exc_info=True)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            await self.dispatch(message)
+            self.enqueue(message)
+
+    def enqueue(self, message: dict) -> None:
+        """Queue ``message`` on its stream; a stream with no task handing it out gets one."""
+        key = stream_of(message)
+        pending = self.streams.get(key)
+        if pending is not None:
+            pending.append(message)
+            return
+        self.streams[key] = deque([message])
+        task = asyncio.create_task(self._drain(key))
+        self.draining.add(task)
+        task.add_done_callback(self.draining.discard)
+
+    async def _drain(self, key: str) -> None:
+        pending = self.streams[key]
+        try:
+            while pending:
+                await self.dispatch(pending.popleft())
+        finally:
+            del self.streams[key]
 
     async def dispatch(self, message: dict) -> None:
         """Hand ``message`` to each member of its group, in turn; one failing member does not
         keep it from the others."""
-        for member in tuple(self.members.get(message.get("group"), ())):
+        for count, member in enumerate(tuple(self.members.get(message.get("group"), ()))):
+            if count and count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             try:
                 await member.deliver(message)
             except Exception:
@@ -118,6 +152,13 @@ class Fanout:
             for group in tuple(self.members):
                 with contextlib.suppress(Exception):
                     await self.layer.group_add(group, self.channel)
+
+
+def stream_of(message: dict) -> str:
+    """The stream of a group message: its agent's (agent events), or the market's."""
+    events = message.get("events") or ()
+    agent_id = events[0].get("agent_id") if events else None
+    return f"agent:{agent_id}" if agent_id else "market"
 
 
 _fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Fanout] = (
