@@ -55,6 +55,31 @@ async def test_session_cookie_authenticates(ws, owner):
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
 
 
+async def test_session_of_a_changed_password_or_a_logout_is_closed_4401(ws, owner):
+    # given two browser sessions of the owner
+    def login() -> str:
+        client = Client()
+        client.force_login(owner)
+        return client.cookies["sessionid"].value
+
+    first, second = await database_sync_to_async(login)(), await database_sync_to_async(login)()
+
+    # when the first session is gone (logged out, expired) and the owner changes the password
+    # (which ends the second: its auth hash no longer matches)
+    def logout_and_change_password() -> None:
+        from django.contrib.sessions.models import Session
+
+        Session.objects.filter(session_key=first).delete()
+        owner.set_password("a-new-long-passphrase")
+        owner.save()
+
+    await database_sync_to_async(logout_and_change_password)()
+    # then neither cookie opens a socket
+    for session_key in (first, second, "not-a-session"):
+        communicator = await ws(cookie=f"sessionid={session_key}")
+        assert await _closed_with(communicator, 4401)
+
+
 async def test_foreign_origin_is_refused(ws, owner, token_for, settings):
     # given the origin check of the real application, with a production-like ALLOWED_HOSTS
     settings.ALLOWED_HOSTS = ["testserver"]
