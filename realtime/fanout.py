@@ -161,9 +161,7 @@ def stream_of(message: dict) -> str:
     return f"agent:{agent_id}" if agent_id else "market"
 
 
-_fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Fanout] = (
-    weakref.WeakKeyDictionary()
-)
+_fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Fanout] = weakref.WeakKeyDictionary()
 
 
 def fanout(layer) -> Fanout:

@@ -38,7 +38,10 @@ async def test_a_watcher_connected_longer_than_the_layers_group_expiry_still_rec
     # given a channel layer that forgets group memberships after a second (the in-memory
     # layer's and the core Redis layer's default is a day), and the process renewing its own
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"group_expiry": 1}}
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"group_expiry": 1},
+        }
     }
     monkeypatch.setattr(realtime.fanout, "RENEW_SECONDS", 0.2)
     agent = await database_sync_to_async(make_agent)()
