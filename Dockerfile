@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Trading Demo server image, one image for every process of compose.yaml: by default gunicorn
-# serving HTTP on $PORT (8000); `daphne ... config.asgi:application` for WebSockets;
+# serving HTTP on $PORT (8000); `uvicorn config.asgi:application ...` for WebSockets;
 # `python manage.py run_jobs` for the background jobs; gRPC services external.
 # Build: docker build -t trading-demo .
 # Migrations are a separate step: docker compose run --rm web python manage.py migrate

@@ -10,7 +10,7 @@ HTTP/1.1 client over ``asyncio.open_connection`` is ~60 lines and needs no extra
 WebSocket clients are a bare asyncio protocol too (``FanoutClient``).
 
 The plan's ``base_url`` is the HTTP server; ``ws_url``, when given, the WebSocket server (the
-production processes: gunicorn and daphne on ports of their own). One phase per run
+production processes: gunicorn and uvicorn on ports of their own). One phase per run
 (``plan["phase"]``, see ``main``): ``bench/run.py`` changes the server between phases and reads
 the server processes' CPU time around each.
 """

@@ -1,7 +1,7 @@
 """Where an order's time goes: py-spy on the production processes while they serve orders.
 
 ``python bench/profile.py`` starts the same processes as ``make bench`` (``bench/run.py``'s
-``Stack``: gunicorn with ``BENCH_WORKERS`` workers, daphne, run_jobs, the reference services)
+``Stack``: gunicorn with ``BENCH_WORKERS`` workers, uvicorn, run_jobs, the reference services)
 on PostgreSQL + Redis, then samples with py-spy (``--nonblocking``, 200 samples a second):
 
 1. ``orders-cpu``: gunicorn's workers while 64 connections send market orders back to back
@@ -10,10 +10,10 @@ on PostgreSQL + Redis, then samples with py-spy (``--nonblocking``, 200 samples 
 2. ``orders-wall``: the same processes with waiting threads included (``--idle``) while
    orders are offered open-loop at 10/s: one order's wall time, waits on PostgreSQL and the
    gRPC services included;
-3. ``watchers``: daphne while 2,000 WebSocket clients connect and subscribe (``--gil``).
+3. ``watchers``: uvicorn while 2,000 WebSocket clients connect and subscribe (``--gil``).
 
 For each, of the samples whose stack passes through Django's ``get_response`` (all of
-daphne's, for the third): the share by what the innermost frame does (PostgreSQL client, gRPC
+uvicorn's, for the third): the share by what the innermost frame does (PostgreSQL client, gRPC
 client, ORM, DRF, …), the project's functions by inclusive share and the 25 largest innermost
 frames, to stdout and ``bench/results/profile.md``.
 """
@@ -76,6 +76,8 @@ CATEGORIES = [
     ("autobahn/", "autobahn (WebSocket protocol)"),
     ("twisted/", "Twisted"),
     ("daphne/", "daphne"),
+    ("uvicorn/", "uvicorn"),
+    ("websockets/", "websockets (WebSocket protocol)"),
     ("asyncio/", "asyncio event loop"),
     ("redis/", "Redis client"),
 ]

@@ -6,7 +6,7 @@ Redis (both must listen; the database ``BENCH_DATABASE_URL`` is dropped and crea
 the Redis db ``BENCH_REDIS_URL`` flushed):
 
 - gunicorn (``config/gunicorn.conf.py``, ``config.wsgi``; ``BENCH_WORKERS`` workers x
-  ``BENCH_THREADS`` threads) for HTTP, daphne (``config.asgi``) for the WebSockets,
+  ``BENCH_THREADS`` threads) for HTTP, uvicorn (``config.asgi``) for the WebSockets,
   ``manage.py run_jobs`` for the background jobs, ``manage.py run_reference_services`` for the
   metering and oversight gRPC services; ``DJANGO_ENV=production``, a generated ``SECRET_KEY``,
   no rate limits, ``LOG_LEVEL=WARNING``.
@@ -207,7 +207,7 @@ def machine_busy_seconds() -> float:
 class Stack:
     """The server of one source tree: its database, reference services and serving processes.
 
-    ``kind`` is ``production`` (gunicorn + daphne + run_jobs + run_reference_services) or
+    ``kind`` is ``production`` (gunicorn + uvicorn + run_jobs + run_reference_services) or
     ``serve`` (an earlier tree's ``manage.py serve --workers N`` and
     ``python -m reference_services``)."""
 
@@ -293,8 +293,7 @@ class Stack:
             web += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
             web += ["--threads", str(self.threads), "config.wsgi:application"]
             self.spawn("web", web)
-            ws = [PY, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(self.ws_port)]
-            self.spawn("ws", [*ws, "config.asgi:application"])
+            self.spawn("ws", [PY, "-m", "uvicorn", *UVICORN, "--port", str(self.ws_port)])
             self.spawn("jobs", [PY, "manage.py", "run_jobs"])
         else:
             serve = [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -349,6 +348,19 @@ class Stack:
                 process.kill()
                 process.wait()
 
+
+# The WebSocket server as compose.yaml runs it (service ``ws``), on the loopback.
+UVICORN = [
+    "config.asgi:application",
+    "--host",
+    "127.0.0.1",
+    "--ws",
+    "websockets-sansio",
+    "--ws-per-message-deflate",
+    "false",
+    "--lifespan",
+    "off",
+]
 
 # Connections that carry the open-loop orders: enough that none waits for a free one at the
 # offered rates, few enough that each is reused within gunicorn's keep-alive.
@@ -508,7 +520,7 @@ def bench() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
     stack = Stack(ROOT, "production", database_url, redis_url, tmp)
     settings["servers"] = (
-        f"gunicorn {stack.workers} workers x {stack.threads} threads + daphne + run_jobs "
+        f"gunicorn {stack.workers} workers x {stack.threads} threads + uvicorn + run_jobs "
         "+ run_reference_services"
     )
     phases: dict[str, dict] = {}
@@ -675,7 +687,7 @@ def markdown(r: dict) -> str:
         ),
         (
             "… WebSocket server memory per 1,000 connections",
-            f"{w['ws_rss_mb_per_1000']} MB (daphne RSS {w['ws_rss_mb']['before']} → "
+            f"{w['ws_rss_mb_per_1000']} MB (uvicorn RSS {w['ws_rss_mb']['before']} → "
             f"{w['ws_rss_mb']['connected']} MB; Redis {w['redis_used_mb']['before']} → "
             f"{w['redis_used_mb']['connected']} MB)",
             f"≤ {t['watchers_mb_per_1000']} MB",
@@ -714,7 +726,7 @@ def markdown(r: dict) -> str:
                 f"saturation: {label}, {r['settings']['concurrency']} connections",
                 f"{phase['rps']}/s, p99 {phase['p99_ms']} ms, {phase['errors']} errors{ratio}; "
                 f"server CPU per request {per_request_ms(phase, ('web',))} ms in gunicorn, "
-                f"{per_request_ms(phase, all_server)} ms with daphne, jobs, gRPC services, "
+                f"{per_request_ms(phase, all_server)} ms with uvicorn, jobs, gRPC services, "
                 f"PostgreSQL and Redis",
                 "≥ the commit before (`--compare`)",
                 "",
@@ -826,7 +838,7 @@ def compare(commit: str, rounds: int) -> int:
         "new": git_head(ROOT),
         "machine": host,
         "old_servers": "manage.py serve --workers 3 (its README's production command)",
-        "new_servers": "gunicorn 3 workers x 4 threads + daphne + run_jobs",
+        "new_servers": "gunicorn 3 workers x 4 threads + uvicorn + run_jobs",
         "runs": runs,
         "wall_seconds": round(time.monotonic() - started, 1),
     }

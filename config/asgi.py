@@ -1,7 +1,7 @@
 """ASGI entry point: WebSockets through Channels at ``/ws/``, the MCP streamable HTTP transport
 at ``/mcp`` (mcp_tools.http), and HTTP through Django.
 
-Production serves it with daphne for the WebSockets and ``/mcp`` (the rest of HTTP goes to
+Production serves it with uvicorn for the WebSockets and ``/mcp`` (the rest of HTTP goes to
 gunicorn, ``config.wsgi``); ``manage.py serve`` (``make run``) serves everything from it in one
 process. Background services (embedded gRPC servers, jobs) are started by those commands,
 never from here or from ``AppConfig.ready()``.

@@ -561,5 +561,10 @@ LOGGING = {
         # drf-problems logs every unexpected exception itself; api.exceptions logs once.
         "drf_problems": {"level": "CRITICAL"},
         "daphne": {"level": "WARNING"},
+        # uvicorn (the production WebSocket server) logs each handshake at INFO with its query
+        # string; its records go through the console handler (secrets masked), warnings only.
+        "uvicorn": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "uvicorn.error": {"level": "WARNING"},
+        "uvicorn.access": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }

@@ -6,15 +6,15 @@ document before the MCP layer sees it; each tool call then carries the same toke
 REST request (``mcp_tools.dispatch``), where DRF authenticates it again, as it would any call.
 
 The SDK's app runs **stateless** with JSON responses: each POST is a complete exchange, no
-session lives in one process's memory, so any serving process (daphne replicas) can
+session lives in one process's memory, so any serving process (ASGI replicas) can
 answer any request, and a tool call's identity is the token of its own request rather than
 whoever opened a session. The SDK's DNS-rebinding check (Host/Origin allow-lists) is off:
 every call needs the token in a header, which a rebinding page cannot send, and the Host of
 each call is checked against ``ALLOWED_HOSTS`` by Django when the call is served.
 
 The SDK's session manager must be running (``StreamableHTTPSessionManager.run()``) while it
-handles requests; the SDK documents starting it from the ASGI lifespan, which daphne does not
-send. So the first request of an event loop enters ``run()`` in a task of that loop, which
+handles requests; the SDK documents starting it from the ASGI lifespan, which the servers here do not
+send (daphne has none; uvicorn runs with ``--lifespan off``). So the first request of an event loop enters ``run()`` in a task of that loop, which
 stays inside it for the loop's lifetime; a later request waits until it has started.
 """
 

@@ -3,7 +3,7 @@
 # machines without a Docker engine: builder stage (venv, pip 26.0, the runtime group under
 # constraints.txt), final stage (the source as the build context sends it, collectstatic with a
 # throw-away key), then what compose.yaml runs (migrate, the two reference services, gunicorn
-# for HTTP, daphne for WebSockets, `run_jobs`, nginx in front when it is installed), the
+# for HTTP, uvicorn for WebSockets, `run_jobs`, nginx in front when it is installed), the
 # HEALTHCHECK commands, /health/ready, /metrics, static files, a WebSocket handshake, and a
 # clean exit on SIGTERM.
 #
@@ -172,9 +172,10 @@ log "gunicorn on 127.0.0.1:$HTTP_PORT (the image's CMD, compose 'web')"
 WEB_PID=$!
 PIDS+=("$WEB_PID")
 
-log "daphne on 127.0.0.1:$WS_PORT (compose 'ws')"
-"$WORK/venv/bin/daphne" --bind 127.0.0.1 --port "$WS_PORT" --proxy-headers \
-    config.asgi:application >"$WORK/logs/ws.log" 2>&1 &
+log "uvicorn on 127.0.0.1:$WS_PORT (compose 'ws')"
+"$WORK/venv/bin/uvicorn" config.asgi:application --host 127.0.0.1 --port "$WS_PORT" \
+    --ws websockets-sansio --ws-per-message-deflate false --lifespan off --proxy-headers \
+    >"$WORK/logs/ws.log" 2>&1 &
 WS_PID=$!
 PIDS+=("$WS_PID")
 
@@ -238,8 +239,8 @@ echo "ok: /metrics exposes the expected families"
 http_get "$BASE/static/rest_framework/css/bootstrap.min.css" 200 "X-Forwarded-Proto: https" >/dev/null ||
     fail "whitenoise does not serve the collected static files"
 echo "ok: static files served by the WSGI server"
-ws_handshake "$WS_PORT" || fail "daphne does not accept a WebSocket handshake on /ws/"
-echo "ok: WebSocket handshake on daphne"
+ws_handshake "$WS_PORT" || fail "uvicorn does not accept a WebSocket handshake on /ws/"
+echo "ok: WebSocket handshake on uvicorn"
 grep -q '"logger": "trading_demo.access"' "$WORK/logs/web.log" ||
     fail "no JSON access-log line in the web server's output"
 echo "ok: JSON access log lines on stderr"
@@ -270,8 +271,8 @@ NGINX
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_until 10 "/health/live through the proxy" http_get "http://127.0.0.1:$PROXY_PORT/health/live" 200
-    ws_handshake "$PROXY_PORT" || fail "the proxy does not route /ws/ to daphne"
-    echo "ok: one port: HTTP to gunicorn, /ws/ to daphne"
+    ws_handshake "$PROXY_PORT" || fail "the proxy does not route /ws/ to uvicorn"
+    echo "ok: one port: HTTP to gunicorn, /ws/ to uvicorn"
     kill -TERM "$PROXY_PID"
     wait "$PROXY_PID" 2>/dev/null || true
 else
@@ -279,7 +280,8 @@ else
 fi
 
 log "SIGTERM: every process exits 0"
-stop_and_check() { # pid, name
+stop_and_check() { # pid, name[, expected status: uvicorn re-raises SIGTERM once shut down]
+    local expected=${3:-0}
     kill -TERM "$1"
     local deadline=$((SECONDS + 20)) status
     while kill -0 "$1" 2>/dev/null; do
@@ -287,11 +289,11 @@ stop_and_check() { # pid, name
         sleep 0.2
     done
     wait "$1" && status=0 || status=$?
-    [ "$status" -eq 0 ] || fail "$2 exited $status after SIGTERM"
-    echo "ok: $2 exited 0"
+    [ "$status" -eq "$expected" ] || fail "$2 exited $status after SIGTERM"
+    echo "ok: $2 exited $status"
 }
 stop_and_check "$WEB_PID" "web (gunicorn)"
-stop_and_check "$WS_PID" "ws (daphne)"
+stop_and_check "$WS_PID" "ws (uvicorn)" 143
 stop_and_check "$JOBS_PID" "jobs"
 stop_and_check "$METERING_PID" "metering"
 stop_and_check "$OVERSIGHT_PID" "oversight"

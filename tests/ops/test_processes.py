@@ -1,11 +1,11 @@
 """The production processes, end to end, on the machine's PostgreSQL and Redis: gunicorn
-serving HTTP (``config.wsgi``), daphne serving WebSockets (``config.asgi``) and two replicas of
+serving HTTP (``config.wsgi``), uvicorn serving WebSockets (``config.asgi``) and two replicas of
 ``manage.py run_jobs``, each a real process on its own port.
 
-An order placed over HTTP on gunicorn reaches a WebSocket client of daphne (events cross
+An order placed over HTTP on gunicorn reaches a WebSocket client of uvicorn (events cross
 processes through the Redis layer); the market, ticked by the jobs, streams once per interval
 although two replicas run (one leads); the outbox is delivered exactly once; when the leader
-stops, the other replica takes over; every process exits 0 on SIGTERM. Runs only with
+stops, the other replica takes over; every process stops on SIGTERM. Runs only with
 ``REDIS_URL`` and PostgreSQL.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -22,9 +23,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from tests.realtime.servers import (
-    DAPHNE,
     GUNICORN,
     PYTHON,
+    UVICORN,
     ServerProcess,
     server_env,
     shared_database_url,
@@ -44,7 +45,21 @@ WEB = [
     "2",
     "config.wsgi:application",
 ]
-WS = [str(DAPHNE), "--bind", "127.0.0.1", "--port", "{port}", "config.asgi:application"]
+# As compose.yaml's `ws` service runs it.
+WS = [
+    str(UVICORN),
+    "config.asgi:application",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--ws",
+    "websockets-sansio",
+    "--ws-per-message-deflate",
+    "false",
+    "--lifespan",
+    "off",
+]
 JOBS = [str(PYTHON), "manage.py", "run_jobs"]
 JOBS_READY = "Background jobs running"
 LEADS = "this process is now the leader"
@@ -137,7 +152,7 @@ def _once_per_interval(ticks: list[tuple[float, int]]) -> None:
     assert len(ticks) - 1 <= window / (TICK_MS / 1000) * 1.3 + 1, (len(ticks), window)
 
 
-async def test_orders_on_gunicorn_stream_to_daphne_clients_and_two_job_replicas_lead_once(
+async def test_orders_on_gunicorn_stream_to_uvicorn_clients_and_two_job_replicas_lead_once(
     production, owner, agent_factory, token_for
 ):
     web, ws, jobs = production
@@ -169,7 +184,7 @@ async def test_orders_on_gunicorn_stream_to_daphne_clients_and_two_job_replicas_
             assert status == 201, (trade, web.output())
             accepted.append(trade["id"])
 
-        # then: daphne's client sees each one created and filled, and AAPL ticks once per
+        # then: uvicorn's client sees each one created and filled, and AAPL ticks once per
         # interval although two replicas run the jobs
         created, filled, ticks = set(), set(), []
         started = time.monotonic()
@@ -211,7 +226,10 @@ async def test_orders_on_gunicorn_stream_to_daphne_clients_and_two_job_replicas_
     assert [code for code, _, _ in rows].count("trade_executions") == 4
 
 
-async def test_every_production_process_exits_0_on_sigterm(production):
+async def test_every_production_process_stops_on_sigterm(production):
     web, ws, jobs = production
-    for process in (web, ws, *jobs):
+    for process in (web, *jobs):
         assert await asyncio.to_thread(process.terminate) == 0, process.output()
+    # uvicorn shuts down (closing its sockets), then re-raises the signal it was stopped with:
+    # a supervisor sees the status of SIGTERM (143).
+    assert await asyncio.to_thread(ws.terminate) == -signal.SIGTERM, ws.output()

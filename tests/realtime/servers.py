@@ -22,6 +22,7 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 PYTHON = BASE_DIR / ".venv" / "bin" / "python"
 DAPHNE = BASE_DIR / ".venv" / "bin" / "daphne"
 GUNICORN = BASE_DIR / ".venv" / "bin" / "gunicorn"
+UVICORN = BASE_DIR / ".venv" / "bin" / "uvicorn"
 START_TIMEOUT_SECONDS = 30
 RECEIVE_TIMEOUT_SECONDS = 10
 
