@@ -390,6 +390,8 @@ class FanoutClient(asyncio.Protocol):
             elif opcode == 0x8:
                 self._fail(f"closed by the server: {payload[:2].hex()}")
                 return
+            elif opcode == 0x9:
+                self._send_frame(0xA, payload)  # a ping is answered, as RFC 6455 requires
         del buffer[:position]
 
     # --- frames ----------------------------------------------------------------------------
@@ -408,10 +410,14 @@ class FanoutClient(asyncio.Protocol):
                 self.ready.set()
 
     def _send_text(self, text: str) -> None:
+        self._send_frame(0x1, text.encode())
+
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
         """A client frame: masked, as RFC 6455 requires; these are a few hundred bytes."""
-        payload, mask = text.encode(), os.urandom(4)
+        mask = os.urandom(4)
         length = len(payload)
-        header = bytes([0x81, 0x80 | length]) if length < 126 else bytes([0x81, 0xFE])
+        first = 0x80 | opcode
+        header = bytes([first, 0x80 | length]) if length < 126 else bytes([first, 0xFE])
         if length >= 126:
             header += length.to_bytes(2)
         masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
