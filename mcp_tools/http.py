@@ -13,9 +13,10 @@ every call needs the token in a header, which a rebinding page cannot send, and 
 each call is checked against ``ALLOWED_HOSTS`` by Django when the call is served.
 
 The SDK's session manager must be running (``StreamableHTTPSessionManager.run()``) while it
-handles requests; the SDK documents starting it from the ASGI lifespan, which the servers here do not
-send (daphne has none; uvicorn runs with ``--lifespan off``). So the first request of an event loop enters ``run()`` in a task of that loop, which
-stays inside it for the loop's lifetime; a later request waits until it has started.
+handles requests; the SDK documents starting it from the ASGI lifespan, which the servers here
+do not send (daphne has none; uvicorn runs with ``--lifespan off``). So the first request of an
+event loop enters ``run()`` in a task of that loop, which stays inside it for the loop's
+lifetime; a later request waits until it has started.
 """
 
 from __future__ import annotations
