@@ -84,13 +84,16 @@ def _user_is_operator(user) -> bool:
 
 
 @database_sync_to_async
-def _agent_visible(*, user, agent_id: str, operator: bool) -> bool:
+def _agent_visible(*, user, agent_id: str) -> bool:
+    """Whether ``user`` may watch the agent: its owner, or an operator (asked only for an agent
+    the user does not own, so an owner watching their own agents costs one query)."""
     from agents.models import Agent
+    from agents.permissions import is_operator
 
     agents = Agent.objects.filter(pk=agent_id)
-    if not operator:
-        agents = agents.filter(owner=user)
-    return agents.exists()
+    if agents.filter(owner=user).exists():
+        return True
+    return is_operator(user) and agents.exists()
 
 
 @database_sync_to_async
@@ -170,7 +173,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.authenticated = True
         WEBSOCKET_CONNECTIONS.inc()
         bind_event_loop()
-        self.operator = await _user_is_operator(self.user)
+        # Operator or not is asked when a subscription needs it (``_operator``).
+        self.operator: bool | None = None
         loop = asyncio.get_running_loop()
         self.last_seen = loop.time()
         self.window_start = loop.time()
@@ -309,15 +313,20 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if agent_id is None:
             if channel != "oversight":
                 raise ProtocolError("invalid_message", f"channel {channel} needs an agent_id")
-            if not self.operator:
+            if not await self._operator():
                 raise ProtocolError("forbidden", "only operators may watch every approval")
             return Subscription("oversight", None, None, (oversight_feed_group(),))
-        if not await _agent_visible(user=self.user, agent_id=agent_id, operator=self.operator):
+        if not await _agent_visible(user=self.user, agent_id=agent_id):
             # The same answer whether the agent exists or not, so ids do not leak.
             raise ProtocolError("forbidden", "no such agent among those you may watch")
         assert channel in AGENT_CHANNELS
         groups = (agent_group(agent_id, channel), agent_control_group(agent_id))
         return Subscription(channel, agent_id, None, groups)
+
+    async def _operator(self) -> bool:
+        if self.operator is None:
+            self.operator = await _user_is_operator(self.user)
+        return self.operator
 
     @staticmethod
     def _agent_id(content: dict) -> str | None:
