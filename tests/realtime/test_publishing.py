@@ -23,8 +23,18 @@ def publishing_clients(client: redis.Redis) -> set[str]:
     return {c["id"] for c in client.client_list() if c["db"] == db and c["cmd"] == "publish"}
 
 
-def test_sends_from_threads_without_an_event_loop_reuse_one_redis_connection():
+@pytest.fixture
+def fresh_layer(settings):
+    """The shipped Redis layer under a prefix of its own: a new layer, whose connections are
+    opened by this test's sends only (an earlier layer's may still be open in this process)."""
+    default = settings.CHANNEL_LAYERS["default"]
+    config = {**default["CONFIG"], "prefix": f"{default['CONFIG']['prefix']}:publishing-test"}
+    settings.CHANNEL_LAYERS = {"default": {**default, "CONFIG": config}}
+
+
+def test_sends_from_threads_without_an_event_loop_reuse_one_redis_connection(fresh_layer):
     client = redis.Redis.from_url(settings.REDIS_URL)
+    before = publishing_clients(client)
     seen: list[set[str]] = []
 
     # when two threads with no event loop (as a gunicorn worker's) publish ticks one after the
@@ -32,7 +42,7 @@ def test_sends_from_threads_without_an_event_loop_reuse_one_redis_connection():
     def feed(first_seq: int) -> None:
         for seq in range(first_seq, first_seq + 5):
             publish_market_prices([("AAPL", "187.2500", seq)])
-            seen.append(publishing_clients(client))
+            seen.append(publishing_clients(client) - before)
 
     for first_seq in (1, 6):
         thread = threading.Thread(target=feed, args=(first_seq,), daemon=True)
