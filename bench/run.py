@@ -72,6 +72,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runtime.websocket_server import uvicorn_command  # noqa: E402
+
 PY = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -293,7 +297,8 @@ class Stack:
             web += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
             web += ["--threads", str(self.threads), "config.wsgi:application"]
             self.spawn("web", web)
-            self.spawn("ws", [PY, "-m", "uvicorn", *UVICORN, "--port", str(self.ws_port)])
+            ws = uvicorn_command([PY, "-m", "uvicorn"], host="127.0.0.1", port=self.ws_port)
+            self.spawn("ws", ws)
             self.spawn("jobs", [PY, "manage.py", "run_jobs"])
         else:
             serve = [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -348,19 +353,6 @@ class Stack:
                 process.kill()
                 process.wait()
 
-
-# The WebSocket server as compose.yaml runs it (service ``ws``), on the loopback.
-UVICORN = [
-    "config.asgi:application",
-    "--host",
-    "127.0.0.1",
-    "--ws",
-    "websockets-sansio",
-    "--ws-per-message-deflate",
-    "false",
-    "--lifespan",
-    "off",
-]
 
 # Connections that carry the open-loop orders: enough that none waits for a free one at the
 # offered rates, few enough that each is reused within gunicorn's keep-alive.

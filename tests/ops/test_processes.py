@@ -22,6 +22,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from runtime.websocket_server import uvicorn_command
 from tests.realtime.servers import (
     GUNICORN,
     PYTHON,
@@ -45,21 +46,7 @@ WEB = [
     "2",
     "config.wsgi:application",
 ]
-# As compose.yaml's `ws` service runs it.
-WS = [
-    str(UVICORN),
-    "config.asgi:application",
-    "--host",
-    "127.0.0.1",
-    "--port",
-    "{port}",
-    "--ws",
-    "websockets-sansio",
-    "--ws-per-message-deflate",
-    "false",
-    "--lifespan",
-    "off",
-]
+WS = uvicorn_command([str(UVICORN)], host="127.0.0.1", port="{port}")
 JOBS = [str(PYTHON), "manage.py", "run_jobs"]
 JOBS_READY = "Background jobs running"
 LEADS = "this process is now the leader"

@@ -1,0 +1,25 @@
+"""How production runs its WebSocket process: uvicorn on ``config.asgi`` (compose.yaml's ``ws``
+service spells the same command; the benchmark and the process tests start it from here).
+
+- ``--ws websockets-sansio``: the sans-I/O ``websockets`` protocol;
+- ``--ws-per-message-deflate false``: each event is a small JSON frame sent to every watcher;
+  compressing them costs more CPU than the bytes it saves;
+- ``--lifespan off``: the application has no startup or shutdown hooks (``mcp_tools.http``
+  starts what it needs on its first request).
+"""
+
+UVICORN_ARGS = [
+    "config.asgi:application",
+    "--ws",
+    "websockets-sansio",
+    "--ws-per-message-deflate",
+    "false",
+    "--lifespan",
+    "off",
+]
+
+
+def uvicorn_command(executable: list[str], *, host: str, port: int | str) -> list[str]:
+    """The command line of the WebSocket process on ``host:port``; ``executable`` is how
+    uvicorn is started (``["uvicorn"]``, ``[python, "-m", "uvicorn"]``)."""
+    return [*executable, *UVICORN_ARGS, "--host", host, "--port", str(port)]
