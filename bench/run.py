@@ -44,8 +44,9 @@ Knobs (environment): ``BENCH_SECONDS`` (saturation phases, 8), ``BENCH_WATCH_SEC
 ``BENCH_WATCHERS`` (10000), ``BENCH_MARKET_WATCHERS`` (1000), ``BENCH_WATCH_RATE`` (10),
 ``BENCH_REALISTIC_WATCHERS`` (1000), ``BENCH_REALISTIC_RATE`` (50), ``BENCH_CONCURRENCY`` (64),
 ``BENCH_OVERLOAD_CONCURRENCY`` (256), ``BENCH_OVERLOAD_SECONDS`` (15), ``BENCH_AGENTS`` (50),
-``BENCH_OWNERS`` (10), ``BENCH_WORKERS`` (3), ``BENCH_THREADS`` (4), ``BENCH_DATABASE_URL``
-(``postgres://postgres@127.0.0.1:5432/benchdb``), ``BENCH_REDIS_URL``
+``BENCH_OWNERS`` (10), ``BENCH_WORKERS`` (3), ``BENCH_THREADS`` (4), ``BENCH_WS_WORKERS`` (2,
+uvicorn's processes), ``BENCH_DATABASE_URL`` (``postgres://postgres@127.0.0.1:5432/benchdb``),
+``BENCH_REDIS_URL``
 (``redis://127.0.0.1:6379/6``), ``BENCH_OLD_DATABASE_URL`` (``…/bench_old``),
 ``BENCH_OLD_REDIS_URL`` (``…/5``), ``BENCH_RESULTS`` (output directory), ``BENCH_NAME``,
 ``BENCH_LABEL`` (a note stored with the results).
@@ -221,6 +222,7 @@ class Stack:
         self.database = urlsplit(database_url).path.lstrip("/")
         self.workers = env_int("BENCH_WORKERS", 3)
         self.threads = env_int("BENCH_THREADS", 4)
+        self.ws_workers = env_int("BENCH_WS_WORKERS", 2)
         self.port, self.ws_port = free_port(), free_port()
         if kind == "serve":
             self.ws_port = self.port
@@ -297,7 +299,9 @@ class Stack:
             web += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
             web += ["--threads", str(self.threads), "config.wsgi:application"]
             self.spawn("web", web)
-            ws = uvicorn_command([PY, "-m", "uvicorn"], host="127.0.0.1", port=self.ws_port)
+            ws = uvicorn_command(
+                [PY, "-m", "uvicorn"], host="127.0.0.1", port=self.ws_port, workers=self.ws_workers
+            )
             self.spawn("ws", ws)
             self.spawn("jobs", [PY, "manage.py", "run_jobs"])
         else:
@@ -512,7 +516,8 @@ def bench() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
     stack = Stack(ROOT, "production", database_url, redis_url, tmp)
     settings["servers"] = (
-        f"gunicorn {stack.workers} workers x {stack.threads} threads + uvicorn + run_jobs "
+        f"gunicorn {stack.workers} workers x {stack.threads} threads + uvicorn "
+        f"{stack.ws_workers} workers + run_jobs "
         "+ run_reference_services"
     )
     phases: dict[str, dict] = {}
@@ -830,7 +835,7 @@ def compare(commit: str, rounds: int) -> int:
         "new": git_head(ROOT),
         "machine": host,
         "old_servers": "manage.py serve --workers 3 (its README's production command)",
-        "new_servers": "gunicorn 3 workers x 4 threads + uvicorn + run_jobs",
+        "new_servers": "gunicorn 3 workers x 4 threads + uvicorn 2 workers + run_jobs",
         "runs": runs,
         "wall_seconds": round(time.monotonic() - started, 1),
     }

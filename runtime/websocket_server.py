@@ -5,7 +5,11 @@ service spells the same command; the benchmark and the process tests start it fr
 - ``--ws-per-message-deflate false``: each event is a small JSON frame sent to every watcher;
   compressing them costs more CPU than the bytes it saves;
 - ``--lifespan off``: the application has no startup or shutdown hooks (``mcp_tools.http``
-  starts what it needs on its first request).
+  starts what it needs on its first request);
+- ``--workers`` (``WS_WORKERS`` in compose.yaml, default 2): one serving process per core. One
+  process sends every frame and completes every handshake on one core; with the Redis channel
+  layer each process subscribes to what its own connections watch. Always given, so that
+  uvicorn does not take gunicorn's ``WEB_CONCURRENCY`` from the environment as its own.
 """
 
 UVICORN_ARGS = [
@@ -19,7 +23,21 @@ UVICORN_ARGS = [
 ]
 
 
-def uvicorn_command(executable: list[str], *, host: str, port: int | str) -> list[str]:
-    """The command line of the WebSocket process on ``host:port``; ``executable`` is how
-    uvicorn is started (``["uvicorn"]``, ``[python, "-m", "uvicorn"]``)."""
-    return [*executable, *UVICORN_ARGS, "--host", host, "--port", str(port)]
+DEFAULT_WORKERS = 2
+
+
+def uvicorn_command(
+    executable: list[str], *, host: str, port: int | str, workers: int = DEFAULT_WORKERS
+) -> list[str]:
+    """The command line of the WebSocket server on ``host:port`` with ``workers`` processes;
+    ``executable`` is how uvicorn is started (``["uvicorn"]``, ``[python, "-m", "uvicorn"]``)."""
+    return [
+        *executable,
+        *UVICORN_ARGS,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
