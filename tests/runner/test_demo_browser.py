@@ -8,13 +8,12 @@ arrive and P&L move. A screenshot goes to ``test-artifacts/``.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.realtime.servers import BASE_DIR, PYTHON, ServerProcess, server_env
+from tests.realtime.servers import BASE_DIR, PYTHON, ServerProcess, manage, server_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -42,16 +41,7 @@ def demo_server(tmp_path, reference_services):
         RATE_LIMIT_ENABLED="true",
         LOG_LEVEL="INFO",
     )
-    migrated = subprocess.run(
-        [str(PYTHON), "manage.py", "migrate", "--noinput"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr
+    manage("migrate", "--noinput", env=env)
     server = ServerProcess(
         [
             str(PYTHON),
@@ -156,14 +146,7 @@ def test_demo_agents_false_leaves_the_seeded_agents_idle(tmp_path, reference_ser
         DEMO_AGENTS="false",
         LOG_LEVEL="INFO",
     )
-    subprocess.run(
-        [str(PYTHON), "manage.py", "migrate", "--noinput"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    manage("migrate", "--noinput", env=env)
     server = ServerProcess(
         [str(PYTHON), "manage.py", "serve", "--seed-demo-if-empty", "--port", "{port}"], env
     )
