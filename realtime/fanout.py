@@ -55,6 +55,9 @@ class Fanout:
         self.members: dict[str, set[Member]] = {}
         # group → its group_add in flight: later joiners wait for the same one.
         self.joining: dict[str, asyncio.Future] = {}
+        # group → its group_discard in flight: a new join of the group waits for it, so the
+        # layer never sees the discard after the add.
+        self.leaving: dict[str, asyncio.Future] = {}
         self.channel_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
         # Messages received and not yet handed out, per stream (``stream_of``).
@@ -83,10 +86,15 @@ class Fanout:
         members.discard(member)
         if not members and group not in self.joining:
             del self.members[group]
-            await self.layer.group_discard(group, self.channel)
+            await self._discard(group)
 
     async def _add(self, group: str) -> None:
         try:
+            leaving = self.leaving.get(group)
+            if leaving is not None:
+                # Whether or not the layer took the previous discard, the add comes after it.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(leaving)
             await self.layer.group_add(group, await self._channel())
         except BaseException:
             # Nobody is subscribed: the next join tries again.
@@ -94,6 +102,20 @@ class Fanout:
             raise
         finally:
             self.joining.pop(group, None)
+        if not self.members.get(group):
+            # Every member left while the join was in flight: nobody watches the group now.
+            self.members.pop(group, None)
+            await self._discard(group)
+
+    async def _discard(self, group: str) -> None:
+        task = self.leaving[group] = asyncio.ensure_future(
+            self.layer.group_discard(group, self.channel)
+        )
+        try:
+            await asyncio.shield(task)
+        finally:
+            if self.leaving.get(group) is task:
+                del self.leaving[group]
 
     async def _channel(self) -> str:
         async with self.channel_lock:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
 
 import realtime.fanout
 from tests.realtime.helpers import publish, receive_events, subscribe
@@ -54,3 +55,61 @@ async def test_a_watcher_connected_longer_than_the_layers_group_expiry_still_rec
     # then the watcher still receives it
     (event,) = await receive_events(communicator, 1)
     assert event["seq"] == seq
+
+
+class SlowLayer(InMemoryChannelLayer):
+    """The in-memory layer, with adds and discards that take a while (a layer over a network),
+    a discard longer than an add."""
+
+    async def group_add(self, group, channel):
+        await asyncio.sleep(0.05)
+        await super().group_add(group, channel)
+
+    async def group_discard(self, group, channel):
+        await asyncio.sleep(0.1)
+        await super().group_discard(group, channel)
+
+
+class Watcher:
+    def __init__(self):
+        self.received = []
+
+    async def deliver(self, message):
+        self.received.append(message)
+
+
+def members_of(layer, group):
+    return set(layer.groups.get(group, ()))
+
+
+async def test_a_group_left_while_its_join_is_in_flight_is_not_kept_subscribed():
+    # given a process joining a group for a watcher that disconnects before the join completes
+    layer = SlowLayer()
+    fanout = realtime.fanout.Fanout(layer)
+    watcher = Watcher()
+    join = asyncio.ensure_future(fanout.join("agent.x", watcher))
+    await asyncio.sleep(0.01)
+    await fanout.leave("agent.x", watcher)
+    # when the join has completed
+    await join
+    # then the process no longer receives the group's messages
+    assert "agent.x" not in fanout.members
+    assert members_of(layer, "agent.x") == set()
+
+
+async def test_a_join_right_after_the_last_leave_stays_subscribed():
+    # given a group whose last watcher leaves (its discard takes a while)
+    layer = SlowLayer()
+    fanout = realtime.fanout.Fanout(layer)
+    first, second = Watcher(), Watcher()
+    await fanout.join("agent.y", first)
+    leave = asyncio.ensure_future(fanout.leave("agent.y", first))
+    await asyncio.sleep(0.01)
+    # when another watcher joins while that discard is still in flight
+    await fanout.join("agent.y", second)
+    await leave
+    # then the layer still delivers the group to the process, and so to the new watcher
+    assert members_of(layer, "agent.y") == {fanout.channel}
+    await layer.group_send("agent.y", {"type": "live.events", "group": "agent.y", "events": []})
+    await asyncio.sleep(0.1)
+    assert len(second.received) == 1 and first.received == []
