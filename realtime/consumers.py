@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from api.representation import utc_text
@@ -155,6 +156,14 @@ def _event_text(key: tuple, message: dict) -> str:
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     """One client connection: authenticated, permission-checked per subscription."""
 
+    # No channel of its own on the channel layer: live events reach the connection through
+    # the process's one subscriber (``realtime.fanout``, on the default layer), never through
+    # a channel of the consumer. Channels gives a consumer the layer named by
+    # ``channel_layer_alias``, and none when no layer of that name is configured
+    # (``get_channel_layer``): then no channel is created for the connection and no task
+    # waits on one (with the Redis pub/sub layer, no SUBSCRIBE and UNSUBSCRIBE per socket).
+    channel_layer_alias = None
+
     async def connect(self):
         self.user = self.scope.get("user")
         self.subscriptions: dict[tuple, Subscription] = {}
@@ -187,7 +196,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "idle_task", None) is not None:
             self.idle_task.cancel()
         self.closing = True
-        groups = fanout(self.channel_layer)
+        groups = fanout(get_channel_layer())
         for group in list(getattr(self, "group_refs", ())):
             await groups.leave(group, self)
         if getattr(self, "authenticated", False):
@@ -450,14 +459,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def _join(self, group: str) -> None:
         if self.group_refs[group] == 0:
-            await fanout(self.channel_layer).join(group, self)
+            await fanout(get_channel_layer()).join(group, self)
         self.group_refs[group] += 1
 
     async def _leave(self, group: str) -> None:
         self.group_refs[group] -= 1
         if self.group_refs[group] <= 0:
             del self.group_refs[group]
-            await fanout(self.channel_layer).leave(group, self)
+            await fanout(get_channel_layer()).leave(group, self)
 
     async def _send(self, content: dict) -> None:
         if not self.closing:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import InMemoryChannelLayer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 import realtime.fanout
 from tests.realtime.helpers import publish, receive_events, subscribe
@@ -55,6 +55,39 @@ async def test_a_watcher_connected_longer_than_the_layers_group_expiry_still_rec
     # then the watcher still receives it
     (event,) = await receive_events(communicator, 1)
     assert event["seq"] == seq
+
+
+class CountingLayer(InMemoryChannelLayer):
+    """The in-memory layer, counting the channels it hands out."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.channels_made = 0
+
+    async def new_channel(self, prefix="specific."):
+        self.channels_made += 1
+        return await super().new_channel(prefix)
+
+
+async def test_connections_take_no_channel_of_their_own_on_the_layer(
+    ws, owner, token_for, make_agent, settings
+):
+    # given the process's channel layer, counting the channels it hands out (with Redis, each
+    # one a subscription and a task waiting on it for as long as the socket is open)
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": f"{__name__}.CountingLayer"}}
+    agent = await database_sync_to_async(make_agent)()
+    token = await database_sync_to_async(token_for)(owner)
+    # when twenty connections open and watch an agent's trades and the market
+    watchers = [await ws(token) for _ in range(20)]
+    for communicator in watchers:
+        await subscribe(communicator, channel="trades", agent_id=str(agent.id))
+        await subscribe(communicator, channel="market")
+    # then the layer made one channel, the process's, and each connection receives the events
+    assert get_channel_layer().channels_made == 1
+    seq = await publish(agent.id)
+    for communicator in watchers:
+        (event,) = await receive_events(communicator, 1)
+        assert event["seq"] == seq
 
 
 class SlowLayer(InMemoryChannelLayer):
