@@ -216,9 +216,14 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
+    # django-redis rather than Django's own Redis backend: it is the Redis backend
+    # django-ratelimit supports (its atomic increment is one Lua call), and it keeps one Redis
+    # client per process where Django's builds a client for every cache operation. Every
+    # API request counts against a rate limit here (an order against two), so the cost of a
+    # cache operation is paid on every request.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "trading-demo",
         }

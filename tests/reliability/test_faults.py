@@ -325,12 +325,7 @@ def private_redis(settings):
     layer["CONFIG"]["hosts"] = [{**layer["CONFIG"]["hosts"][0], "address": redis.url}]
     layer["CONFIG"]["prefix"] = "reliability"
     settings.CHANNEL_LAYERS = {"default": layer}
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": redis.url,
-        }
-    }
+    settings.CACHES = {"default": {**django_settings.CACHES["default"], "LOCATION": redis.url}}
     try:
         yield redis
     finally:

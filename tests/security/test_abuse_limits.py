@@ -137,9 +137,10 @@ def test_order_submission_is_limited_per_token(mine, theirs):
     CACHES={
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "unreachable": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # the backend REDIS_URL selects (config.settings), at an address nothing serves
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",
-            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
         },
     },
 )
