@@ -10,7 +10,7 @@ from uuid import UUID
 from django.db.models import Count, QuerySet
 
 from agents.models import Agent
-from agents.selectors import agent_get_for, portfolio_valuation
+from agents.selectors import agent_id_for, portfolio_valuation
 from api import problems
 from metering.periods import DAILY, period_window
 from trades import market
@@ -18,10 +18,11 @@ from trades.models import Trade
 from trades.services import orders_accepted_today
 
 
-def trade_queryset_for(*, agent: Agent) -> QuerySet[Trade]:
-    """The agent's orders, newest first, with their approval request joined (no N+1)."""
+def trade_queryset_for(*, agent_id: UUID) -> QuerySet[Trade]:
+    """The orders of the agent ``agent_id``, newest first, with their approval request joined
+    (no N+1). Whether the user may see them is the caller's check (``agent_id_for``)."""
     return (
-        Trade.objects.filter(agent=agent)
+        Trade.objects.filter(agent_id=agent_id)
         .select_related("approval_request")
         .order_by("-created_at", "-pk")
     )
@@ -29,8 +30,8 @@ def trade_queryset_for(*, agent: Agent) -> QuerySet[Trade]:
 
 def trade_get_for(*, user, agent_id: UUID | str, trade_id: UUID | str) -> Trade:
     """One order of an agent ``user`` may see; ``problems.NotFound`` otherwise."""
-    agent = agent_get_for(user=user, agent_id=agent_id)
-    trade = trade_queryset_for(agent=agent).filter(pk=trade_id).first()
+    agent_pk = agent_id_for(user=user, agent_id=agent_id)
+    trade = trade_queryset_for(agent_id=agent_pk).filter(pk=trade_id).first()
     if trade is None:
         raise problems.NotFound("No such trade.")
     return trade

@@ -9,7 +9,7 @@ from rest_framework import generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.selectors import agent_get_for
+from agents.selectors import agent_id_for
 from api.limits import enforce_trade_rate
 from api.schema import PROBLEM
 from metering.services import api_call_usage
@@ -43,8 +43,8 @@ class AgentTradesView(generics.ListAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no agent in the URL
             return Trade.objects.none()
-        agent = agent_get_for(user=self.request.user, agent_id=self.kwargs["agent_id"])
-        return selectors.trade_queryset_for(agent=agent)
+        agent_id = agent_id_for(user=self.request.user, agent_id=self.kwargs["agent_id"])
+        return selectors.trade_queryset_for(agent_id=agent_id)
 
     def list(self, request, *args, **kwargs):
         # A page reads the columns it shows as rows, not Trade instances; each row's JSON is
