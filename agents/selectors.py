@@ -27,14 +27,20 @@ def agent_queryset_for(user) -> QuerySet[Agent]:
     return queryset.filter(owner_id=user.pk)
 
 
-def agent_get_for(*, user, agent_id: UUID | str, lock: bool = False) -> Agent:
+def agent_get_for(
+    *, user, agent_id: UUID | str, lock: bool = False, queryset: QuerySet[Agent] | None = None
+) -> Agent:
     """The agent ``agent_id`` if ``user`` may see it; otherwise ``problems.NotFound``.
 
     With ``lock=True`` the row is taken with ``SELECT … FOR UPDATE`` (call inside
     ``transaction.atomic``): the first lock of every balance-changing operation. Another
     owner's agent answers exactly like a missing one, so its existence is not disclosed.
+    ``queryset`` (all agents by default) is what the agent is read from, e.g. agents annotated
+    with more to read in the same statement.
     """
-    agents = Agent.objects.select_for_update() if lock else Agent.objects.all()
+    agents = Agent.objects.all() if queryset is None else queryset
+    if lock:
+        agents = agents.select_for_update()
     try:
         agent = agents.get(pk=_agent_pk(agent_id))
     except Agent.DoesNotExist:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
-from django.db.models import BigIntegerField, F, Sum, Value
+from django.db.models import BigIntegerField, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.utils import timezone
 
 from api import problems
@@ -79,14 +79,11 @@ class Literal(Value):
         return connection.ops.compose_sql(sql, params).replace("%", "%%"), ()
 
 
-def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
-    """Quantity of ``metric_code`` recorded for the agent since ``since`` and not yet delivered.
-
-    Every order asks this before its quota check. It reads the partial index
-    ``usage_pending_by_agent``, which holds only the rows still in the outbox (the pending
-    state is a ``Literal`` for that), so its cost does not grow with the agent's delivered
-    usage (docs/performance.md).
-    """
+def _pending(*, agent_id, metric_code: str, since: datetime | None) -> QuerySet[UsageEvent]:
+    """The agent's rows of ``metric_code`` since ``since`` still in the outbox, written so that
+    PostgreSQL reads them through the partial index ``usage_pending_by_agent`` (the pending
+    state is a ``Literal``: the index's condition is in the statement even when a prepared
+    statement is planned once for any parameter value)."""
     pending = UsageEvent.objects.filter(
         agent_id=agent_id,
         code=metric_code,
@@ -94,11 +91,67 @@ def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
     )
     if since is not None:
         pending = pending.filter(occurred_at__gte=since)
+    return pending
+
+
+def pending_usage(*, agent_id, metric_code: str, since: datetime | None) -> int:
+    """Quantity of ``metric_code`` recorded for the agent since ``since`` and not yet delivered.
+
+    It reads the partial index ``usage_pending_by_agent``, which holds only the rows still in
+    the outbox, so its cost does not grow with the agent's delivered usage
+    (docs/performance.md). An order reads the same sum with the agent's row instead
+    (``pending_usage_annotations``).
+    """
+    pending = _pending(agent_id=agent_id, metric_code=metric_code, since=since)
     if connections[pending.db].vendor == "postgresql":
         # PostgreSQL sums a bigint column as a numeric, exact at any size: one SUM, which
         # the ORM builds at a fraction of the split sums' cost (only SQLite needs those).
         return int(pending.aggregate(total=Sum("quantity"))["total"] or 0)
     return usage_sum_total(pending.aggregate(**usage_sums()))
+
+
+PENDING_USAGE = "pending_usage"
+
+
+def pending_usage_annotations(*, metric_code: str, since: datetime | None) -> dict[str, Subquery]:
+    """Annotations of an agent queryset (``queryset.annotate(**...)``) with ``pending_usage``'s
+    sum for each agent, as subqueries over ``OuterRef("pk")``: the agent and its undelivered
+    usage in one statement. Read the sum with ``pending_usage_annotated``.
+
+    The subquery reads the partial index ``usage_pending_by_agent`` as ``pending_usage`` does.
+    On PostgreSQL it is one ``SUM`` (numeric there, exact at any size); elsewhere two, of
+    each quantity's part above and below ``SUM_SPLIT`` (``usage_sums``), so that the sum is
+    exact and never overflows.
+    """
+    pending = _pending(agent_id=OuterRef("pk"), metric_code=metric_code, since=since)
+    # One group per agent (the outer row's), the model's ordering dropped: one row, one sum.
+    grouped = pending.order_by().values("agent_id")
+    if connections[pending.db].vendor == "postgresql":
+        sums = {PENDING_USAGE: Sum("quantity", output_field=BigIntegerField())}
+    else:
+        sums = {f"{PENDING_USAGE}_{name}": total for name, total in usage_sums().items()}
+    return {
+        name: Subquery(
+            grouped.annotate(total=total).values("total"), output_field=total.output_field
+        )
+        for name, total in sums.items()
+    }
+
+
+def quota_window(metric_code: str, now: datetime) -> tuple[datetime, datetime]:
+    """Start and end of the period of ``metric_code``'s quota at ``now``: ``quota_check``
+    counts the usage still in the outbox since the start."""
+    return period_window(QUOTA_PERIODS.get(metric_code, DAILY), now)
+
+
+def pending_usage_annotated(obj) -> int:
+    """The sum of an object read with ``pending_usage_annotations`` (0 when nothing is
+    pending)."""
+    if hasattr(obj, PENDING_USAGE):
+        return int(getattr(obj, PENDING_USAGE) or 0)
+    return usage_sum_total(
+        {name: getattr(obj, f"{PENDING_USAGE}_{name}") for name in ("sum_high", "sum_low")}
+    )
 
 
 def quota_warning_crossed(used_before: int, used_after: int, limit: int) -> bool:
@@ -186,6 +239,7 @@ def quota_check(
     quantity: int = 1,
     now: datetime | None = None,
     warn: bool = True,
+    pending: int | None = None,
 ) -> metering_api.QuotaDecision:
     """Ask the metering service whether ``quantity`` more of ``metric_code`` fits the quota.
 
@@ -197,12 +251,16 @@ def quota_check(
     ``portfolio`` channel — in the caller's transaction when there is one, so a failed order
     sends no warning. Returns the decision with ``current_usage``/``remaining`` including
     undelivered usage. ``warn=False`` leaves the warning to the caller (``quota_warn``), for a
-    caller that asks before its transaction and publishes in it.
+    caller that asks before its transaction and publishes in it. ``pending`` is the agent's
+    usage still in the outbox since the start of ``quota_window(metric_code, now)``, when the
+    caller read it with the agent (``pending_usage_annotations``); otherwise it is read here.
     """
     now = now or timezone.now()
     period = QUOTA_PERIODS.get(metric_code, DAILY)
-    period_start, period_end = period_window(period, now)
-    undelivered = pending_usage(agent_id=agent.pk, metric_code=metric_code, since=period_start)
+    period_start, period_end = quota_window(metric_code, now)
+    if pending is None:
+        pending = pending_usage(agent_id=agent.pk, metric_code=metric_code, since=period_start)
+    undelivered = pending
     decision = get_metering_client().check_quota(
         agent_id=str(agent.pk),
         metric_code=metric_code,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -23,8 +24,7 @@ ORDER_STATEMENTS = sorted(
     [
         ("SELECT", "authtoken_token"),  # the token and its user
         # the checks made before the gRPC decisions, outside the agent's lock
-        ("SELECT", "agents_agent"),
-        ("SELECT", "metering_usageevent"),  # usage not yet delivered (quota)
+        ("SELECT", "agents_agent"),  # with its usage not yet delivered (quota)
         ("SELECT", "agents_position"),
         ("SELECT", "trades_marketprice"),  # the prices of the order's and the held symbols
         # under the agent's lock
@@ -41,14 +41,27 @@ ORDER_STATEMENTS = sorted(
 )
 
 
+def _outermost(sql: str) -> str:
+    """The statement without what is in parentheses (its subqueries among them)."""
+    depth, kept = 0, []
+    for char in sql:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0:
+            kept.append(char)
+    return "".join(kept)
+
+
 def _touches(sql: str) -> tuple[str, str]:
     verb = sql.split(None, 1)[0].upper()
     pattern = r'^UPDATE\s+"?(\w+)' if verb == "UPDATE" else r'\b(?:FROM|INTO)\s+"?(\w+)'
-    match = re.search(pattern, sql, re.IGNORECASE)
+    match = re.search(pattern, _outermost(sql), re.IGNORECASE)
     return verb, match.group(1) if match else sql
 
 
-def test_an_auto_approved_market_order_costs_14_statements_and_2_grpc_calls(owner_client, agent):
+def test_an_auto_approved_market_order_costs_13_statements_and_2_grpc_calls(owner_client, agent):
     # given an agent that already holds a position (its second order of a symbol updates it)
     assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
     before = grpc_call_counts()
@@ -57,13 +70,15 @@ def test_an_auto_approved_market_order_costs_14_statements_and_2_grpc_calls(owne
     with CaptureQueriesContext(connection) as queries:
         response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="2")
 
-    # then it filled with these 14 statements (no portfolio snapshot: market ticks take them)
+    # then it filled with these 13 statements (no portfolio snapshot: market ticks take them)
     # and the two gRPC decisions: CheckQuota and SubmitRequest
     assert response.status_code == 201
     assert response.json()["status"] == "filled"
     statements = [q["sql"] for q in queries.captured_queries]
     data = [sql for sql in statements if not sql.upper().startswith(TRANSACTION_CONTROL)]
     assert sorted(_touches(sql) for sql in data) == ORDER_STATEMENTS, "\n".join(data)
+    (pending_read,) = [sql for sql in data if sql.startswith("SELECT") and "usageevent" in sql]
+    assert _touches(pending_read) == ("SELECT", "agents_agent")
     after = grpc_call_counts()
     made = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     assert made == {"metering/CheckQuota": 1, "oversight/SubmitRequest": 1}
@@ -88,3 +103,38 @@ def test_the_order_still_records_everything_it_did(owner_client, agent):
     agent.refresh_from_db()
     assert agent.event_seq == events[-1].seq
     assert trade.status == "filled"
+
+
+@pytest.mark.postgres
+def test_the_orders_agent_read_sums_its_pending_usage_through_the_partial_index(
+    owner_client, agent
+):
+    # given: the statement that reads the agent before its lock, as a server-side prepared
+    # statement
+    sent = []
+
+    def keep(execute, sql, params, many, context):
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == (
+            201
+        )
+    (sql, params), *_ = [(s, p) for s, p in sent if s.startswith('SELECT "agents_agent"')]
+    numbered = iter(range(1, len(params) + 1))
+    statement = re.sub(r"%s", lambda _: f"${next(numbered)}", sql).replace("%%", "%")
+    with connection.cursor() as cursor:
+        cursor.execute(f"PREPARE agent_read_plan AS {statement}")
+        try:
+            # when: PostgreSQL plans it once for any parameter values, as it may after a few runs
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            values = ", ".join(connection.ops.compose_sql("%s", [value]) for value in params)
+            cursor.execute(f"EXPLAIN EXECUTE agent_read_plan({values})")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE agent_read_plan")
+
+    # then: the sum reads only the rows still in the outbox
+    assert "metering_usageevent" in statement
+    assert "usage_pending_by_agent" in plan, plan

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import grpc
 import pytest
+from django.utils import timezone
 
 from agents.models import Position
 from metering.models import UsageEvent
+from metering.services import usage_deliver_pending, usage_record
 from oversight.models import ApprovalRequest
 from realtime.models import AgentEvent
 from tests.helpers import agent_url, assert_books_balance, problem_slug, submit, trades_url
@@ -239,6 +242,32 @@ def test_exhausted_daily_trade_limit_is_429_with_retry_after(
     assert response.json()["limit"] == 2
     assert Trade.objects.filter(agent=agent).count() == 2
     assert UsageEvent.objects.filter(agent=agent, code="trade_executions").count() == 2
+
+
+def test_usage_still_in_the_outbox_counts_against_the_quota_of_an_order(
+    owner_client, agent_factory, prices, django_capture_on_commit_callbacks
+):
+    # given an agent allowed 5 trades a day by the metering service, which was told of 2
+    # executions while 3 more (recorded through the API, no order of this server) still wait
+    # in the outbox, and 1 from yesterday does too
+    with django_capture_on_commit_callbacks(execute=True):
+        agent = agent_factory(config={"daily_trade_limit": 5})
+    for _ in range(2):
+        usage_record(agent=agent, code="trade_executions", quantity=1)
+    usage_deliver_pending()
+    for _ in range(3):
+        usage_record(agent=agent, code="trade_executions", quantity=1)
+    yesterday = timezone.now() - timedelta(days=1)
+    usage_record(agent=agent, code="trade_executions", quantity=1, occurred_at=yesterday)
+
+    # when it places an order
+    response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1")
+
+    # then the quota is used up: the undelivered usage of the day counts, yesterday's does not
+    assert response.status_code == 429, response.content
+    assert problem_slug(response) == "quota-exceeded"
+    assert response.json()["detail"].endswith("(5 used, 1 requested).")
+    assert not Trade.objects.filter(agent=agent).exists()
 
 
 def test_oversight_down_is_503_and_persists_nothing(owner_client, agent, fresh_reference_services):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -24,8 +25,11 @@ from api.bounds import MAX_NOTIONAL
 from grpc_clients.registry import deadline_budget
 from metering.periods import DAILY, period_window
 from metering.services import (
+    pending_usage_annotated,
+    pending_usage_annotations,
     quota_check,
     quota_warn,
+    quota_window,
     server_transaction_id,
     usage_build,
     usage_bulk_record,
@@ -209,7 +213,11 @@ def _prepare(
     """Rules 1-5 on rows read without a lock: a replay answers at once; an order that fails
     a rule answers its problem before any later rule's call; the quota and the oversight
     decision are asked here, outside any transaction."""
-    agent = agent_get_for(user=user, agent_id=agent_id)
+    # The agent is read with its usage still in the outbox, which the quota counts as used.
+    now = timezone.now()
+    period_start, _ = quota_window(TRADE_EXECUTIONS, now)
+    agents = _agents_with_pending_executions(period_start)
+    agent = agent_get_for(user=user, agent_id=agent_id, queryset=agents)
     if key:
         record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
         if record is not None:
@@ -223,7 +231,14 @@ def _prepare(
     with deadline_budget(settings.GRPC_TIMEOUT_SECONDS):
         # 3. quota: the metering service's limits (the agent's own daily limit is counted
         # under the lock, where it is exact)
-        quota = quota_check(agent=agent, metric_code=TRADE_EXECUTIONS, quantity=1, warn=False)
+        quota = quota_check(
+            agent=agent,
+            metric_code=TRADE_EXECUTIONS,
+            quantity=1,
+            now=now,
+            warn=False,
+            pending=pending_usage_annotated(agent),
+        )
         # 4. funds / position, on the rows as read (checked again under the lock)
         positions = {p.symbol: p for p in Position.objects.filter(agent=agent)}
         prices = market.prices_for({order.symbol, *positions})
@@ -245,6 +260,18 @@ def _prepare(
             held_value=held.cost_basis if held is not None else ZERO,
         )
     return _Prepared(order=order, price=price, prices=prices, quota=quota, evaluation=evaluation)
+
+
+@functools.lru_cache(maxsize=2)
+def _agents_with_pending_executions(since: datetime) -> QuerySet[Agent]:
+    """Agents annotated with their ``trade_executions`` usage since ``since`` still in the
+    outbox (``pending_usage_annotated``).
+
+    Built once per quota period, not per order: building the subquery costs the ORM more than
+    the separate statement it replaces. The queryset itself is never evaluated; each read
+    clones it (``agent_get_for``), so it is shared safely between requests and threads."""
+    annotations = pending_usage_annotations(metric_code=TRADE_EXECUTIONS, since=since)
+    return Agent.objects.annotate(**annotations)
 
 
 def _reserve_on_locked_rows(*, agent_id, order: Order, price: Decimal) -> None:
