@@ -1,8 +1,10 @@
 """Plain helpers shared by the tests: API paths, the books-balance check, problem documents,
-threads released together, a free port. Fixtures live in ``tests/conftest.py``."""
+PostgreSQL's plans, threads released together, a free port. Fixtures live in
+``tests/conftest.py``."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from decimal import Decimal
@@ -121,6 +123,64 @@ def assert_books_balance(agent) -> None:
         f"server:trade_executions:{pk}"
         for pk in Trade.objects.filter(agent=agent).values_list("pk", flat=True)
     )
+
+
+# --- PostgreSQL's plans ----------------------------------------------------------------------
+
+
+def sent_statements(call) -> list[tuple[str, tuple]]:
+    """Run ``call()``; the statements it sent, each as its SQL and parameters."""
+    sent = []
+
+    def keep(execute, sql, params, many, context):
+        sent.append((sql, tuple(params or ())))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        call()
+    return sent
+
+
+def generic_plan(sql: str, params) -> str:
+    """PostgreSQL's plan of a statement sent by the ORM, prepared on the server and planned once
+    for any parameter values, as PostgreSQL may plan a prepared statement after a few runs."""
+    numbered = iter(range(1, len(params) + 1))
+    statement = re.sub(r"%s", lambda _: f"${next(numbered)}", sql).replace("%%", "%")
+    with connection.cursor() as cursor:
+        cursor.execute(f"PREPARE generic_plan_of AS {statement}")
+        try:
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            values = ", ".join(connection.ops.compose_sql("%s", [value]) for value in params)
+            cursor.execute(f"EXPLAIN EXECUTE generic_plan_of({values})")
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE generic_plan_of")
+
+
+def usage_of_a_busy_day(agent, *, delivered: int = 2000) -> None:
+    """``delivered`` usage events of the agent, delivered today, and the usage table's
+    statistics taken on them (in the test's transaction, undone with it): the planner sees a
+    few rows in the outbox among many delivered, as an order does, whatever tests before
+    left in the statistics."""
+    from django.utils import timezone
+
+    from metering.models import DeliveryState, UsageEvent
+
+    now = timezone.now()
+    UsageEvent.objects.bulk_create(
+        UsageEvent(
+            transaction_id=f"server:busy-day:{agent.pk}:{index}",
+            agent=agent,
+            code="trade_executions",
+            quantity=1,
+            occurred_at=now,
+            delivery_state=DeliveryState.DELIVERED,
+            delivered_at=now,
+        )
+        for index in range(delivered)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE metering_usageevent")
 
 
 # --- concurrency and processes ---------------------------------------------------------------

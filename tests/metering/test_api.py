@@ -11,7 +11,7 @@ from api import problems
 from metering.models import UsageEvent
 from metering.services import quota_check, quota_configure, usage_deliver_pending, usage_record
 from realtime.models import AgentEvent
-from tests.helpers import agent_url
+from tests.helpers import agent_url, generic_plan, sent_statements, usage_of_a_busy_day
 
 pytestmark = pytest.mark.django_db
 
@@ -465,35 +465,19 @@ def test_pending_usage_sums_only_the_agents_undelivered_usage_of_the_metric_sinc
 
 @pytest.mark.postgres
 def test_pending_usage_reads_the_partial_index_when_prepared_once_for_any_agent(agent_factory):
-    import re
-    import uuid
-
-    from django.db import connection
-
     from metering.services import pending_usage
 
-    # given: the statement pending_usage sends, as a server-side prepared statement
-    sent = []
+    # given: an agent's busy day of delivered usage, and the statement pending_usage sends
+    agent = agent_factory()
+    usage_of_a_busy_day(agent)
+    usage_record(agent=agent, code="trade_executions", quantity=1)
+    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    (sent, *_) = sent_statements(
+        lambda: pending_usage(agent_id=agent.pk, metric_code="trade_executions", since=start)
+    )
 
-    def keep(execute, sql, params, many, context):
-        sent.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(keep):
-        pending_usage(agent_id=uuid.uuid4(), metric_code="trade_executions", since=timezone.now())
-    sql, params = sent[-1]
-    numbered = iter(range(1, len(params) + 1))
-    statement = re.sub(r"%s", lambda _: f"${next(numbered)}", sql).replace("%%", "%")
-    with connection.cursor() as cursor:
-        cursor.execute(f"PREPARE pending_usage_plan AS {statement}")
-        try:
-            # when: PostgreSQL plans it once for any parameter values, as it may after a few runs
-            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            values = ", ".join(connection.ops.compose_sql("%s", [value]) for value in params)
-            cursor.execute(f"EXPLAIN EXECUTE pending_usage_plan({values})")
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("DEALLOCATE pending_usage_plan")
+    # when: PostgreSQL plans it once for any parameter values, as it may after a few runs
+    plan = generic_plan(*sent)
 
     # then: the plan still reads only the rows in the outbox
-    assert "usage_pending_by_agent" in plan
+    assert "usage_pending_by_agent" in plan, plan

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from metering.models import UsageEvent
 from observability.metrics import grpc_call_counts
 from realtime.models import AgentEvent
-from tests.helpers import submit
+from tests.helpers import generic_plan, sent_statements, submit, usage_of_a_busy_day
 from trades.models import Trade
 
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
@@ -109,32 +109,19 @@ def test_the_order_still_records_everything_it_did(owner_client, agent):
 def test_the_orders_agent_read_sums_its_pending_usage_through_the_partial_index(
     owner_client, agent
 ):
-    # given: the statement that reads the agent before its lock, as a server-side prepared
-    # statement
-    sent = []
+    # given: an agent's busy day of delivered usage, and the statement that reads the agent
+    # before its lock
+    usage_of_a_busy_day(agent)
+    sent = sent_statements(
+        lambda: submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1")
+    )
+    (agent_read, *_) = [
+        (sql, params) for sql, params in sent if sql.startswith('SELECT "agents_agent"')
+    ]
+    assert "metering_usageevent" in agent_read[0]
 
-    def keep(execute, sql, params, many, context):
-        sent.append((sql, params))
-        return execute(sql, params, many, context)
+    # when: PostgreSQL plans it once for any parameter values, as it may after a few runs
+    plan = generic_plan(*agent_read)
 
-    with connection.execute_wrapper(keep):
-        assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == (
-            201
-        )
-    (sql, params), *_ = [(s, p) for s, p in sent if s.startswith('SELECT "agents_agent"')]
-    numbered = iter(range(1, len(params) + 1))
-    statement = re.sub(r"%s", lambda _: f"${next(numbered)}", sql).replace("%%", "%")
-    with connection.cursor() as cursor:
-        cursor.execute(f"PREPARE agent_read_plan AS {statement}")
-        try:
-            # when: PostgreSQL plans it once for any parameter values, as it may after a few runs
-            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            values = ", ".join(connection.ops.compose_sql("%s", [value]) for value in params)
-            cursor.execute(f"EXPLAIN EXECUTE agent_read_plan({values})")
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("DEALLOCATE agent_read_plan")
-
-    # then: the sum reads only the rows still in the outbox
-    assert "metering_usageevent" in statement
+    # then: its sum reads only the rows still in the outbox
     assert "usage_pending_by_agent" in plan, plan
