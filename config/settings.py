@@ -328,6 +328,10 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_CLIENT_IP_CALLABLE = "api.limits.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_VERBOSE = False
+# The admin's and the dashboard's one-time messages live in the session, which every user who
+# can receive one has. Django's default (a signed cookie, falling back to the session) builds
+# both stores and a cookie signer for every request, API calls included, that never use them.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 
