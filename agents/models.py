@@ -9,6 +9,7 @@ Invariant kept by ``agents.services`` / ``trades.services`` under a row lock on 
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from decimal import Decimal
 
 from django.conf import settings
@@ -73,6 +74,10 @@ class Agent(models.Model):
     config = models.JSONField(default=dict)
     # Last sequence number handed to one of this agent's live events (realtime.services).
     event_seq = models.BigIntegerField(default=0)
+    # The orders accepted in the UTC day ``trades_day`` (the ``daily_trade_limit`` of SPEC §5):
+    # counted by the order workflow on the locked row, in the transaction that accepts each.
+    trades_today = models.PositiveIntegerField(default=0)
+    trades_day = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_active_at = models.DateTimeField(null=True, blank=True)
@@ -104,6 +109,11 @@ class Agent(models.Model):
     def effective_config(self) -> dict:
         """The stored config over the defaults of SPEC §5."""
         return {**agent_config_defaults(), **(self.config or {})}
+
+    def trades_on(self, day: date) -> int:
+        """The orders accepted in the UTC ``day``, as this row counts them: none once the
+        stored count is of an earlier day."""
+        return self.trades_today if self.trades_day == day else 0
 
 
 class Position(models.Model):

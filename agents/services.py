@@ -42,6 +42,8 @@ logger = logging.getLogger("trading_demo.agents")
 
 # Fields of the agent row a balance change writes (never event_seq: realtime owns it).
 BALANCE_FIELDS = ["cash_balance", "reserved_cash", "realized_pnl", "last_active_at", "updated_at"]
+# Fields of the agent row that count its orders of the day (``Agent.trades_on``).
+DAILY_TRADE_FIELDS = ["trades_today", "trades_day"]
 
 
 # --- configuration -----------------------------------------------------------------------------

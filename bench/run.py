@@ -87,7 +87,7 @@ TARGETS = {
     "watchers_connect_s": 30,
     "watchers_fill_p99_ms": 100,
     "watchers_mb_per_1000": 60,
-    "queries_per_order": 13,
+    "queries_per_order": 12,
     "grpc_calls_per_order": 2,
 }
 

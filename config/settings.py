@@ -488,7 +488,7 @@ GRPC_TIMEOUT_SECONDS = env_float("GRPC_TIMEOUT_SECONDS", 2.0)
 GRPC_MAX_CALLS_IN_FLIGHT = env_int("GRPC_MAX_CALLS_IN_FLIGHT", 0, minimum=0)
 # Tell the reference metering service each agent's daily_trade_limit (its private quota_limit
 # convention), so that its own trade_executions quota matches. Only a hint: the server counts
-# daily_trade_limit itself (trades.services.daily_trade_limit_check).
+# daily_trade_limit itself (trades.services.daily_trade_count).
 METERING_QUOTA_HINTS = env_bool("METERING_QUOTA_HINTS", True)
 GRPC_CALL_HOOK = "observability.metrics.observe_grpc_call"
 GRPC_REQUEST_ID_PROVIDER = "observability.request_context.current_request_id"

@@ -74,13 +74,12 @@ def dashboard_state(user) -> dict:
     from trades.api.serializers import MarketPriceSerializer, TradeSerializer
     from trades.market import all_prices
     from trades.models import Trade
-    from trades.selectors import orders_today_by_agent, portfolio_for
+    from trades.selectors import daily_trades_for, portfolio_for
 
     operator = is_operator(user)
     visible = agent_queryset_for(user)
     agents = list(visible.order_by("-created_at")[:AGENT_LIMIT])
     now = timezone.now()
-    orders_today = orders_today_by_agent(agents=agents, now=now)
     refusals = quota_refusals_for(agent_ids=[agent.pk for agent in agents])
     trades = (
         Trade.objects.filter(agent__in=agents)
@@ -102,7 +101,8 @@ def dashboard_state(user) -> dict:
             # The page resumes its live streams from here (no event is lost in between).
             "event_seq": agent.event_seq,
             "portfolio": PortfolioSerializer(portfolio_for(agent)).data,
-            "orders_today": orders_today.get(agent.pk, 0),
+            # As the order path counts and enforces it (read from the agent row).
+            "orders_today": daily_trades_for(agent=agent, now=now).orders_today,
             "daily_trade_limit": int(agent.effective_config["daily_trade_limit"]),
             "quota_refusal": refusals.get(agent.pk),
         }

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 
 from agents.models import Agent
 from agents.selectors import agent_id_for, portfolio_valuation
@@ -15,7 +14,6 @@ from api import problems
 from metering.periods import DAILY, period_window
 from trades import market
 from trades.models import Trade
-from trades.services import orders_accepted_today
 
 
 def trade_queryset_for(*, agent_id: UUID) -> QuerySet[Trade]:
@@ -35,20 +33,6 @@ def trade_get_for(*, user, agent_id: UUID | str, trade_id: UUID | str) -> Trade:
     if trade is None:
         raise problems.NotFound("No such trade.")
     return trade
-
-
-def orders_today_by_agent(*, agents: Iterable[Agent], now: datetime) -> dict[UUID, int]:
-    """Orders each agent had accepted in the UTC day of ``now``, counted as the server's own
-    daily-trade-limit control counts them (``trades.services.orders_accepted_today``), in
-    one query; an agent without any is absent."""
-    rows = (
-        orders_accepted_today(now=now)
-        .filter(agent__in=list(agents))
-        .values("agent_id")
-        .annotate(orders=Count("pk"))
-        .order_by()
-    )
-    return {row["agent_id"]: row["orders"] for row in rows}
 
 
 def portfolio_for(agent: Agent) -> dict:
@@ -77,15 +61,15 @@ class DailyTrades:
 
 
 def daily_trades_for(*, agent: Agent, now: datetime) -> DailyTrades:
-    """The agent's window of the server's own daily trade control, counted as
-    ``daily_trade_limit_check`` counts it (``trades.services.orders_accepted_today``): its
-    orders accepted in the UTC day of ``now``, which may exceed the limit once an operator
-    lowered it during the day, and the next midnight UTC, when the window resets.
+    """The agent's window of the server's own daily trade control, read from the count that
+    ``trades.services.daily_trade_count`` keeps and enforces (``Agent.trades_on``), no query:
+    its orders accepted in the UTC day of ``now``, which may exceed the limit once an
+    operator lowered it during the day, and the next midnight UTC, when the window resets.
     """
     window_start, resets_at = period_window(DAILY, now)
     return DailyTrades(
         daily_trade_limit=int(agent.effective_config["daily_trade_limit"]),
-        orders_today=orders_accepted_today(now=now).filter(agent=agent).count(),
+        orders_today=agent.trades_on(window_start.date()),
         window_start=window_start,
         resets_at=resets_at,
     )

@@ -329,7 +329,7 @@ def quota_configure(*, agent: Agent) -> None:
     is the agent's ``daily_trade_limit`` per day.
 
     Optional (``METERING_QUOTA_HINTS``) and nothing depends on it: the server enforces
-    ``daily_trade_limit`` itself (``trades.services.daily_trade_limit_check``); the hint only
+    ``daily_trade_limit`` itself (``trades.services.daily_trade_count``); the hint only
     keeps the reference service's own quota, and what ``GET /metering/agents/{id}/quota``
     reports of it, in line. It is a quantity-0 event with the ``quota_limit`` property, a
     convention of the reference service that a standard ``creto.metering.v1`` service ignores

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.conf import settings as django_settings
 
+from agents.models import Agent
 from grpc_clients.registry import get_metering_client, reset_clients
 from reference_services.server import start_reference_services
 from tests.helpers import race, submit
@@ -50,6 +51,14 @@ def seconds_to_utc_midnight() -> float:
 
 def buy(client, agent):
     return submit(client, agent, symbol="AAPL", side="buy", quantity="1")
+
+
+def as_if_placed_yesterday(agent) -> None:
+    """The agent's orders so far as the next UTC day finds them: created the day before, and
+    counted in that day's count on the agent row."""
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    Trade.objects.filter(agent=agent).update(created_at=yesterday)
+    Agent.objects.filter(pk=agent.pk).update(trades_day=yesterday.date())
 
 
 def test_the_daily_trade_limit_holds_after_the_metering_service_restarts(
@@ -97,13 +106,58 @@ def test_the_daily_trade_limit_holds_without_the_metering_hint(
     assert codes == [201, 201, 201, 429]
 
 
-def test_orders_of_earlier_utc_days_do_not_count(owner_client, agent_factory, prices):
+def test_the_count_starts_again_at_midnight_utc(owner_client, agent_factory, prices):
+    # given: an agent allowed 1 order a day, which it placed yesterday (UTC)
     agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 1})
     assert buy(owner_client, agent).status_code == 201
-    Trade.objects.filter(agent=agent).update(created_at=datetime.now(UTC) - timedelta(days=1))
+    as_if_placed_yesterday(agent)
+    quota_url = f"/api/v1/metering/agents/{agent.pk}/quota"
 
+    # when / then: today the quota route shows none placed, and one order, only one, passes
+    assert owner_client.get(quota_url).json()["daily_trades"]["orders_today"] == 0
     assert buy(owner_client, agent).status_code == 201
     assert buy(owner_client, agent).status_code == 429
+    assert owner_client.get(quota_url).json()["daily_trades"]["orders_today"] == 1
+
+
+@pytest.mark.parametrize(
+    ("order", "config", "accepted"),
+    [
+        ({"type": "market"}, NO_APPROVAL, (201, "filled")),
+        ({"type": "limit", "limit_price": "90"}, NO_APPROVAL, (201, "open")),
+        (
+            {"type": "limit", "limit_price": "90", "time_in_force": "ioc"},
+            NO_APPROVAL,
+            (201, "cancelled"),
+        ),
+        (
+            {"type": "market"},
+            {**NO_APPROVAL, "auto_approval_limit": "50"},
+            (202, "pending_approval"),
+        ),
+    ],
+    ids=["filled", "resting", "ioc-cancelled", "pending-approval"],
+)
+def test_every_accepted_order_counts_and_a_refused_one_does_not(
+    owner_client, agent_factory, prices, order, config, accepted
+):
+    # given: an agent allowed 2 orders a day
+    agent = agent_factory(config={**config, "daily_trade_limit": 2})
+
+    # when: it places an order accepted as ``accepted``, one refused for want of cash, then
+    # two more market orders
+    first = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1", **order)
+    broke = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="100000")
+    second = submit(owner_client, agent, symbol="TSLA", side="buy", quantity="1")
+    third = submit(owner_client, agent, symbol="TSLA", side="buy", quantity="1")
+
+    # then: the first and the second are the day's two orders, the third is refused
+    assert (first.status_code, first.json()["status"]) == accepted
+    assert broke.status_code == 402
+    assert second.status_code in (201, 202)
+    assert third.status_code == 429
+    daily = owner_client.get(f"/api/v1/metering/agents/{agent.pk}/quota").json()["daily_trades"]
+    assert (daily["orders_today"], daily["remaining"]) == (2, 0)
 
 
 @pytest.mark.postgres
@@ -130,9 +184,8 @@ def test_the_quota_route_shows_the_servers_daily_trade_limit_as_the_order_path_c
     # order placed yesterday and two today
     settings.METERING_QUOTA_HINTS = False
     agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 3})
-    yesterday = buy(owner_client, agent).json()["id"]
-    today_utc = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    Trade.objects.filter(pk=yesterday).update(created_at=today_utc - timedelta(hours=1))
+    assert buy(owner_client, agent).status_code == 201
+    as_if_placed_yesterday(agent)
     for _ in range(2):
         assert buy(owner_client, agent).status_code == 201
     quota_url = f"/api/v1/metering/agents/{agent.pk}/quota"

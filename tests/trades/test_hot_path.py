@@ -28,13 +28,12 @@ ORDER_STATEMENTS = sorted(
         ("SELECT", "agents_position"),
         ("SELECT", "trades_marketprice"),  # the prices of the order's and the held symbols
         # under the agent's lock
-        ("SELECT", "agents_agent"),  # the agent, locked
-        ("SELECT", "trades_trade"),  # the day's orders (daily_trade_limit)
+        ("SELECT", "agents_agent"),  # the agent, locked, with its orders of the day
         ("SELECT", "agents_position"),  # the agent's positions, locked
         ("INSERT", "trades_trade"),  # the order, inserted filled
         ("UPDATE", "agents_position"),
         ("INSERT", "trades_fill"),
-        ("UPDATE", "agents_agent"),  # balances and the event counter
+        ("UPDATE", "agents_agent"),  # balances, the day's order count, the event counter
         ("INSERT", "metering_usageevent"),  # trade_executions, trade_volume, api_calls
         ("INSERT", "realtime_agentevent"),  # trade.created, trade.filled, portfolio.update
     ]
@@ -61,7 +60,7 @@ def _touches(sql: str) -> tuple[str, str]:
     return verb, match.group(1) if match else sql
 
 
-def test_an_auto_approved_market_order_costs_13_statements_and_2_grpc_calls(owner_client, agent):
+def test_an_auto_approved_market_order_costs_12_statements_and_2_grpc_calls(owner_client, agent):
     # given an agent that already holds a position (its second order of a symbol updates it)
     assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
     before = grpc_call_counts()
@@ -70,7 +69,7 @@ def test_an_auto_approved_market_order_costs_13_statements_and_2_grpc_calls(owne
     with CaptureQueriesContext(connection) as queries:
         response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="2")
 
-    # then it filled with these 13 statements (no portfolio snapshot: market ticks take them)
+    # then it filled with these 12 statements (no portfolio snapshot: market ticks take them)
     # and the two gRPC decisions: CheckQuota and SubmitRequest
     assert response.status_code == 201
     assert response.json()["status"] == "filled"

@@ -42,8 +42,7 @@ from trades.services.reconcile import ReconcileReport, reservations_reconcile
 from trades.services.submission import (
     TRADE_EXECUTIONS,
     SubmitOutcome,
-    daily_trade_limit_check,
-    orders_accepted_today,
+    daily_trade_count,
     trade_submit,
 )
 
@@ -58,9 +57,8 @@ __all__ = [
     "approval_follow_service",
     "approvals_expire_due",
     "approvals_expire_report",
-    "daily_trade_limit_check",
+    "daily_trade_count",
     "market_tick",
-    "orders_accepted_today",
     "orders_expire_day",
     "orders_match",
     "portfolio_snapshots_take",

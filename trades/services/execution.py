@@ -15,7 +15,7 @@ from agents.models import Agent, Position
 from agents.money import ZERO, cents, whole_dollars
 from agents.representation import portfolio_representation
 from agents.selectors import portfolio_valuation
-from agents.services import BALANCE_FIELDS
+from agents.services import BALANCE_FIELDS, DAILY_TRADE_FIELDS
 from api import problems
 from api.representation import quantity_text
 from metering.services import server_transaction_id, usage_build, usage_record
@@ -105,8 +105,12 @@ def _save(
 
 
 def _save_agent(agent: Agent, events: AgentEvents) -> None:
-    # The events' seq counter is written with the balances (one UPDATE).
-    agent.save(update_fields=BALANCE_FIELDS + events.counter_fields(agent))
+    """Write the agent's balances, its count of the day's orders and the events' seq counter
+    in one UPDATE, with the row locked. Every path that accepts an order (filled, resting,
+    cancelled at once, rejected at execution, pending approval) saves the agent through here,
+    so the count its submission made (``daily_trade_count``) is written with the order, at
+    no statement of its own; any other caller writes back the count it read under the lock."""
+    agent.save(update_fields=BALANCE_FIELDS + DAILY_TRADE_FIELDS + events.counter_fields(agent))
 
 
 def _save_position(position: Position) -> None:

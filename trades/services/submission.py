@@ -118,7 +118,7 @@ def trade_submit(
     """Place an order for the agent, applying the rules 1-7 of SPEC §5 in order.
 
     1 validation (400) → 2 agent active (409) → 3 the agent's ``daily_trade_limit``, counted
-    here (``daily_trade_limit_check``), and the ``trade_executions`` quota (429) → 4 funds
+    here (``daily_trade_count``), and the ``trade_executions`` quota (429) → 4 funds
     or shares reserved (402/422) → 5 oversight decision (auto-approve, or 202 with an approval
     request) → 6 execution → 7 the answer kept under the idempotency key (``Idempotency-Key``
     header, else ``client_order_id``). A key seen before answers the original status and body
@@ -320,7 +320,7 @@ def _submit_locked(
     # 2. again: the kill switch or another order may have come first
     _check_can_place(agent=agent, order=order)
     # 3. the agent's own daily limit, counted exactly here under its lock
-    daily_trade_limit_check(agent=agent, now=timezone.now())
+    daily_trade_count(agent=agent, now=timezone.now())
     quota_warn(
         agent=agent,
         metric_code=TRADE_EXECUTIONS,
@@ -384,38 +384,28 @@ def _submit_locked(
     return SubmitOutcome(status_code=status_code, body=body, replayed=False, trade=trade)
 
 
-def orders_accepted_today(*, now: datetime) -> QuerySet[Trade]:
-    """The orders accepted in the UTC day of ``now``, of every agent: what rule 3 counts
-    against an agent's ``daily_trade_limit`` (``daily_trade_limit_check``), and what any
-    report of an agent's orders today must count to agree with it.
+def daily_trade_count(*, agent: Agent, now: datetime) -> None:
+    """Rule 3, the server's own pre-trade control: count the order being accepted against the
+    agent's ``daily_trade_limit`` of orders per UTC day, or refuse it.
 
-    Every accepted order leaves a trade row and a refused one leaves none, so these are the
-    trades created since midnight UTC, whatever their status since.
-    """
-    day_start, _ = period_window(DAILY, now)
-    return Trade.objects.filter(created_at__gte=day_start)
-
-
-def daily_trade_limit_check(*, agent: Agent, now: datetime) -> None:
-    """Rule 3, the server's own pre-trade control: at most ``daily_trade_limit`` orders
-    accepted per UTC day for the agent, counted from this database.
-
-    The count is the agent's ``orders_accepted_today`` (which ``GET
-    /metering/agents/{id}/quota`` shows, through ``trades.selectors.daily_trades_for``): whether
-    the ``daily_trade_limit``-th of them exists, which reads at most that many index entries
-    and counts nothing.
-    Call it with the agent's row locked (``select_for_update``) in the transaction that places
-    the order: concurrent orders of one agent are then counted one after the other and can
-    never exceed the limit together. It depends on no other service: the metering service's
-    ``CheckQuota`` enforces that service's own limits besides. Raises
-    ``problems.QuotaExceeded`` (429, ``limit``, ``remaining`` 0, ``Retry-After`` = seconds
-    to the end of the UTC day).
+    The count is kept on the agent row (``Agent.trades_on``, which ``GET
+    /metering/agents/{id}/quota`` shows through ``trades.selectors.daily_trades_for``): it
+    starts again from 0 on the first order of a new UTC day and is set here, in memory, for
+    the agent's UPDATE of the order (``execution._save_agent``) to write. Call it with the
+    agent's row locked (``select_for_update``) in the transaction that accepts the order:
+    concurrent orders of one agent are then counted one after the other and can never exceed
+    the limit together, and an order refused later in the transaction rolls its count back
+    with it. It depends on no other service: the metering service's ``CheckQuota`` enforces
+    that service's own limits besides. Raises ``problems.QuotaExceeded`` (429, ``limit``,
+    ``remaining`` 0, ``Retry-After`` = seconds to the end of the UTC day).
     """
     limit = int(agent.effective_config["daily_trade_limit"])
-    _, day_end = period_window(DAILY, now)
-    today = orders_accepted_today(now=now).filter(agent=agent)
-    # Unordered: whichever order of the day comes limit-th, the answer is the same.
-    if limit > 0 and not today.order_by()[limit - 1 : limit].exists():
+    day_start, day_end = period_window(DAILY, now)
+    today = day_start.date()
+    accepted = agent.trades_on(today)
+    if accepted < limit:
+        agent.trades_today = accepted + 1
+        agent.trades_day = today
         return
     retry_after = max(math.ceil((day_end - now).total_seconds()), 1)
     raise problems.QuotaExceeded(
