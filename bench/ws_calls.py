@@ -1,33 +1,33 @@
 """What one WebSocket connection costs the server, counted: Python function calls, SQL
 statements and thread hops, measured in process.
 
-``python -m bench.ws_calls`` (a module: run as a script, ``bench/profile.py`` would shadow the
-standard library's ``profile``, which ``cProfile`` imports) creates a test database
-(``DATABASE_URL``, SQLite in memory by default; the channel layer of ``REDIS_URL`` when set),
-then drives the project's ASGI application (``config.asgi.application``) with Channels'
-``WebsocketCommunicator`` under ``cProfile`` (the event loop's thread: the database work of a
-hop runs in another thread and is counted as statements):
+``python bench/ws_calls.py`` creates a test database (``DATABASE_URL``, SQLite in memory by
+default; the channel layer of ``REDIS_URL`` when set), then drives the project's ASGI
+application (``config.asgi.application``) with Channels' ``WebsocketCommunicator``:
 
 1. ``agent``: N connections, each opened with an API token, subscribed to one agent's
    ``trades`` and closed;
-2. ``market``: the same with the market channel;
-3. ``delivery``: N connections on the market channel receive M market steps
+2. ``agent, three channels``: the same with the agent's three channels (a dashboard);
+3. ``market``: the same with the market channel;
+4. ``delivery``: N connections on the market channel receive M market steps
    (``publish_market_prices``): the cost per frame delivered.
 
-The counts include the communicator's side (the test client), which is the same before and
-after a change of the server, and ``cProfile`` counts each resumption of a coroutine as a
-call. A few connections are opened first so that first-use work is
+Calls are counted with a profile hook in every thread (``threading.setprofile_all_threads``):
+those of the event loop's thread, and those of the worker threads where ``sync_to_async``
+runs the database work (each resumption of a coroutine counts as a call). A thread hop is a
+call of ``loop.run_in_executor``, through which asgiref's ``SyncToAsync`` hands each call to
+its thread. The counts include the communicator's side (the test client), the same before and
+after a change of the server. A few connections are opened first so that first-use work is
 not counted. Prints JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import json
 import os
-import pstats
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -90,9 +90,13 @@ async def _open(token: str, subscription: dict) -> WebsocketCommunicator:
     return communicator
 
 
-async def _connections(token: str, subscription: dict, count: int) -> None:
+async def _connections(token: str, subscription: dict, count: int, *, also=()) -> None:
     for _ in range(count):
         communicator = await _open(token, subscription)
+        for channel in also:
+            await communicator.send_json_to({"action": "subscribe", **subscription, **channel})
+            answer = await communicator.receive_json_from(timeout=10)
+            assert answer["type"] == "subscribed", answer
         await communicator.disconnect()
 
 
@@ -109,31 +113,44 @@ async def _delivery(token: str, count: int, steps: int) -> None:
         await communicator.disconnect()
 
 
-def _hops(stats: pstats.Stats) -> int:
-    """Hops to a worker thread: asgiref's ``SyncToAsync`` hands each call to an executor with
-    ``loop.run_in_executor`` (counting the coroutine itself would count its resumptions too)."""
-    code = asyncio.BaseEventLoop.run_in_executor.__code__
-    return sum(
-        calls
-        for (filename, line, name), (calls, *_rest) in stats.stats.items()
-        if (filename, line, name) == (code.co_filename, code.co_firstlineno, code.co_name)
-    )
+class Counter:
+    """Python and C function calls of the event loop's thread and of the others, and the hops
+    to a worker thread (each counter is written by one kind of thread only)."""
+
+    hop = asyncio.BaseEventLoop.run_in_executor.__code__
+
+    def __init__(self):
+        self.loop_thread = threading.get_ident()
+        self.loop_calls = self.other_calls = self.hops = 0
+
+    def __call__(self, frame, event, arg):
+        if event not in ("call", "c_call"):
+            return
+        if threading.get_ident() != self.loop_thread:
+            self.other_calls += 1
+            return
+        self.loop_calls += 1
+        if event == "call" and frame.f_code is self.hop:
+            self.hops += 1
 
 
 async def _measure(name: str, work, units: int) -> dict:
     global statements
     statements = 0
-    profile = cProfile.Profile()
-    profile.enable()
-    await work()
-    profile.disable()
-    stats = pstats.Stats(profile)
+    counter = Counter()
+    threading.setprofile_all_threads(counter)
+    try:
+        await work()
+    finally:
+        threading.setprofile_all_threads(None)
     return {
         "scenario": name,
         "units": units,
-        "calls_per_unit": round(stats.total_calls / units, 1),
+        "calls_per_unit": round((counter.loop_calls + counter.other_calls) / units, 1),
+        "loop_thread_calls_per_unit": round(counter.loop_calls / units, 1),
+        "worker_thread_calls_per_unit": round(counter.other_calls / units, 1),
         "statements_per_unit": round(statements / units, 2),
-        "thread_hops_per_unit": round(_hops(stats) / units, 2),
+        "thread_hops_per_unit": round(counter.hops / units, 2),
     }
 
 
@@ -154,6 +171,16 @@ async def main() -> None:
             CONNECTIONS,
         ),
         await _measure(
+            "agent, three channels: connect, subscribe its portfolio, trades, oversight, close",
+            lambda: _connections(
+                token,
+                {**trades, "channel": "portfolio"},
+                CONNECTIONS,
+                also=({"channel": "trades"}, {"channel": "oversight"}),
+            ),
+            CONNECTIONS,
+        ),
+        await _measure(
             "market: connect, subscribe market, close",
             lambda: _connections(token, market, CONNECTIONS),
             CONNECTIONS,
@@ -170,13 +197,11 @@ async def main() -> None:
         {
             "scenario": f"per market frame delivered ({CONNECTIONS} watchers x {STEPS} steps)",
             "units": CONNECTIONS * STEPS,
-            "calls_per_unit": round(frames["calls_per_unit"] - setup["calls_per_unit"], 1),
-            "statements_per_unit": round(
-                frames["statements_per_unit"] - setup["statements_per_unit"], 2
-            ),
-            "thread_hops_per_unit": round(
-                frames["thread_hops_per_unit"] - setup["thread_hops_per_unit"], 2
-            ),
+            **{
+                key: round(frames[key] - setup[key], 2)
+                for key in frames
+                if key.endswith("_per_unit")
+            },
         }
     )
     await layer.flush()

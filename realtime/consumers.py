@@ -85,16 +85,20 @@ def _user_is_operator(user) -> bool:
 
 
 @database_sync_to_async
-def _agent_visible(*, user, agent_id: str) -> bool:
-    """Whether ``user`` may watch the agent: its owner, or an operator (asked only for an agent
-    the user does not own, so an owner watching their own agents costs one query)."""
+def _agent_visible(*, user, agent_id: str, operator: bool | None) -> tuple[bool, bool | None]:
+    """Whether ``user`` may watch the agent (its owner, or an operator), and whether the user
+    is an operator (``operator`` as given when it was not asked). An owner watching their own
+    agent costs one query; the operator question is asked only for an agent the user does not
+    own, and only when ``operator`` is not known yet. One hop to the database thread either
+    way."""
     from agents.models import Agent
     from agents.permissions import is_operator
 
-    agents = Agent.objects.filter(pk=agent_id)
-    if agents.filter(owner=user).exists():
-        return True
-    return is_operator(user) and agents.exists()
+    if Agent.objects.filter(pk=agent_id, owner=user).exists():
+        return True, operator
+    if operator is None:
+        operator = bool(is_operator(user))
+    return operator and Agent.objects.filter(pk=agent_id).exists(), operator
 
 
 @database_sync_to_async
@@ -182,8 +186,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.authenticated = True
         WEBSOCKET_CONNECTIONS.inc()
         bind_event_loop()
-        # Operator or not is asked when a subscription needs it (``_operator``).
+        # Operator or not is asked when a subscription needs it, once per connection.
         self.operator: bool | None = None
+        # Agents this connection may watch, asked once each: an agent's owner never changes
+        # and agents are never deleted (a terminated agent stays), so the answer holds for as
+        # long as the socket is open, as the operator answer does.
+        self.visible_agents: set[str] = set()
         loop = asyncio.get_running_loop()
         self.last_seen = loop.time()
         self.window_start = loop.time()
@@ -325,9 +333,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             if not await self._operator():
                 raise ProtocolError("forbidden", "only operators may watch every approval")
             return Subscription("oversight", None, None, (oversight_feed_group(),))
-        if not await _agent_visible(user=self.user, agent_id=agent_id):
-            # The same answer whether the agent exists or not, so ids do not leak.
-            raise ProtocolError("forbidden", "no such agent among those you may watch")
+        if agent_id not in self.visible_agents:
+            visible, self.operator = await _agent_visible(
+                user=self.user, agent_id=agent_id, operator=self.operator
+            )
+            if not visible:
+                # The same answer whether the agent exists or not, so ids do not leak.
+                raise ProtocolError("forbidden", "no such agent among those you may watch")
+            self.visible_agents.add(agent_id)
         assert channel in AGENT_CHANNELS
         groups = (agent_group(agent_id, channel), agent_control_group(agent_id))
         return Subscription(channel, agent_id, None, groups)

@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from tests.realtime.helpers import publish, subscribe
@@ -127,6 +129,41 @@ async def test_owner_subscribes_to_own_agent(ws, owner, token_for, make_agent):
         "agent_id": str(agent.id),
         "symbol": None,
     }
+
+
+class DatabaseThreadQueries:
+    """The SQL statements run meanwhile in the thread of the consumers' queries
+    (``database_sync_to_async`` runs them all in one thread), in ``statements``."""
+
+    async def __aenter__(self) -> DatabaseThreadQueries:
+        self.capture = CaptureQueriesContext(connection)
+        await database_sync_to_async(self.capture.__enter__)()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        def finish() -> list[str]:
+            self.capture.__exit__(None, None, None)
+            return [query["sql"] for query in self.capture.captured_queries]
+
+        self.statements = await database_sync_to_async(finish)()
+
+
+async def test_a_connection_asks_the_database_once_per_agent_it_watches(
+    ws, owner, operator, token_for, make_agent
+):
+    # given an owner's agent, watched on one channel by its owner and by an operator
+    agent = await database_sync_to_async(make_agent)()
+    for user in (owner, operator):
+        communicator = await ws(await database_sync_to_async(token_for)(user))
+        first = await subscribe(communicator, channel="portfolio", agent_id=str(agent.id))
+        assert first["type"] == "subscribed"
+        # when the same connection subscribes to the agent's other channels
+        async with DatabaseThreadQueries() as queries:
+            for channel in ("trades", "oversight"):
+                answer = await subscribe(communicator, channel=channel, agent_id=str(agent.id))
+                assert answer["type"] == "subscribed"
+        # then they are granted without asking the database again
+        assert queries.statements == []
 
 
 async def test_operator_watches_any_agent_and_the_oversight_feed(
