@@ -23,7 +23,6 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -157,16 +156,55 @@ def _event_text(key: tuple, message: dict) -> str:
     return text
 
 
-class LiveConsumer(AsyncJsonWebsocketConsumer):
-    """One client connection: authenticated, permission-checked per subscription."""
+class LiveConsumer:
+    """One client connection: authenticated, permission-checked per subscription.
 
-    # No channel of its own on the channel layer: live events reach the connection through
-    # the process's one subscriber (``realtime.fanout``, on the default layer), never through
-    # a channel of the consumer. Channels gives a consumer the layer named by
-    # ``channel_layer_alias``, and none when no layer of that name is configured
-    # (``get_channel_layer``): then no channel is created for the connection and no task
-    # waits on one (with the Redis pub/sub layer, no SUBSCRIBE and UNSUBSCRIBE per socket).
-    channel_layer_alias = None
+    An ASGI application instance per connection, written to the ASGI WebSocket specification:
+    Channels documents its consumer classes as optional (its routing, its origin check and the
+    authentication middleware in front of this endpoint serve any ASGI application). Its
+    consumers would cost each connection, for every message the client sends and at the
+    connect and the close, a hop to the database thread to close stale database connections
+    (``AsyncConsumer.dispatch``, ``websocket_disconnect``) and a task per message
+    (``await_many_dispatch``), and, with a channel layer, a channel of the connection's own.
+    Here every query goes through ``database_sync_to_async``, which closes stale connections
+    around each call itself, and live events reach the connection through the process's one
+    subscriber (``realtime.fanout``), never through a channel of its own.
+    """
+
+    @classmethod
+    def as_asgi(cls):
+        """The ASGI application: one ``LiveConsumer`` per connection."""
+
+        async def application(scope, receive, send):
+            await cls(scope, send).serve(receive)
+
+        return application
+
+    def __init__(self, scope, send):
+        self.scope = scope
+        self.base_send = send
+
+    async def serve(self, receive) -> None:
+        """Handle the connection's ASGI messages in order until it is closed."""
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                await self.receive(message.get("text"), message.get("bytes"))
+            elif kind == "websocket.connect":
+                await self.connect()
+            elif kind == "websocket.disconnect":
+                await self.disconnect(message.get("code"))
+                return
+
+    async def accept(self) -> None:
+        await self.base_send({"type": "websocket.accept"})
+
+    async def send(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int) -> None:
+        await self.base_send({"type": "websocket.close", "code": code})
 
     async def connect(self):
         self.user = self.scope.get("user")
@@ -213,7 +251,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     # --- client → server ------------------------------------------------------------------
 
-    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+    async def receive(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if not self.authenticated or self.closing:
             return
         loop = asyncio.get_running_loop()
@@ -258,7 +296,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError("invalid_message", "a message is a JSON object with an action")
         return content
 
-    async def receive_json(self, content, **kwargs):
+    async def receive_json(self, content: dict) -> None:
         action = content.get("action")
         if action == "ping":
             await self._send({"type": "pong"})
@@ -460,7 +498,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self._remember(key)
         if not self.closing:
-            await self.send(text_data=_event_text(key, message))
+            await self.send(_event_text(key, message))
 
     def _remember(self, key: tuple) -> None:
         self.delivered[key] = None
@@ -483,12 +521,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def _send(self, content: dict) -> None:
         if not self.closing:
-            await self.send_json(content)
+            await self.send(json.dumps(content))
 
     async def _close(self, code: int) -> None:
         if not self.closing:
             self.closing = True
-            await self.close(code=code)
+            await self.close(code)
 
     async def _close_when_idle(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,7 +1,8 @@
 """Fixtures for the WebSocket tests: communicators against the real ASGI application.
 
-Every consumer test is ``django_db(transaction=True)``: Channels closes database connections
-on each dispatch, and events are sent on commit, so rows must really be committed.
+Every consumer test is ``django_db(transaction=True)``: the endpoint's queries run in the
+database thread of ``database_sync_to_async``, another connection than the test's, and events
+are sent on commit, so rows must really be committed.
 """
 
 from __future__ import annotations

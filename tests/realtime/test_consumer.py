@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import pytest
@@ -30,6 +31,25 @@ async def test_token_authenticates_and_ping_answers_pong(ws, owner, token_for):
     await communicator.send_json_to({"action": "ping"})
     # then
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+async def test_pings_and_market_subscriptions_do_not_wait_for_the_database_thread(
+    ws, owner, token_for
+):
+    # given an open socket, and the one thread where the endpoint's queries run kept busy (a
+    # slow query of another connection)
+    communicator = await ws(await database_sync_to_async(token_for)(owner))
+    busy = asyncio.ensure_future(database_sync_to_async(time.sleep)(2))
+    await asyncio.sleep(0.1)
+    # when the client pings and subscribes to the market meanwhile
+    await communicator.send_json_to({"action": "ping"})
+    pong = await communicator.receive_json_from(timeout=1)
+    subscribed = await subscribe(communicator, channel="market")
+    # then both are answered before that query is done
+    assert pong == {"type": "pong"}
+    assert subscribed["type"] == "subscribed"
+    assert not busy.done()
+    await busy
 
 
 async def test_without_token_the_socket_is_closed_4401(ws):
