@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
+from tests.realtime.helpers import ORIGIN
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,3 +83,16 @@ async def test_in_production_only_origins_of_the_allowed_hosts_open_the_socket(h
     assert not await handshake(host="trading.example.com", origin="http://localhost:3000")
     assert not await handshake(host="trading.example.com", origin="https://evil.example")
     assert not await handshake(host="trading.example.com", origin=None)
+
+
+async def test_a_websocket_on_another_path_is_refused_not_an_error(caplog):
+    # given a client that opens a WebSocket on a path that is not the live endpoint
+    communicator = WebsocketCommunicator(
+        application, "/ws/live", headers=[(b"host", b"testserver"), (b"origin", ORIGIN.encode())]
+    )
+    # when it connects
+    with caplog.at_level(logging.ERROR):
+        connected, _ = await communicator.connect(timeout=5)
+    # then the handshake is refused, and the server logs no error for it
+    assert connected is False
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
