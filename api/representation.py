@@ -9,20 +9,21 @@ settings, and tests hold each document equal to its serializer's declared fields
 from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 from django.utils import timezone
 
-_EXPONENTS = {places: Decimal(1).scaleb(-places) for places in range(13)}
-
 
 def decimal_text(value, places: int) -> str | None:
-    """DRF's ``DecimalField(decimal_places=places)``: half-even to ``places``, fixed point."""
+    """DRF's ``DecimalField(decimal_places=places)``: rounded to ``places`` as DRF's quantize
+    rounds (the decimal context's rounding, half-even by default), fixed point.
+
+    Formatting with a precision rounds in one step, as ``quantize`` would."""
     if value is None:
         return None
     if not isinstance(value, Decimal):
         value = Decimal(str(value).strip())
-    return f"{value.quantize(_EXPONENTS[places], rounding=ROUND_HALF_EVEN):f}"
+    return f"{value:.{places}f}"
 
 
 def quantity_text(value: Decimal) -> str:
@@ -40,7 +41,13 @@ def datetime_text(value, tz: tzinfo | None = None) -> str | None:
     """
     if value is None:
         return None
-    text = timezone.localtime(value, tz).isoformat()
+    if value.tzinfo is None:
+        # A naive value is refused by ``localtime`` (the project stores aware datetimes).
+        text = timezone.localtime(value, tz).isoformat()
+    else:
+        # An aware value: the conversion ``localtime`` makes, called directly (a page of
+        # orders formats many).
+        text = value.astimezone(tz or timezone.get_current_timezone()).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
