@@ -31,7 +31,15 @@ class FirstPagePaginator(Paginator):
             return super().page(number)
         rows = list(self.object_list[: self.per_page])
         self.first_page_length = len(rows)
-        return Page(rows, 1, self)
+        return ListPage(rows, 1, self)
+
+
+class ListPage(Page):
+    """A page whose rows are already a list, iterated as that list: ``Page`` is a sequence
+    iterated by index, and DRF lists every page it answers."""
+
+    def __iter__(self):
+        return iter(self.object_list)
 
 
 def _is_one(number) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from tests.helpers import submit, trades_url
+from trades.models import Trade
 
 
 def counts(queries) -> int:
@@ -61,3 +63,15 @@ def test_an_empty_list_and_pages_past_the_end(owner_client, agent, five_orders):
     for page in (4, 0, "one", "1.5"):
         answer = owner_client.get(trades_url(five_orders), {"page_size": 2, "page": page})
         assert answer.status_code == 404, page
+
+
+def test_orders_placed_at_the_same_instant_appear_once_each_across_pages(owner_client, five_orders):
+    # Five orders with one creation time: only the id orders them, and every page must use
+    # the same order, or walking the pages repeats some orders and never shows others.
+    Trade.objects.filter(agent_id=five_orders.pk).update(created_at=timezone.now())
+    by_id = sorted(Trade.objects.filter(agent_id=five_orders.pk).values_list("pk", flat=True))
+    seen = []
+    for number in (1, 2, 3):
+        page = owner_client.get(trades_url(five_orders), {"page_size": 2, "page": number})
+        seen += [order["id"] for order in page.json()["results"]]
+    assert seen == [str(pk) for pk in reversed(by_id)]

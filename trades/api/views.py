@@ -38,7 +38,8 @@ class AgentTradesView(generics.ListAPIView):
     serializer_class = TradeSerializer
     filterset_class = TradeFilter
     ordering_fields = ["created_at", "symbol", "notional"]
-    ordering = ["-created_at"]
+    # No default ``ordering``: without ``?ordering=`` the selector's order stands (newest
+    # first, then by id), so orders placed at the same instant keep one order on every page.
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no agent in the URL
