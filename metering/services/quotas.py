@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -48,15 +47,6 @@ SUM_SPLIT = 2**32
 MAX_WIRE_QUANTITY = 2**63 - 1
 # Quota hints sent in one IngestEventBatch call (quota_configure_all).
 QUOTA_HINT_BATCH = 500
-# After this process sends an agent's hint again (quota_hint_restore), it does not send it
-# again for this long: a metering service that keeps answering another limit (one that ignores
-# hints, as a standard Creto service does) costs two more calls per agent and interval, not two
-# more on every order.
-QUOTA_HINT_RESEND_SECONDS = 60.0
-# Agents whose hint this process sent again, by id: when it did (time.monotonic()). Emptied
-# when it holds more than this many (it forgets only throttles, never a limit).
-_hints_resent_at: dict[str, float] = {}
-QUOTA_HINT_RESENDS_KEPT = 10_000
 
 
 def usage_sums(field: str = "quantity") -> dict[str, Sum]:
@@ -253,20 +243,17 @@ def quota_check(
 ) -> metering_api.QuotaDecision:
     """Ask the metering service whether ``quantity`` more of ``metric_code`` fits the quota.
 
-    Usage still waiting in the outbox for the current period counts as used, so an outage of the
-    delivery never lets an agent exceed its quota. A ``trade_executions`` answer whose limit is
-    not the agent's ``daily_trade_limit`` (the service lost its hint, e.g. it restarted) sends
-    the hint again and asks once more (``quota_hint_restore``). Raises
-    ``problems.QuotaExceeded`` (429, ``limit``, ``remaining``, ``Retry-After`` = seconds until
-    the period ends) when it does not fit; a ``grpc_clients.errors.ServiceUnavailable``
-    propagates (fail closed). When this use makes usage cross 80 % of the limit, publishes
-    ``quota.warning`` on the agent's ``portfolio`` channel — in the caller's transaction when
-    there is one, so a failed order sends no warning. Returns the decision with
-    ``current_usage``/``remaining`` including undelivered usage. ``warn=False`` leaves the
-    warning to the caller (``quota_warn``), for a caller that asks before its transaction and
-    publishes in it. ``pending`` is the agent's usage still in the outbox since the start of
-    ``quota_window(metric_code, now)``, when the caller read it with the agent
-    (``pending_usage_annotations``); otherwise it is read here.
+    Usage still waiting in the outbox for the current period counts as used, so an outage of
+    the delivery never lets an agent exceed its quota. Raises ``problems.QuotaExceeded`` (429,
+    ``limit``, ``remaining``, ``Retry-After`` = seconds until the period ends) when it does not
+    fit; a ``grpc_clients.errors.ServiceUnavailable`` propagates (fail closed). When this use
+    makes usage cross 80 % of the limit, publishes ``quota.warning`` on the agent's
+    ``portfolio`` channel — in the caller's transaction when there is one, so a failed order
+    sends no warning. Returns the decision with ``current_usage``/``remaining`` including
+    undelivered usage. ``warn=False`` leaves the warning to the caller (``quota_warn``), for a
+    caller that asks before its transaction and publishes in it. ``pending`` is the agent's
+    usage still in the outbox since the start of ``quota_window(metric_code, now)``, when the
+    caller read it with the agent (``pending_usage_annotations``); otherwise it is read here.
     """
     now = now or timezone.now()
     period = QUOTA_PERIODS.get(metric_code, DAILY)
@@ -274,18 +261,11 @@ def quota_check(
     if pending is None:
         pending = pending_usage(agent_id=agent.pk, metric_code=metric_code, since=period_start)
     undelivered = pending
-    request = {
-        "agent_id": str(agent.pk),
-        "metric_code": metric_code,
-        "quantity": min(quantity + undelivered, MAX_WIRE_QUANTITY),
-    }
-    decision = get_metering_client().check_quota(**request)
-    if metric_code == MetricCode.TRADE_EXECUTIONS and quota_hint_restore(
-        agent=agent, service_limit=decision.limit
-    ):
-        # Asked again with the agent's own limit in place: the order that finds a lost hint
-        # is neither refused nor warned about on the service's default.
-        decision = get_metering_client().check_quota(**request)
+    decision = get_metering_client().check_quota(
+        agent_id=str(agent.pk),
+        metric_code=metric_code,
+        quantity=min(quantity + undelivered, MAX_WIRE_QUANTITY),
+    )
     used_before = decision.current_usage + undelivered
     remaining = max(decision.limit - used_before, 0) if decision.limit else 0
     if not decision.allowed:
@@ -354,8 +334,7 @@ def quota_configure(*, agent: Agent) -> None:
     reports of it, in line. It is a quantity-0 event with the ``quota_limit`` property, a
     convention of the reference service that a standard ``creto.metering.v1`` service ignores
     and that the reference service forgets when it restarts (the server sends them all again
-    when it starts one embedded: ``agents.services.agent_quota_hints_resend``; a standalone one
-    gets each agent's again from its next order: ``quota_hint_restore``). Sent at once;
+    when it starts one embedded: ``agents.services.agent_quota_hints_resend``). Sent at once;
     if the metering service is unreachable it goes to the outbox and is delivered, in order,
     before any later usage; nothing raises.
     """
@@ -402,42 +381,6 @@ def quota_configure_all(*, agents: Iterable[Agent]) -> int:
                     "metering refused quota config for %s: %s", agent.pk, outcome.error_message
                 )
     return len(hints)
-
-
-def quota_hint_restore(*, agent: Agent, service_limit: int) -> bool:
-    """Send the agent's hint again when the metering service's ``trade_executions`` limit for
-    it, ``service_limit`` (a ``CheckQuota`` answer), is not its ``daily_trade_limit``; returns
-    whether it did (the caller then asks again).
-
-    The reference service keeps hints in memory: a standalone one that restarted applies its
-    default quota to every agent until told again, and would refuse an agent whose limit is
-    above it. Nothing is sent in the normal case (the limits agree) nor when
-    ``METERING_QUOTA_HINTS`` is off; this process sends an agent's hint at most once per
-    ``QUOTA_HINT_RESEND_SECONDS``, so a service that ignores hints is not sent one per order.
-    Logs a warning when it sends one. Like ``quota_configure``, it never raises: an
-    unavailable service gets the hint through the outbox.
-    """
-    if not settings.METERING_QUOTA_HINTS:
-        return False
-    limit = int(agent.effective_config["daily_trade_limit"])
-    if service_limit == limit:
-        return False
-    key, now = str(agent.pk), time.monotonic()
-    sent_at = _hints_resent_at.get(key)
-    if sent_at is not None and now - sent_at < QUOTA_HINT_RESEND_SECONDS:
-        return False
-    if len(_hints_resent_at) >= QUOTA_HINT_RESENDS_KEPT:
-        _hints_resent_at.clear()
-    _hints_resent_at[key] = now
-    logger.warning(
-        "metering service's trade_executions quota for agent %s is %d, not its "
-        "daily_trade_limit %d (the service lost the hint, e.g. it restarted); hint sent again",
-        key,
-        service_limit,
-        limit,
-    )
-    quota_configure(agent=agent)
-    return True
 
 
 def _quota_hint(agent: Agent) -> tuple[metering_api.UsageEvent, Agent]:

@@ -106,11 +106,8 @@ def test_the_daily_trade_limit_holds_without_the_metering_hint(
     assert codes == [201, 201, 201, 429]
 
 
-def test_the_count_starts_again_at_midnight_utc(owner_client, agent_factory, prices, settings):
-    # given: an agent allowed 1 order a day, which it placed yesterday (UTC); only the
-    # server's count is moved to yesterday, so the metering service is not hinted the limit
-    # (it would count that order today)
-    settings.METERING_QUOTA_HINTS = False
+def test_the_count_starts_again_at_midnight_utc(owner_client, agent_factory, prices):
+    # given: an agent allowed 1 order a day, which it placed yesterday (UTC)
     agent = agent_factory(config={**NO_APPROVAL, "daily_trade_limit": 1})
     assert buy(owner_client, agent).status_code == 201
     as_if_placed_yesterday(agent)
