@@ -1,8 +1,9 @@
-"""The list routes' filter backend."""
+"""The list routes' filter backends."""
 
 from __future__ import annotations
 
 from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.filters import OrderingFilter
 
 
 class QueryFilterBackend(DjangoFilterBackend):
@@ -24,3 +25,18 @@ class QueryFilterBackend(DjangoFilterBackend):
         if not any(key.startswith(names) for key in request.query_params):
             return queryset
         return super().filter_queryset(request, queryset, view)
+
+
+class StableOrderingFilter(OrderingFilter):
+    """DRF's ordering (``?ordering=``, else the view's ``ordering``), then the primary key.
+
+    Rows equal on the chosen fields (the orders of one symbol, two made at the same instant)
+    would otherwise come in whatever order the database picks for each page's query, so
+    walking the pages could show a row twice and another never.
+    """
+
+    def get_ordering(self, request, queryset, view):
+        ordering = super().get_ordering(request, queryset, view)
+        if not ordering:
+            return ordering
+        return [*ordering, "-pk"]

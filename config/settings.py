@@ -411,7 +411,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": [
         "api.filters.QueryFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "api.filters.StableOrderingFilter",
     ],
     # RATE_LIMIT per authenticated user (per address for anonymous requests: api.limits).
     "DEFAULT_THROTTLE_CLASSES": ["api.limits.UserRateThrottle"],

@@ -75,3 +75,18 @@ def test_orders_placed_at_the_same_instant_appear_once_each_across_pages(owner_c
         page = owner_client.get(trades_url(five_orders), {"page_size": 2, "page": number})
         seen += [order["id"] for order in page.json()["results"]]
     assert seen == [str(pk) for pk in reversed(by_id)]
+
+
+def test_orders_equal_on_the_chosen_ordering_appear_once_each_across_pages(
+    owner_client, five_orders
+):
+    # Five orders of one symbol: ``?ordering=symbol`` leaves them tied, the id orders them.
+    by_id = sorted(Trade.objects.filter(agent_id=five_orders.pk).values_list("pk", flat=True))
+    seen = []
+    for number in (1, 2, 3):
+        query = {"ordering": "symbol", "page_size": 2, "page": number}
+        seen += [
+            order["id"]
+            for order in owner_client.get(trades_url(five_orders), query).json()["results"]
+        ]
+    assert seen == [str(pk) for pk in reversed(by_id)]
