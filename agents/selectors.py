@@ -61,7 +61,7 @@ def agent_id_for(*, user, agent_id: UUID | str) -> UUID:
     """
     pk = _agent_pk(agent_id)
     try:
-        owner_id = Agent.objects.filter(pk=pk).values_list("owner_id", flat=True).get()
+        owner_id = Agent.objects.values_list("owner_id", flat=True).get(pk=pk)
     except Agent.DoesNotExist:
         raise problems.NotFound("No such agent.") from None
     if owner_id != user.pk and not is_operator(user):
