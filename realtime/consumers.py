@@ -182,7 +182,7 @@ class LiveConsumer:
 
     def __init__(self, scope, send):
         self.scope = scope
-        self.base_send = send
+        self.asgi_send = send
 
     async def serve(self, receive) -> None:
         """Handle the connection's ASGI messages in order until it is closed."""
@@ -198,13 +198,13 @@ class LiveConsumer:
                 return
 
     async def accept(self) -> None:
-        await self.base_send({"type": "websocket.accept"})
+        await self.asgi_send({"type": "websocket.accept"})
 
     async def send(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+        await self.asgi_send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int) -> None:
-        await self.base_send({"type": "websocket.close", "code": code})
+        await self.asgi_send({"type": "websocket.close", "code": code})
 
     async def connect(self):
         self.user = self.scope.get("user")
