@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from agents.money import cents
@@ -126,13 +127,28 @@ def prices_for(symbols) -> dict[str, Decimal]:
     symbols = set(symbols)
     if not symbols:
         return {}
-    rows = MarketPrice.objects.filter(symbol__in=symbols).values_list("symbol", "price")
-    prices = {symbol: cents(price) for symbol, price in rows}
-    missing = symbols - set(prices)
+    rows = dict(MarketPrice.objects.filter(symbol__in=symbols).values_list("symbol", "price"))
+    return prices_completed({symbol: rows.get(symbol) for symbol in symbols})
+
+
+def price_expression(symbol: str | OuterRef) -> Subquery:
+    """The current price of ``symbol`` (a symbol, or an ``OuterRef`` to one) as a subquery, to
+    read with the rows of another query (``annotate``): NULL while the symbol has no
+    ``MarketPrice`` row yet. Pass what it read through ``prices_completed``."""
+    return Subquery(MarketPrice.objects.filter(symbol=symbol).order_by().values("price")[:1])
+
+
+def prices_completed(prices: dict[str, Decimal | None]) -> dict[str, Decimal]:
+    """Prices read by ``price_expression`` (symbol → price, None for a symbol without a
+    ``MarketPrice`` row), as ``prices_for`` answers them: in cents, a symbol without a row
+    given its row and its base price."""
+    missing = sorted(symbol for symbol, price in prices.items() if price is None)
     if missing:
-        _ensure_rows(sorted(missing))
-        prices.update({symbol: base_price(symbol) for symbol in missing})
-    return prices
+        _ensure_rows(missing)
+    return {
+        symbol: base_price(symbol) if price is None else cents(price)
+        for symbol, price in prices.items()
+    }
 
 
 def _step(symbol: str, seq: int, price: Decimal) -> Decimal:

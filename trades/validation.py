@@ -18,6 +18,11 @@ LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT)
 STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
 
 
+def symbol_normalised(value: str) -> str:
+    """A symbol as an order names it (``OrderInputSerializer``): trimmed, upper case."""
+    return value.strip().upper()
+
+
 class OrderMetadataSerializer(StrictInputSerializer):
     strategy = serializers.CharField(max_length=100, required=False, allow_blank=True)
     confidence = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
@@ -62,7 +67,7 @@ class OrderInputSerializer(StrictInputSerializer):
     metadata = OrderMetadataSerializer(required=False)
 
     def validate_symbol(self, value: str) -> str:
-        symbol = value.strip().upper()
+        symbol = symbol_normalised(value)
         if not market.is_known(symbol):
             raise serializers.ValidationError(f"Unknown symbol {symbol!r}.")
         allowed = self.context["agent"].effective_config.get("allowed_symbols")

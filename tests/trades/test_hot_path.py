@@ -23,13 +23,13 @@ TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROL
 ORDER_STATEMENTS = sorted(
     [
         ("SELECT", "authtoken_token"),  # the token and its user
-        # the checks made before the gRPC decisions, outside the agent's lock
-        ("SELECT", "agents_agent"),  # with its usage not yet delivered (quota)
-        ("SELECT", "agents_position"),
-        ("SELECT", "trades_marketprice"),  # the prices of the order's and the held symbols
+        # the checks made before the gRPC decisions, outside the agent's lock: the agent with
+        # its usage not yet delivered (quota), its position in the order's symbol and that
+        # symbol's price (subqueries)
+        ("SELECT", "agents_agent"),
         # under the agent's lock
         ("SELECT", "agents_agent"),  # the agent, locked, with its orders of the day
-        ("SELECT", "agents_position"),  # the agent's positions, locked
+        ("SELECT", "agents_position"),  # its positions, locked, with their symbols' prices
         ("INSERT", "trades_trade"),  # the order, inserted filled
         ("UPDATE", "agents_position"),
         ("INSERT", "trades_fill"),
@@ -60,7 +60,7 @@ def _touches(sql: str) -> tuple[str, str]:
     return verb, match.group(1) if match else sql
 
 
-def test_an_auto_approved_market_order_costs_12_statements_and_2_grpc_calls(owner_client, agent):
+def test_an_auto_approved_market_order_costs_10_statements_and_2_grpc_calls(owner_client, agent):
     # given an agent that already holds a position (its second order of a symbol updates it)
     assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
     before = grpc_call_counts()
@@ -69,7 +69,7 @@ def test_an_auto_approved_market_order_costs_12_statements_and_2_grpc_calls(owne
     with CaptureQueriesContext(connection) as queries:
         response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="2")
 
-    # then it filled with these 12 statements (no portfolio snapshot: market ticks take them)
+    # then it filled with these 10 statements (no portfolio snapshot: market ticks take them)
     # and the two gRPC decisions: CheckQuota and SubmitRequest
     assert response.status_code == 201
     assert response.json()["status"] == "filled"
@@ -78,6 +78,12 @@ def test_an_auto_approved_market_order_costs_12_statements_and_2_grpc_calls(owne
     assert sorted(_touches(sql) for sql in data) == ORDER_STATEMENTS, "\n".join(data)
     (pending_read,) = [sql for sql in data if sql.startswith("SELECT") and "usageevent" in sql]
     assert _touches(pending_read) == ("SELECT", "agents_agent")
+    assert "agents_position" in pending_read and "trades_marketprice" in pending_read
+    (positions_read,) = [sql for sql in data if _touches(sql) == ("SELECT", "agents_position")]
+    assert "trades_marketprice" in positions_read
+    if connection.features.has_select_for_update_of:
+        # the positions are locked, the price rows only read
+        assert positions_read.endswith('FOR UPDATE OF "agents_position"'), positions_read
     after = grpc_call_counts()
     made = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     assert made == {"metering/CheckQuota": 1, "oversight/SubmitRequest": 1}

@@ -9,13 +9,16 @@ the same cash or shares twice, and never wait on each other in a cycle.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import OuterRef, Q, QuerySet
 
 from agents.models import Agent, Position
 from oversight.models import ApprovalRequest
+from trades import market
 from trades.models import Trade
 
 # ``symbols=ALL``: every position of the agent.
@@ -28,6 +31,8 @@ class Locked:
 
     agent: Agent
     positions: dict[str, Position] = field(default_factory=dict)
+    # With ``prices``: the current price of each position's symbol.
+    prices: dict[str, Decimal] = field(default_factory=dict)
     trade: Trade | None = None
     trades: list[Trade] = field(default_factory=list)
     approval: ApprovalRequest | None = None
@@ -48,11 +53,15 @@ def lock_rows(
     trade_id=None,
     trades: Q | None = None,
     approval: bool = False,
+    prices: bool = False,
 ) -> Locked:
     """Lock, inside the caller's transaction, the agent row (``agent_id``; or ``agent``, a
     row the caller locked already), its positions in ``symbols`` (``ALL``: every one), the
     trade ``trade_id`` or the agent's trades matching ``trades`` (oldest first; each read
-    with its approval request's id), and, with ``approval``, their approval requests.
+    with its approval request's id), and, with ``approval``, their approval requests. With
+    ``prices``, each position is read with its symbol's current price in the same statement
+    (``Locked.prices``, as ``market.prices_for`` answers them), which locks the position rows
+    only (``FOR UPDATE OF``), never a price row.
 
     The only place rows are locked for an order, so the order agent → positions → trades →
     approval request is written once.
@@ -60,15 +69,18 @@ def lock_rows(
     if agent is None:
         agent = Agent.objects.select_for_update().get(pk=agent_id)
     locked = Locked(agent=agent)
+    locked_positions = _positions_priced() if prices else Position.objects.select_for_update()
     if symbols == ALL:
-        positions = Position.objects.select_for_update().filter(agent=agent)
+        positions = locked_positions.filter(agent=agent)
     elif symbols:
-        positions = Position.objects.select_for_update().filter(
-            agent=agent, symbol__in=list(symbols)
-        )
+        positions = locked_positions.filter(agent=agent, symbol__in=list(symbols))
     else:
         positions = []
     locked.positions = {position.symbol: position for position in positions}
+    if prices:
+        locked.prices = market.prices_completed(
+            {symbol: position.market_price for symbol, position in locked.positions.items()}
+        )
     if trade_id is not None:
         locked.trade = (
             Trade.objects.select_for_update(of=("self",))
@@ -100,6 +112,20 @@ def lock_rows(
             )
         }
     return locked
+
+
+@functools.cache
+def _positions_priced() -> QuerySet[Position]:
+    """Positions to lock, each read with its symbol's current price (``market_price``, NULL
+    while the symbol has no price row) in the same statement. Only the position rows are
+    locked (``FOR UPDATE OF``): the price rows are read, never held.
+
+    Built once, not per order: building the subquery costs the ORM more than reading it. The
+    queryset itself is never evaluated; each use clones it (``filter``), so it is shared
+    safely between requests and threads."""
+    return Position.objects.select_for_update(of=("self",)).annotate(
+        market_price=market.price_expression(OuterRef("symbol"))
+    )
 
 
 def lock_for_trade(trade: Trade, *, approval: bool = False) -> Locked:

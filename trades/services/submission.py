@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from agents.choices import AgentStatus
@@ -50,7 +50,7 @@ from trades.services.execution import (
     _trade_data,
 )
 from trades.services.locks import ALL, lock_rows
-from trades.validation import Order, order_validate
+from trades.validation import Order, order_validate, symbol_normalised
 
 TRADE_EXECUTIONS = "trade_executions"
 
@@ -160,7 +160,6 @@ class _Prepared:
 
     order: Order
     price: Decimal
-    prices: dict[str, Decimal]
     quota: object
     evaluation: object
 
@@ -213,10 +212,12 @@ def _prepare(
     """Rules 1-5 on rows read without a lock: a replay answers at once; an order that fails
     a rule answers its problem before any later rule's call; the quota and the oversight
     decision are asked here, outside any transaction."""
-    # The agent is read with its usage still in the outbox, which the quota counts as used.
+    # The agent is read with its usage still in the outbox, which the quota counts as used,
+    # and with its position in the symbol asked for and that symbol's price.
     now = timezone.now()
     period_start, _ = quota_window(TRADE_EXECUTIONS, now)
-    agents = _agents_with_pending_executions(period_start)
+    symbol = _requested_symbol(data)
+    agents = _agents_for_order(period_start, symbol)
     agent = agent_get_for(user=user, agent_id=agent_id, queryset=agents)
     if key:
         record = IdempotencyRecord.objects.filter(agent=agent, key=key).first()
@@ -240,17 +241,14 @@ def _prepare(
             pending=pending_usage_annotated(agent),
         )
         # 4. funds / position, on the rows as read (checked again under the lock)
-        positions = {p.symbol: p for p in Position.objects.filter(agent=agent)}
-        prices = market.prices_for({order.symbol, *positions})
-        price = prices[order.symbol]
+        held, price = _held_and_price(agent=agent, symbol=order.symbol, read=symbol)
         trade = _new_trade(agent=agent, order=order, price=price, now=timezone.now())
-        held = positions.get(order.symbol)
         try:
             _reserve(agent=agent, trade=trade, price=price, position=held)
         except (problems.InsufficientFunds, problems.InsufficientPosition, problems.PositionLimit):
-            # The agent and its positions were read by separate statements, so a fill
-            # committed between them can make them disagree: a refusal is given only as the
-            # locked rows decide it.
+            # The agent and its position may have been read by separate statements
+            # (``_held_and_price``), so a fill committed between them can make them disagree:
+            # a refusal is given only as the locked rows decide it.
             _reserve_on_locked_rows(agent_id=agent.pk, order=order, price=price)
         # 5. oversight
         evaluation = approval_evaluate(
@@ -259,19 +257,66 @@ def _prepare(
             notional=trade.notional,
             held_value=held.cost_basis if held is not None else ZERO,
         )
-    return _Prepared(order=order, price=price, prices=prices, quota=quota, evaluation=evaluation)
+    return _Prepared(order=order, price=price, quota=quota, evaluation=evaluation)
 
 
-@functools.lru_cache(maxsize=2)
-def _agents_with_pending_executions(since: datetime) -> QuerySet[Agent]:
+def _requested_symbol(data) -> str | None:
+    """The market symbol the order's body names, as the validation will read it, or None.
+
+    Read before the body is validated (the validation needs the agent), so that the agent is
+    read with its position in that symbol and the symbol's price. Only a market symbol is
+    returned; the validation still answers whatever it refuses, as it would without this."""
+    symbol = data.get("symbol") if isinstance(data, dict) else None
+    if not isinstance(symbol, str):
+        return None
+    symbol = symbol_normalised(symbol)
+    return symbol if market.is_known(symbol) else None
+
+
+# The columns of the agent's position that the checks before the lock need, read with the
+# agent as ``held_<column>`` (``_agents_for_order``).
+HELD_FIELDS = ("quantity", "reserved_quantity", "cost_basis")
+
+
+@functools.lru_cache(maxsize=128)
+def _agents_for_order(since: datetime, symbol: str | None) -> QuerySet[Agent]:
     """Agents annotated with their ``trade_executions`` usage since ``since`` still in the
-    outbox (``pending_usage_annotated``).
+    outbox (``pending_usage_annotated``) and, for a market ``symbol``, with the current price
+    of ``symbol`` (``order_price``) and their position in it (``held_<column>``, NULL when
+    they hold none): the rows the checks before the lock need, in one statement
+    (``_held_and_price``).
 
-    Built once per quota period, not per order: building the subquery costs the ORM more than
-    the separate statement it replaces. The queryset itself is never evaluated; each read
-    clones it (``agent_get_for``), so it is shared safely between requests and threads."""
+    Built once per quota period and symbol, not per order: building the subqueries costs the
+    ORM more than a statement. The keys are bounded: ``symbol`` is None or one of
+    ``MARKET_SYMBOLS``. The queryset itself is never evaluated; each read clones it
+    (``agent_get_for``), so it is shared safely between requests and threads."""
     annotations = pending_usage_annotations(metric_code=TRADE_EXECUTIONS, since=since)
+    if symbol is not None:
+        held = Position.objects.filter(agent=OuterRef("pk"), symbol=symbol).order_by()
+        annotations["order_price"] = market.price_expression(symbol)
+        for name in HELD_FIELDS:
+            annotations[f"held_{name}"] = Subquery(held.values(name)[:1])
     return Agent.objects.annotate(**annotations)
+
+
+def _held_and_price(
+    *, agent: Agent, symbol: str, read: str | None
+) -> tuple[Position | None, Decimal]:
+    """The agent's position in ``symbol`` as read before the lock (None if it holds none;
+    unsaved, for the checks only) and the symbol's current price (``market.prices_for``).
+
+    Both come with the agent when it was read for ``symbol`` (``read``, by
+    ``_agents_for_order``); otherwise they are read now."""
+    if symbol != read:
+        price = market.prices_for({symbol})[symbol]
+        return Position.objects.filter(agent=agent, symbol=symbol).first(), price
+    price = market.prices_completed({symbol: agent.order_price})[symbol]
+    if agent.held_quantity is None:
+        return None, price
+    held = Position(
+        agent=agent, symbol=symbol, **{name: getattr(agent, f"held_{name}") for name in HELD_FIELDS}
+    )
+    return held, price
 
 
 def _reserve_on_locked_rows(*, agent_id, order: Order, price: Decimal) -> None:
@@ -330,10 +375,11 @@ def _submit_locked(
     )
     # 4. funds / position, on the locked rows, at the price the order was decided at
     now = timezone.now()
-    positions = lock_rows(agent=agent, symbols=ALL).positions
-    # The prices the order was decided at; a symbol bought meanwhile is read now.
-    prices = {**prepared.prices, **market.prices_for(positions.keys() - prepared.prices.keys())}
-    loaded = _Loaded(positions=positions, prices=prices)
+    rows = lock_rows(agent=agent, symbols=ALL, prices=True)
+    positions = rows.positions
+    # For the portfolio event: the held symbols at their current prices, read with the
+    # locked positions, and the order's at the price it was decided at.
+    loaded = _Loaded(positions=positions, prices={**rows.prices, order.symbol: price})
     # The same order at the same price as validated before the lock: not validated again.
     trade = _new_trade(agent=agent, order=order, price=price, now=now, validate=False)
     held = positions.get(order.symbol)
