@@ -60,13 +60,22 @@ def agent_id_for(*, user, agent_id: UUID | str) -> UUID:
     owner's id is read, and no ``Agent`` is built.
     """
     pk = _agent_pk(agent_id)
+    agent_owner_id_for(user=user, agent_id=pk)
+    return pk
+
+
+def agent_owner_id_for(*, user, agent_id: UUID | str):
+    """The id of the owner of the agent ``agent_id`` if ``user`` may see the agent (``user``'s
+    own id, or another owner's for an operator); otherwise ``problems.NotFound``, exactly as
+    ``agent_get_for`` answers. One query (two for an operator not on staff, whose group is
+    read), and no ``Agent`` is built."""
     try:
-        owner_id = Agent.objects.values_list("owner_id", flat=True).get(pk=pk)
+        owner_id = Agent.objects.values_list("owner_id", flat=True).get(pk=_agent_pk(agent_id))
     except Agent.DoesNotExist:
         raise problems.NotFound("No such agent.") from None
     if owner_id != user.pk and not is_operator(user):
         raise problems.NotFound("No such agent.")
-    return pk
+    return owner_id
 
 
 def _agent_pk(agent_id: UUID | str) -> UUID:

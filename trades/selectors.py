@@ -16,14 +16,20 @@ from trades import market
 from trades.models import Trade
 
 
-def trade_queryset_for(*, agent_id: UUID) -> QuerySet[Trade]:
+def trade_queryset_for(*, agent_id: UUID, owner_id: int | None = None) -> QuerySet[Trade]:
     """The orders of the agent ``agent_id``, newest first, with their approval request joined
-    (no N+1). Whether the user may see them is the caller's check (``agent_id_for``)."""
-    return (
-        Trade.objects.filter(agent_id=agent_id)
-        .select_related("approval_request")
-        .order_by("-created_at", "-pk")
-    )
+    (no N+1). Whether the user may see them is the caller's check (``agent_id_for``).
+
+    With ``owner_id``, only if the agent is that user's: the ownership is read in the same
+    statement (a join to the agent), and an agent that is missing or another owner's has no
+    orders here. An empty result then says nothing of the agent: the caller answers for it
+    (``agents.selectors.agent_owner_id_for``).
+    """
+    if owner_id is None:
+        trades = Trade.objects.filter(agent_id=agent_id)
+    else:
+        trades = Trade.objects.filter(agent_id=agent_id, agent__owner_id=owner_id)
+    return trades.select_related("approval_request").order_by("-created_at", "-pk")
 
 
 def trade_get_for(*, user, agent_id: UUID | str, trade_id: UUID | str) -> Trade:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics
+from rest_framework import exceptions, generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.selectors import agent_id_for
+from agents.selectors import agent_owner_id_for
 from api.limits import enforce_trade_rate
 from api.schema import PROBLEM
 from metering.services import api_call_usage
@@ -42,15 +42,33 @@ class AgentTradesView(generics.ListAPIView):
     # first, then by id), so orders placed at the same instant keep one order on every page.
 
     def get_queryset(self):
+        """The orders of the URL's agent if it is the user's: its owner is checked in the
+        list's own statements (``list`` answers for an agent with no orders here)."""
         if getattr(self, "swagger_fake_view", False):  # schema generation: no agent in the URL
             return Trade.objects.none()
-        agent_id = agent_id_for(user=self.request.user, agent_id=self.kwargs["agent_id"])
-        return selectors.trade_queryset_for(agent_id=agent_id)
+        return selectors.trade_queryset_for(
+            agent_id=self.kwargs["agent_id"], owner_id=self.request.user.pk
+        )
 
     def list(self, request, *args, **kwargs):
-        # A page reads the columns it shows as rows, not Trade instances; each row's JSON is
-        # the serializer's (trade_representation).
-        page = self.paginate_queryset(trade_rows(self.filter_queryset(self.get_queryset())))
+        """A page of the user's agent's orders, read with the agent's owner in one statement
+        (and a count when the page is full).
+
+        When that page is empty, or the query is refused (a bad filter, a page past the end),
+        the agent is looked up: an agent that does not exist or is another owner's is 404
+        ``No such agent.`` before anything else, as every agent route answers (and the
+        ``api_calls`` middleware charges no 404); an operator's read of another owner's agent
+        is then the agent's whole list; the owner's empty page or refusal stands.
+        """
+        try:
+            page = self.page_of(self.get_queryset())
+        except exceptions.APIException:
+            if not self.is_anothers_agent():
+                raise
+            page = self.page_of(selectors.trade_queryset_for(agent_id=self.kwargs["agent_id"]))
+        else:
+            if not page and self.is_anothers_agent():
+                page = self.page_of(selectors.trade_queryset_for(agent_id=self.kwargs["agent_id"]))
         tz = timezone.get_current_timezone()
         return self.get_paginated_response(
             [
@@ -58,6 +76,17 @@ class AgentTradesView(generics.ListAPIView):
                 for row in page
             ]
         )
+
+    def page_of(self, queryset) -> list:
+        # A page reads the columns it shows as rows, not Trade instances; each row's JSON is
+        # the serializer's (trade_representation).
+        return self.paginate_queryset(trade_rows(self.filter_queryset(queryset)))
+
+    def is_anothers_agent(self) -> bool:
+        """False for the user's own agent, True for another owner's that an operator may see;
+        ``problems.NotFound`` for an agent the user may not see or that does not exist."""
+        user = self.request.user
+        return agent_owner_id_for(user=user, agent_id=self.kwargs["agent_id"]) != user.pk
 
     @extend_schema(
         request=OrderInputSerializer,
