@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Trading Demo server image, one image for every process of compose.yaml: by default gunicorn
-# serving HTTP on $PORT (8000); `uvicorn config.asgi:application ...` for WebSockets;
-# `python manage.py run_jobs` for the background jobs; gRPC services external.
+# serving HTTP on $PORT (8000); `uvicorn config.asgi:serving_application --factory ...` for
+# WebSockets; `python manage.py run_jobs` for the background jobs; gRPC services external.
 # Build: docker build -t trading-demo .
 # Migrations are a separate step: docker compose run --rm web python manage.py migrate
 # scripts/check_image.sh performs these same install and start-up commands in a clean venv.

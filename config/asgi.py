@@ -1,10 +1,11 @@
 """ASGI entry point: WebSockets through Channels at ``/ws/``, the MCP streamable HTTP transport
 at ``/mcp`` (mcp_tools.http), and HTTP through Django.
 
-Production serves it with uvicorn for the WebSockets and ``/mcp`` (the rest of HTTP goes to
-gunicorn, ``config.wsgi``); ``manage.py serve`` (``make run``) serves everything from it in one
-process. Background services (embedded gRPC servers, jobs) are started by those commands,
-never from here or from ``AppConfig.ready()``.
+Production serves it with uvicorn (through the factory ``serving_application``) for the
+WebSockets and ``/mcp`` (the rest of HTTP goes to gunicorn, ``config.wsgi``); ``manage.py
+serve`` (``make run``) serves everything from it in one process. Background services
+(embedded gRPC servers, jobs) are started by those commands, never from here or from
+``AppConfig.ready()``.
 """
 
 import os
@@ -41,3 +42,13 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+
+def serving_application():
+    """The application as a serving process runs it (uvicorn ``--factory``): the objects
+    loading made are left out of the garbage collector's collections first
+    (``runtime.memory``)."""
+    from runtime.memory import freeze_startup_objects
+
+    freeze_startup_objects()
+    return application

@@ -13,6 +13,9 @@ process free for the others. Every worker imports the application itself after t
   service then holds at most that many threads, and the one left keeps ``/health/live`` and
   the reads answering while orders wait on the service, up to their deadline.
 
+Once a worker has loaded the application (``post_worker_init``), it loads the URLconf and
+leaves everything loaded out of the garbage collector's collections (``runtime.memory``).
+
 On SIGTERM gunicorn stops accepting, lets the requests in flight finish for
 ``graceful_timeout`` seconds and exits 0. The access log is Django's (``trading_demo.access``),
 so gunicorn's own is off.
@@ -35,3 +38,11 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # No runtime control socket: one fixed path per user would be shared by every gunicorn on the
 # machine (tests, the benchmark); manage the server with signals.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """After the worker has loaded the application: leave the objects loading made out of the
+    garbage collector's collections (``runtime.memory``)."""
+    from runtime.memory import freeze_startup_objects
+
+    freeze_startup_objects()

@@ -1,6 +1,9 @@
 """How production runs its WebSocket process: uvicorn on ``config.asgi`` (compose.yaml's ``ws``
 service spells the same command; the benchmark and the process tests start it from here).
 
+- ``config.asgi:serving_application --factory``: uvicorn calls the factory once in each worker
+  process, which leaves the objects loading made out of the garbage collector's collections
+  before the first connection (``runtime.memory``);
 - ``--ws websockets-sansio``: the sans-I/O ``websockets`` protocol;
 - ``--ws-per-message-deflate false``: each event is a small JSON frame sent to every watcher;
   compressing them costs more CPU than the bytes it saves;
@@ -13,7 +16,8 @@ service spells the same command; the benchmark and the process tests start it fr
 """
 
 UVICORN_ARGS = [
-    "config.asgi:application",
+    "config.asgi:serving_application",
+    "--factory",
     "--ws",
     "websockets-sansio",
     "--ws-per-message-deflate",

@@ -173,7 +173,7 @@ WEB_PID=$!
 PIDS+=("$WEB_PID")
 
 log "uvicorn on 127.0.0.1:$WS_PORT (compose 'ws')"
-"$WORK/venv/bin/uvicorn" config.asgi:application --host 127.0.0.1 --port "$WS_PORT" \
+"$WORK/venv/bin/uvicorn" config.asgi:serving_application --factory --host 127.0.0.1 --port "$WS_PORT" \
     --ws websockets-sansio --ws-per-message-deflate false --lifespan off --workers 2 --proxy-headers \
     >"$WORK/logs/ws.log" 2>&1 &
 WS_PID=$!

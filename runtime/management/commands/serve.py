@@ -53,6 +53,7 @@ class Command(BaseCommand):
         from config.asgi import application
         from runtime.embedded import start_embedded_services
         from runtime.jobs import default_jobs
+        from runtime.memory import freeze_startup_objects
         from trades.services import reservations_reconcile
 
         services = start_embedded_services()
@@ -76,6 +77,8 @@ class Command(BaseCommand):
             for job in jobs:
                 job.start()
             demo_agents = _demo_agents(host, port) if seed_demo_if_empty else None
+            # Everything is loaded: leave it out of the garbage collector's walks.
+            freeze_startup_objects()
             server = Server(
                 application=application,
                 endpoints=build_endpoint_description_strings(host=host, port=port),
