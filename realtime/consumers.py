@@ -239,8 +239,14 @@ class LiveConsumer:
         self.idle_task = asyncio.create_task(self._close_when_idle())
 
     async def disconnect(self, code):
-        if getattr(self, "idle_task", None) is not None:
-            self.idle_task.cancel()
+        # The idle task is dropped as well as cancelled: a cancelled task keeps its
+        # CancelledError, whose traceback holds the task's frame and so this consumer. Kept
+        # here, it would make a reference cycle of the whole connection (consumer, scope, user,
+        # protocol, transport), which only a full garbage collection could free, walking the
+        # live connections too; dropped, reference counting frees the connection on close.
+        idle_task, self.idle_task = getattr(self, "idle_task", None), None
+        if idle_task is not None:
+            idle_task.cancel()
         self.closing = True
         groups = fanout(get_channel_layer())
         for group in list(getattr(self, "group_refs", ())):

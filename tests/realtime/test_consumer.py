@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 import uuid
+import weakref
 
 import pytest
 from channels.db import database_sync_to_async
@@ -318,3 +320,33 @@ async def test_idle_socket_is_closed_4408_and_pings_keep_it_open(ws, owner, toke
         assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
     # then, once it stops talking, the server closes it
     assert await _closed_with(communicator, 4408, timeout=3)
+
+
+async def test_a_closed_connection_is_freed_without_waiting_for_the_garbage_collector(owner):
+    # given: a connection of an authenticated user, served until the client disconnects
+    from realtime.consumers import LiveConsumer
+
+    messages: asyncio.Queue = asyncio.Queue()
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    consumer = LiveConsumer({"type": "websocket", "path": "/ws/", "user": owner}, send)
+    freed = weakref.ref(consumer)
+    await messages.put({"type": "websocket.connect"})
+    await messages.put({"type": "websocket.disconnect", "code": 1000})
+    gc.collect()
+    gc.disable()
+    try:
+        # when: it is served to its end, and the server lets go of it
+        await consumer.serve(messages.get)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the idle task finishes its cancellation
+        del consumer
+
+        # then: reference counting alone freed it (no cycle left for a full collection)
+        assert sent[0] == {"type": "websocket.accept"}
+        assert freed() is None
+    finally:
+        gc.enable()
