@@ -6,7 +6,8 @@ Redis (both must listen; the database ``BENCH_DATABASE_URL`` is dropped and crea
 the Redis db ``BENCH_REDIS_URL`` flushed):
 
 - gunicorn (``config/gunicorn.conf.py``, ``config.wsgi``; ``BENCH_WORKERS`` workers x
-  ``BENCH_THREADS`` threads) for HTTP, uvicorn (``config.asgi``) for the WebSockets,
+  ``BENCH_THREADS`` threads, by default production's 2 x 4: one process per core of the
+  2-core machine the targets are set for) for HTTP, uvicorn (``config.asgi``) for the WebSockets,
   ``manage.py run_jobs`` for the background jobs, ``manage.py run_reference_services`` for the
   metering and oversight gRPC services; ``DJANGO_ENV=production``, a generated ``SECRET_KEY``,
   no rate limits, ``LOG_LEVEL=WARNING``.
@@ -26,7 +27,8 @@ process's own CPU time (``/proc``) around each phase:
    64 closed-loop connections for ``BENCH_SECONDS`` each; server CPU milliseconds per request.
 4. ``overload``: orders from 256 connections: every request must be answered (201, or 429/503
    with ``Retry-After``) within 60 s; p99 of the answered ones.
-5. ``orders`` again with 2 and 1 gunicorn workers (gunicorn's documented ``TTOU`` signal).
+5. ``orders`` again with each other count of 1 to 3 gunicorn workers (gunicorn's documented
+   ``TTIN`` and ``TTOU`` signals).
 6. The processes stop; ``bench/books.py`` checks that the books balance.
 
 It writes ``bench/results/latest.json`` and ``latest.md`` (and ``<BENCH_NAME>.*``) and prints
@@ -35,7 +37,8 @@ the table: each target, the figure, ✅/❌.
 ``python bench/run.py --compare COMMIT`` measures an earlier commit against this tree,
 alternated (old, new, old, new; ``--rounds``): the earlier tree is exported with
 ``git archive`` into a temporary directory and served as its README said production ran it
-(``manage.py serve --workers 3``, ``python -m reference_services``) on its own database
+(``manage.py serve --workers N``, ``python -m reference_services``), with as many serving
+processes as this tree's gunicorn has (``BENCH_WORKERS``), on its own database
 (``BENCH_OLD_DATABASE_URL``) and Redis db (``BENCH_OLD_REDIS_URL``), with this tree's
 virtualenv and load generator: saturation orders/s, reads/s and the fan-out to 1,000 watchers
 at 10 orders/s offered. Written to ``bench/results/compare-<commit>.*``.
@@ -44,7 +47,7 @@ Knobs (environment): ``BENCH_SECONDS`` (saturation phases, 8), ``BENCH_WATCH_SEC
 ``BENCH_WATCHERS`` (10000), ``BENCH_MARKET_WATCHERS`` (1000), ``BENCH_WATCH_RATE`` (10),
 ``BENCH_REALISTIC_WATCHERS`` (1000), ``BENCH_REALISTIC_RATE`` (50), ``BENCH_CONCURRENCY`` (64),
 ``BENCH_OVERLOAD_CONCURRENCY`` (256), ``BENCH_OVERLOAD_SECONDS`` (15), ``BENCH_AGENTS`` (50),
-``BENCH_OWNERS`` (10), ``BENCH_WORKERS`` (3), ``BENCH_THREADS`` (4), ``BENCH_WS_WORKERS`` (2,
+``BENCH_OWNERS`` (10), ``BENCH_WORKERS`` (2), ``BENCH_THREADS`` (4), ``BENCH_WS_WORKERS`` (2,
 uvicorn's processes), ``BENCH_DATABASE_URL`` (``postgres://postgres@127.0.0.1:5432/benchdb``),
 ``BENCH_REDIS_URL``
 (``redis://127.0.0.1:6379/6``), ``BENCH_OLD_DATABASE_URL`` (``…/bench_old``),
@@ -79,6 +82,12 @@ from runtime.websocket_server import uvicorn_command  # noqa: E402
 
 PY = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# gunicorn's workers, as production runs them by default (``WEB_CONCURRENCY`` in
+# config/gunicorn.conf.py and compose.yaml): one process per core of the 2-core machine. The
+# orders phase is run again with each other count of SCALING_WORKERS, for capacity planning.
+DEFAULT_WORKERS = 2
+SCALING_WORKERS = (1, 2, 3)
 
 TARGETS = {
     "realistic_p50_ms": 10,
@@ -220,7 +229,7 @@ class Stack:
         self.root, self.kind, self.tmp = root, kind, tmp
         self.database_url, self.redis_url = database_url, redis_url
         self.database = urlsplit(database_url).path.lstrip("/")
-        self.workers = env_int("BENCH_WORKERS", 3)
+        self.workers = env_int("BENCH_WORKERS", DEFAULT_WORKERS)
         self.threads = env_int("BENCH_THREADS", 4)
         self.ws_workers = env_int("BENCH_WS_WORKERS", 2)
         self.port, self.ws_port = free_port(), free_port()
@@ -573,7 +582,7 @@ def bench() -> int:
             "overload",
         )
         scaling = {stack.workers: phases["orders"]}
-        for workers in range(stack.workers - 1, 0, -1):
+        for workers in sorted(set(SCALING_WORKERS) - {stack.workers}, reverse=True):
             stack.set_web_workers(workers)
             scaling[workers] = run_phase(
                 stack,
@@ -808,6 +817,7 @@ def compare(commit: str, rounds: int) -> int:
         "seconds": env_float("BENCH_WATCH_SECONDS", 20),
         "concurrency": OPEN_LOOP_CONNECTIONS,
     }
+    workers = env_int("BENCH_WORKERS", DEFAULT_WORKERS)
     runs: list[dict] = []
     for n in range(1, rounds + 1):
         for side in ("old", "new"):
@@ -834,8 +844,11 @@ def compare(commit: str, rounds: int) -> int:
         "old": full[:7],
         "new": git_head(ROOT),
         "machine": host,
-        "old_servers": "manage.py serve --workers 3 (its README's production command)",
-        "new_servers": "gunicorn 3 workers x 4 threads + uvicorn 2 workers + run_jobs",
+        "old_servers": f"manage.py serve --workers {workers} (its README's production command)",
+        "new_servers": (
+            f"gunicorn {workers} workers x {env_int('BENCH_THREADS', 4)} threads + uvicorn "
+            f"{env_int('BENCH_WS_WORKERS', 2)} workers + run_jobs"
+        ),
         "runs": runs,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
