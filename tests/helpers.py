@@ -55,6 +55,12 @@ def submit(client, agent, **body):
     return client.post(trades_url(agent), body, format="json")
 
 
+def place_buys(client, agent, count: int) -> None:
+    """``count`` market orders of the agent for 1 AAPL each, every one accepted (201)."""
+    for _ in range(count):
+        assert submit(client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
+
+
 # --- answers ---------------------------------------------------------------------------------
 
 

@@ -14,7 +14,14 @@ from metering.models import UsageEvent
 from metering.services import usage_deliver_pending, usage_record
 from oversight.models import ApprovalRequest
 from realtime.models import AgentEvent
-from tests.helpers import agent_url, assert_books_balance, problem_slug, submit, trades_url
+from tests.helpers import (
+    agent_url,
+    assert_books_balance,
+    place_buys,
+    problem_slug,
+    submit,
+    trades_url,
+)
 from trades import market
 from trades.models import Fill, Trade
 
@@ -227,10 +234,7 @@ def test_exhausted_daily_trade_limit_is_429_with_retry_after(
     # given an agent allowed 2 trades a day (the limit is sent to metering after commit)
     with django_capture_on_commit_callbacks(execute=True):
         agent = agent_factory(config={"daily_trade_limit": 2})
-    for _ in range(2):
-        assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == (
-            201
-        )
+    place_buys(owner_client, agent, 2)
 
     # when it places a third
     response = submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1")

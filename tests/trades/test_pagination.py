@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tests.helpers import submit, trades_url
+from tests.helpers import place_buys, trades_url
 from trades.models import Trade
 
 
@@ -17,10 +17,7 @@ def counts(queries) -> int:
 
 @pytest.fixture
 def five_orders(owner_client, agent):
-    for _ in range(5):
-        assert (
-            submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
-        )
+    place_buys(owner_client, agent, 5)
     return agent
 
 

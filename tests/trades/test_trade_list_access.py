@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from metering.models import UsageEvent
-from tests.helpers import assert_problem, submit, trades_url
+from tests.helpers import assert_problem, place_buys, trades_url
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 NO_SUCH_PAGE = "The requested resource was not found."  # a page past the end of a visible list
@@ -35,10 +35,7 @@ def no_such_agent(response) -> dict:
 
 @pytest.fixture
 def seven_orders(owner_client, agent):
-    for _ in range(7):
-        assert (
-            submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
-        )
+    place_buys(owner_client, agent, 7)
     return agent
 
 
