@@ -262,6 +262,16 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.seed: dict = {}
 
+    @property
+    def servers(self) -> str:
+        """The serving processes this stack starts, as the results name them."""
+        if self.kind == "serve":
+            return f"manage.py serve --workers {self.workers} (its README's production server)"
+        return (
+            f"gunicorn {self.workers} workers x {self.threads} threads + uvicorn "
+            f"{self.ws_workers} workers + run_jobs"
+        )
+
     def spawn(self, name: str, command: list[str]) -> None:
         log = (self.tmp / f"{self.kind}-{name}.log").open("w")
         self.processes[name] = subprocess.Popen(
@@ -524,11 +534,7 @@ def bench() -> int:
     require_backends(database_url, redis_url)
     tmp = Path(tempfile.mkdtemp(prefix="trading-bench-"))
     stack = Stack(ROOT, "production", database_url, redis_url, tmp)
-    settings["servers"] = (
-        f"gunicorn {stack.workers} workers x {stack.threads} threads + uvicorn "
-        f"{stack.ws_workers} workers + run_jobs "
-        "+ run_reference_services"
-    )
+    settings["servers"] = f"{stack.servers} + run_reference_services"
     phases: dict[str, dict] = {}
     try:
         stack.prepare(settings["agents"], settings["owners"])
@@ -817,7 +823,7 @@ def compare(commit: str, rounds: int) -> int:
         "seconds": env_float("BENCH_WATCH_SECONDS", 20),
         "concurrency": OPEN_LOOP_CONNECTIONS,
     }
-    workers = env_int("BENCH_WORKERS", DEFAULT_WORKERS)
+    servers: dict[str, str] = {}
     runs: list[dict] = []
     for n in range(1, rounds + 1):
         for side in ("old", "new"):
@@ -825,6 +831,7 @@ def compare(commit: str, rounds: int) -> int:
                 stack = Stack(old_root, "serve", old_db, old_redis, tmp)
             else:
                 stack = Stack(ROOT, "production", new_db, new_redis, tmp)
+            servers[side] = stack.servers
             try:
                 stack.prepare(env_int("BENCH_AGENTS", 50), env_int("BENCH_OWNERS", 10))
                 stack.start()
@@ -844,11 +851,8 @@ def compare(commit: str, rounds: int) -> int:
         "old": full[:7],
         "new": git_head(ROOT),
         "machine": host,
-        "old_servers": f"manage.py serve --workers {workers} (its README's production command)",
-        "new_servers": (
-            f"gunicorn {workers} workers x {env_int('BENCH_THREADS', 4)} threads + uvicorn "
-            f"{env_int('BENCH_WS_WORKERS', 2)} workers + run_jobs"
-        ),
+        "old_servers": servers["old"],
+        "new_servers": servers["new"],
         "runs": runs,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
