@@ -8,5 +8,6 @@ class ApiConfig(AppConfig):
     verbose_name = "API"
 
     def ready(self) -> None:
-        # Registers every problem type with drf-problems so its documentation page resolves.
-        from api import problems  # noqa: F401
+        # Registers every problem type with drf-problems so its documentation page resolves;
+        # connects the receivers that keep the token cache true to the database.
+        from api import problems, receivers  # noqa: F401

@@ -228,6 +228,9 @@ if REDIS_URL:
             "KEY_PREFIX": "trading-demo",
         }
     }
+    # Token authentication keeps who a token belongs to in this cache (api.authentication):
+    # every process sees a revocation at once because they all read the same Redis.
+    API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 300, minimum=0)
     # Redis pub/sub (the default): a group send is one PUBLISH, and each serving process
     # receives it once and hands it to its own subscribed consumers. The list-based core layer
     # ("core") writes one message per subscribed channel in a Lua script and every consumer
@@ -286,6 +289,9 @@ if REDIS_URL:
             }
         }
 else:
+    # A process's own memory cannot hear of a token revoked by another process (the admin
+    # of a second server, `manage.py shell`): without Redis every request reads its token.
+    API_TOKEN_CACHE_SECONDS = 0
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
