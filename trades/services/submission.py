@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import F, FilteredRelation, Q, QuerySet
 from django.utils import timezone
 
 from agents.choices import AgentStatus
@@ -290,13 +290,18 @@ def _agents_for_order(since: datetime, symbol: str | None) -> QuerySet[Agent]:
     ORM more than a statement. The keys are bounded: ``symbol`` is None or one of
     ``MARKET_SYMBOLS``. The queryset itself is never evaluated; each read clones it
     (``agent_get_for``), so it is shared safely between requests and threads."""
+    agents = Agent.objects.all()
     annotations = pending_usage_annotations(metric_code=TRADE_EXECUTIONS, since=since)
     if symbol is not None:
-        held = Position.objects.filter(agent=OuterRef("pk"), symbol=symbol).order_by()
+        # The position joined on the agent (at most one: one position per agent and symbol),
+        # which costs the ORM less to build than a subquery per column.
+        agents = agents.annotate(
+            held=FilteredRelation("positions", condition=Q(positions__symbol=symbol))
+        )
         annotations["order_price"] = market.price_expression(symbol)
         for name in HELD_FIELDS:
-            annotations[f"held_{name}"] = Subquery(held.values(name)[:1])
-    return Agent.objects.annotate(**annotations)
+            annotations[f"held_{name}"] = F(f"held__{name}")
+    return agents.annotate(**annotations)
 
 
 def _held_and_price(
