@@ -44,22 +44,37 @@ def missing_body(owner_client):
     return no_such_agent(owner_client.get(f"/api/v1/agents/{MISSING}/trades"))
 
 
-def test_the_owners_full_page_is_four_statements(owner_client, seven_orders):
-    # token with its user, the page with the agent's owner, the count, the api_calls row
+@pytest.fixture
+def cached_token(settings):
+    """The token cache on, as with Redis: the owner's token is known from placing the orders."""
+    settings.API_TOKEN_CACHE_SECONDS = 300
+
+
+def test_the_owners_full_page_is_three_statements(cached_token, owner_client, seven_orders):
+    # the page with the agent's owner, the count, the api_calls row (the token is cached)
     with CaptureQueriesContext(connection) as queries:
         page = owner_client.get(trades_url(seven_orders), {"page_size": 5}).json()
     assert (page["count"], len(page["results"])) == (7, 5)
     sent = statements(queries)
-    assert len(sent) == 4, sent
+    assert len(sent) == 3, sent
     assert not any('FROM "agents_agent"' in sql for sql in sent), sent
 
 
-def test_the_owners_short_page_is_three_statements(owner_client, seven_orders):
-    # token with its user, the page with the agent's owner (its own count), the api_calls row
+def test_the_owners_short_page_is_two_statements(cached_token, owner_client, seven_orders):
+    # the page with the agent's owner (its own count), the api_calls row (the token is cached)
     with CaptureQueriesContext(connection) as queries:
         page = owner_client.get(trades_url(seven_orders)).json()
     assert (page["count"], len(page["results"])) == (7, 7)
-    assert len(statements(queries)) == 3, statements(queries)
+    assert len(statements(queries)) == 2, statements(queries)
+
+
+def test_without_the_token_cache_a_page_also_reads_the_token(settings, owner_client, seven_orders):
+    settings.API_TOKEN_CACHE_SECONDS = 0
+    with CaptureQueriesContext(connection) as queries:
+        owner_client.get(trades_url(seven_orders))
+    sent = statements(queries)
+    assert len(sent) == 3, sent
+    assert 'FROM "authtoken_token"' in sent[0], sent
 
 
 @pytest.mark.parametrize(
