@@ -64,27 +64,29 @@ class TokenAuthentication(authentication.TokenAuthentication):
         cache_key = token_cache_key(key)
         try:
             cached = cache.get(cache_key)
-        except Exception:
+        except Exception as exc:
             # The cache is down: the database alone answers, as without a cache.
-            logger.warning("token cache unavailable; reading the token", exc_info=True)
+            logger.warning("token cache unavailable (%s); reading the token", type(exc).__name__)
             return super().authenticate_credentials(key)
-        if isinstance(cached, tuple):
+        # An entry written with other user columns (before a migration) is not used.
+        if isinstance(cached, tuple) and cached[1] == _user_fields():
             return _from_cache(key, cached)
         user, token = super().authenticate_credentials(key)
         if cached is None:
-            values = (token.created, tuple(getattr(user, name) for name in _user_fields()))
+            fields = _user_fields()
+            values = (token.created, fields, tuple(getattr(user, name) for name in fields))
             try:
                 cache.add(cache_key, values, seconds)
-            except Exception:
-                logger.warning("token cache unavailable; not keeping the token", exc_info=True)
+            except Exception as exc:
+                logger.warning("token cache unavailable (%s)", type(exc).__name__)
         return user, token
 
 
 def _from_cache(key: str, cached: tuple):
     """The user and token as DRF's query would have read them (the password left deferred)."""
-    created, values = cached
+    created, fields, values = cached
     user_model = get_user_model()
-    user = user_model.from_db(router.db_for_read(user_model), _user_fields(), values)
+    user = user_model.from_db(router.db_for_read(user_model), fields, values)
     token = Token.from_db(
         router.db_for_read(Token), ["key", "user_id", "created"], [key, user.pk, created]
     )

@@ -8,12 +8,13 @@ import urllib.request
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from api.authentication import token_cache_revoke
+from api.authentication import token_cache_key, token_cache_revoke
 from tests.realtime.servers import GUNICORN, ServerProcess, server_env, shared_database_url
 
 AGENTS = "/api/v1/agents"
@@ -124,6 +125,20 @@ def test_a_request_that_read_the_token_before_its_revocation_does_not_keep_it(to
     # when: requests read the token meanwhile (it is still in the database)
     # then: none of them keeps it, so none can answer for it once the change is made
     assert [token_queries(client) for _ in range(2)] == [1, 1]
+
+
+@pytest.mark.django_db
+def test_an_entry_kept_with_other_user_columns_is_not_used(token_cache, owner, agent_factory):
+    # given: what a process of another version of the user model kept for the token
+    agent_factory(name="mine")
+    token = Token.objects.create(user=owner)
+    written = (token.created, ("id", "username"), (owner.pk + 1000, "somebody-else"))
+    cache.set(token_cache_key(token.key), written, 300)
+
+    # when / then: the token is read from the database and authenticates its own user
+    client = with_token(token.key)
+    assert token_queries(client) == 1
+    assert [a["name"] for a in client.get(AGENTS).json()["results"]] == ["mine"]
 
 
 @pytest.mark.django_db
