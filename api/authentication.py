@@ -107,8 +107,15 @@ def token_cache_revoke(keys) -> None:
     if not marks:
         return
     cache.set_many(marks, REVOKED_SECONDS)
-    # A transaction open longer than the mark: marked again once its change is visible.
-    transaction.on_commit(lambda: cache.set_many(marks, REVOKED_SECONDS), robust=True)
+
+    def mark_again() -> None:
+        # A transaction open longer than the mark: marked again once its change is visible.
+        try:
+            cache.set_many(marks, REVOKED_SECONDS)
+        except Exception as exc:
+            logger.warning("token cache unavailable at commit (%s)", type(exc).__name__)
+
+    transaction.on_commit(mark_again)
 
 
 def token_user(key: str):
