@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from api.authentication import token_cache_key, token_cache_revoke
+from api.authentication import REVOKED, token_cache_key, token_cache_revoke
 from tests.realtime.servers import GUNICORN, ServerProcess, server_env, shared_database_url
 
 AGENTS = "/api/v1/agents"
@@ -125,6 +125,25 @@ def test_a_request_that_read_the_token_before_its_revocation_does_not_keep_it(to
     # when: requests read the token meanwhile (it is still in the database)
     # then: none of them keeps it, so none can answer for it once the change is made
     assert [token_queries(client) for _ in range(2)] == [1, 1]
+
+
+@pytest.mark.django_db
+def test_a_revocation_is_marked_again_when_its_transaction_commits(
+    token_cache, owner, django_capture_on_commit_callbacks
+):
+    token = Token.objects.create(user=owner)
+    client = with_token(token.key)
+    token_queries(client)
+    cache_key = token_cache_key(token.key)
+    kept = cache.get(cache_key)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        token.delete()
+        # a transaction open longer than the first mark, and a request that kept the token
+        cache.set(cache_key, kept, 300)
+
+    assert cache.get(cache_key) == REVOKED
+    assert client.get(AGENTS).status_code == 401
 
 
 @pytest.mark.django_db
