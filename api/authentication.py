@@ -119,11 +119,14 @@ def token_cache_revoke(keys) -> None:
 
 
 def token_user(key: str):
-    """The active user owning the API token ``key``, or None: the check of
-    ``TokenAuthentication``, for the entry points outside DRF (the WebSocket's ``?token=``,
-    the MCP endpoint's header)."""
+    """The active user owning the API token ``key``, or None: DRF's check, for the entry points
+    outside DRF (the WebSocket's ``?token=``, the MCP endpoint's header).
+
+    Read from the database, not the token cache: these are served on an event loop, where
+    Django's cache handler (context-local) would build a cache client for every connection
+    and keep it as long as the connection lives; a WebSocket checks its token once."""
     try:
-        user, _token = TokenAuthentication().authenticate_credentials(key)
+        user, _token = authentication.TokenAuthentication().authenticate_credentials(key)
     except exceptions.AuthenticationFailed:
         return None
     return user

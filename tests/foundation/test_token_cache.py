@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from api.authentication import REVOKED, token_cache_key, token_cache_revoke
+from api.authentication import REVOKED, token_cache_key, token_cache_revoke, token_user
 from tests.realtime.servers import GUNICORN, ServerProcess, server_env, shared_database_url
 
 AGENTS = "/api/v1/agents"
@@ -125,6 +125,17 @@ def test_a_request_that_read_the_token_before_its_revocation_does_not_keep_it(to
     # when: requests read the token meanwhile (it is still in the database)
     # then: none of them keeps it, so none can answer for it once the change is made
     assert [token_queries(client) for _ in range(2)] == [1, 1]
+
+
+@pytest.mark.django_db
+def test_the_websocket_and_mcp_check_reads_the_token_from_the_database(token_cache, owner):
+    # served on an event loop, where the cache handler would build a client per connection
+    key = Token.objects.create(user=owner).key
+    with CaptureQueriesContext(connection) as queries:
+        users = [token_user(key), token_user(key)]
+
+    assert users == [owner, owner]
+    assert sum('"authtoken_token"' in q["sql"] for q in queries.captured_queries) == 2
 
 
 @pytest.mark.django_db
