@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 
@@ -20,9 +21,6 @@ logger = logging.getLogger(__name__)
 # the token before the change, and is written again when the change commits.
 REVOKED = "revoked"
 REVOKED_SECONDS = 60
-# The user's columns kept in the cache: all but the password hash, which no request needs and
-# which has no business in a cache (``Model.from_db`` leaves it deferred).
-_CACHED_USER_FIELDS: tuple[str, ...] | None = None
 
 
 def token_cache_key(key: str) -> str:
@@ -30,14 +28,14 @@ def token_cache_key(key: str) -> str:
     return "api-token:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+@functools.cache
 def _user_fields() -> tuple[str, ...]:
-    global _CACHED_USER_FIELDS
-    if _CACHED_USER_FIELDS is None:
-        fields = get_user_model()._meta.get_fields()
-        _CACHED_USER_FIELDS = tuple(
-            f.attname for f in fields if f.concrete and not f.many_to_many and f.name != "password"
-        )
-    return _CACHED_USER_FIELDS
+    """The user's columns kept in the cache: all but the password hash, which no request needs
+    and which has no business in a cache (``Model.from_db`` leaves it deferred)."""
+    fields = get_user_model()._meta.get_fields()
+    return tuple(
+        f.attname for f in fields if f.concrete and not f.many_to_many and f.name != "password"
+    )
 
 
 class TokenAuthentication(authentication.TokenAuthentication):

@@ -24,9 +24,10 @@ def token_deleted(sender, instance, **kwargs) -> None:
 
 @receiver(pre_save, sender=Token, dispatch_uid="api.token_saved")
 def token_saved(sender, instance, raw=False, **kwargs) -> None:
-    # A new token has nothing cached; an existing one may be given to another user.
-    if not raw and Token.objects.filter(pk=instance.pk).exists():
-        token_cache_revoke([instance.key])
+    # A new token has nothing cached (no row: nothing to mark); an existing one may be given
+    # to another user. The key is read only when the cache is on.
+    if not raw:
+        token_cache_revoke(Token.objects.filter(pk=instance.pk).values_list("key", flat=True))
 
 
 @receiver(pre_save, sender=get_user_model(), dispatch_uid="api.user_saved")
