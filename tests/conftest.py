@@ -97,6 +97,13 @@ def operator(user_factory):
 
 
 @pytest.fixture
+def token_cache(settings):
+    """The token cache on (``api.authentication``), as with Redis, on either backend: without
+    Redis this process's cache stands in for the shared one."""
+    settings.API_TOKEN_CACHE_SECONDS = 300
+
+
+@pytest.fixture
 def token_for():
     """The user's API token key (created on first use)."""
 

@@ -24,12 +24,6 @@ UNREACHABLE_CACHE = {
 }
 
 
-@pytest.fixture
-def token_cache(settings):
-    """The cache on, as with Redis (this process's cache stands in for the shared one)."""
-    settings.API_TOKEN_CACHE_SECONDS = 300
-
-
 def token_queries(client) -> int:
     """How many statements of one ``GET /agents`` read the token table; asserts it is 200."""
     with CaptureQueriesContext(connection) as queries:

@@ -79,9 +79,8 @@ def test_pagination(requests_of_two_owners, operator, client_for):
 
 
 def test_the_list_costs_the_same_queries_for_any_number_of_requests(
-    settings, pending_request, operator, client_for
+    token_cache, pending_request, operator, client_for
 ):
-    settings.API_TOKEN_CACHE_SECONDS = 300  # as with Redis
     api = client_for(operator)
     pending_request()
     assert api.get(LIST).status_code == 200  # the operator's token is now cached

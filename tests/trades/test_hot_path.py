@@ -62,11 +62,10 @@ def _touches(sql: str) -> tuple[str, str]:
 
 
 def test_an_auto_approved_market_order_costs_9_statements_and_2_grpc_calls(
-    settings, owner_client, agent
+    token_cache, owner_client, agent
 ):
     # given an agent that already holds a position (its second order of a symbol updates it),
     # and its owner's token cached by that first order
-    settings.API_TOKEN_CACHE_SECONDS = 300
     assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
     before = grpc_call_counts()
 

@@ -44,13 +44,7 @@ def missing_body(owner_client):
     return no_such_agent(owner_client.get(f"/api/v1/agents/{MISSING}/trades"))
 
 
-@pytest.fixture
-def cached_token(settings):
-    """The token cache on, as with Redis: the owner's token is known from placing the orders."""
-    settings.API_TOKEN_CACHE_SECONDS = 300
-
-
-def test_the_owners_full_page_is_three_statements(cached_token, owner_client, seven_orders):
+def test_the_owners_full_page_is_three_statements(token_cache, owner_client, seven_orders):
     # the page with the agent's owner, the count, the api_calls row (the token is cached)
     with CaptureQueriesContext(connection) as queries:
         page = owner_client.get(trades_url(seven_orders), {"page_size": 5}).json()
@@ -60,7 +54,7 @@ def test_the_owners_full_page_is_three_statements(cached_token, owner_client, se
     assert not any('FROM "agents_agent"' in sql for sql in sent), sent
 
 
-def test_the_owners_short_page_is_two_statements(cached_token, owner_client, seven_orders):
+def test_the_owners_short_page_is_two_statements(token_cache, owner_client, seven_orders):
     # the page with the agent's owner (its own count), the api_calls row (the token is cached)
     with CaptureQueriesContext(connection) as queries:
         page = owner_client.get(trades_url(seven_orders)).json()
