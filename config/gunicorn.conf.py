@@ -9,9 +9,10 @@ process free for the others. Every worker imports the application itself after t
 - ``WEB_THREADS``: threads per worker (default 4);
 - ``WEB_TIMEOUT``: seconds a request may run before its worker is replaced (default 30);
 - ``GRPC_MAX_CALLS_IN_FLIGHT``: gRPC calls a worker may wait on at once (default: one less than
-  its threads, at least 1). A call beyond it answers 503 at once: a slow metering or oversight
-  service then holds at most that many threads, and the one left keeps ``/health/live`` and
-  the reads answering while orders wait on the service, up to their deadline.
+  its threads, at least 1). A call beyond it waits up to ``GRPC_CALL_SLOT_WAIT_SECONDS`` for
+  a slot, then answers 503: a slow metering or oversight service then holds at most that many
+  threads, and the one left keeps ``/health/live`` and the reads answering while orders wait
+  on the service, up to their deadline.
 
 Once a worker has loaded the application (``post_worker_init``), it loads the URLconf and
 leaves everything loaded out of the garbage collector's collections (``runtime.memory``).

@@ -487,11 +487,14 @@ EMBEDDED_SERVICES = env_bool("EMBEDDED_SERVICES", not PRODUCTION)
 # it listens, so the demo trades by itself; DEMO_AGENTS=false leaves them idle.
 DEMO_AGENTS = env_bool("DEMO_AGENTS", True)
 GRPC_TIMEOUT_SECONDS = env_float("GRPC_TIMEOUT_SECONDS", 2.0)
-# At most this many gRPC calls of one process in flight at once (0: no limit); one more fails
-# at once with 503 instead of holding a request thread. gunicorn (config/gunicorn.conf.py)
-# sets it to one less than its threads, so a slow service never holds them all and liveness
-# and reads keep answering (grpc_clients._channel.CallSlots).
+# At most this many gRPC calls of one process in flight at once (0: no limit); one more waits
+# up to GRPC_CALL_SLOT_WAIT_SECONDS for a slot, then answers 503 instead of holding a request
+# thread. gunicorn (config/gunicorn.conf.py) sets it to one less than its threads, so a slow
+# service never holds them all and liveness and reads keep answering, while a busy process
+# with healthy services queues its calls instead of refusing orders
+# (grpc_clients._channel.CallSlots).
 GRPC_MAX_CALLS_IN_FLIGHT = env_int("GRPC_MAX_CALLS_IN_FLIGHT", 0, minimum=0)
+GRPC_CALL_SLOT_WAIT_SECONDS = env_float("GRPC_CALL_SLOT_WAIT_SECONDS", 0.25)
 # Tell the reference metering service each agent's daily_trade_limit (its private quota_limit
 # convention), so that its own trade_executions quota matches. Only a hint: the server counts
 # daily_trade_limit itself (trades.services.daily_trade_count).

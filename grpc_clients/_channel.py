@@ -77,23 +77,31 @@ def deadline_budget(seconds: float) -> Iterator[None]:
 class CallSlots:
     """At most ``limit`` gRPC calls of this process in flight at once (0: no limit).
 
-    A call that finds every slot taken fails at once with RESOURCE_EXHAUSTED
-    (ServiceUnavailable, a 503 with ``Retry-After``) instead of waiting: a slow dependency
-    then holds at most ``limit`` of the threads that serve requests, and the others stay free
-    for liveness probes and reads. Waiting for a slot would hold a thread just the same, so a
-    call never queues for one. The clients of one process share one ``CallSlots``.
+    A call that finds every slot taken waits up to ``wait_seconds`` (never longer than its own
+    timeout) for one to be freed, then fails with RESOURCE_EXHAUSTED (ServiceUnavailable, a
+    503 with ``Retry-After``) without reaching the service. Healthy calls free their slots
+    within milliseconds, so a busy process queues its calls briefly instead of refusing
+    orders; a slow dependency holds at most ``limit`` of the threads that serve requests for
+    its deadline, and any other thread for at most ``wait_seconds``, so they stay free for
+    liveness probes and reads. The clients of one process share one ``CallSlots``.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, wait_seconds: float = 0.0) -> None:
         self.limit = limit
+        self.wait_seconds = max(wait_seconds, 0.0)
         self._free = threading.BoundedSemaphore(limit) if limit > 0 else None
 
     @contextmanager
-    def held(self, service: str, method: str) -> Iterator[None]:
+    def held(self, service: str, method: str, timeout: float) -> Iterator[None]:
         if self._free is None:
             yield
             return
-        if not self._free.acquire(blocking=False):
+        wait = min(self.wait_seconds, timeout)
+        if wait > 0:
+            acquired = self._free.acquire(timeout=wait)
+        else:
+            acquired = self._free.acquire(blocking=False)
+        if not acquired:
             raise ServiceUnavailable(
                 service=service,
                 method=method,
@@ -199,7 +207,7 @@ class ServiceChannel:
                     detail="the operation's deadline was spent before this call",
                 )
             try:
-                with self._call_slots.held(self.service, method):
+                with self._call_slots.held(self.service, method, timeout):
                     reply = invoke(request, timeout=timeout, metadata=self._metadata())
                     return convert(reply)
             except grpc.RpcError as exc:

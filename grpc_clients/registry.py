@@ -2,6 +2,7 @@
 
 Settings: METERING_GRPC_ADDRESS, OVERSIGHT_GRPC_ADDRESS, GRPC_TIMEOUT_SECONDS (float),
 GRPC_MAX_CALLS_IN_FLIGHT (int, 0: no limit; the clients share it, see `CallSlots`),
+GRPC_CALL_SLOT_WAIT_SECONDS (float, how long a call waits for a slot),
 GRPC_CALL_HOOK and GRPC_REQUEST_ID_PROVIDER (dotted paths or None). One client, hence one
 channel, per service per process; `reset_clients()` closes them so the next call rebuilds
 them from the current settings (tests do this after pointing settings at new ports).
@@ -43,7 +44,9 @@ def _shared_call_slots() -> CallSlots:
     if _call_slots is None:
         from django.conf import settings
 
-        _call_slots = CallSlots(int(settings.GRPC_MAX_CALLS_IN_FLIGHT))
+        _call_slots = CallSlots(
+            int(settings.GRPC_MAX_CALLS_IN_FLIGHT), float(settings.GRPC_CALL_SLOT_WAIT_SECONDS)
+        )
     return _call_slots
 
 

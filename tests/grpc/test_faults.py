@@ -78,11 +78,74 @@ def test_slowed_server_past_the_deadline_raises_service_unavailable(services):
     client.close()
 
 
-def test_a_call_beyond_the_slots_in_flight_fails_at_once_without_reaching_the_server(services):
-    # given: two clients sharing one call slot, one of them waiting on a slowed server
-    slots = CallSlots(1)
+def test_a_call_beyond_the_slots_in_flight_fails_after_its_wait_without_reaching_the_server(
+    services,
+):
+    # given: two clients sharing one call slot, one of them waiting on a slowed server, and
+    # a wait for a slot much shorter than that server's delay
+    slots = CallSlots(1, wait_seconds=0.2)
     metering = MeteringClient(services.metering_address, timeout=5.0, call_slots=slots)
     oversight = OversightClient(services.oversight_address, timeout=5.0, call_slots=slots)
+    check_quota(metering)  # connected
+    services.metering.delay_seconds = 2.0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(check_quota, metering)
+        deadline = time.monotonic() + 5
+        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        # when: another call is made meanwhile, to either service
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as raised:
+            oversight.list_requests()
+        failed_after = time.monotonic() - started
+        still_waiting = services.metering.calls_waiting
+
+        # then: it failed once its wait for a slot was over, before the waiting call returned,
+        # and the slot serves again after
+        assert raised.value.code == "RESOURCE_EXHAUSTED"
+        assert 0.2 <= failed_after < 1.5
+        assert still_waiting == 1
+        assert waiting.result(timeout=5).allowed
+    services.metering.delay_seconds = 0
+    oversight.list_requests()
+    metering.close()
+    oversight.close()
+
+
+def test_a_call_beyond_the_slots_in_flight_waits_for_one_freed_by_a_healthy_call(services):
+    # given: two clients sharing one call slot; the server takes a moment with every call, as
+    # a busy but healthy service does
+    slots = CallSlots(1, wait_seconds=2.0)
+    metering = MeteringClient(services.metering_address, timeout=5.0, call_slots=slots)
+    oversight = OversightClient(services.oversight_address, timeout=5.0, call_slots=slots)
+    check_quota(metering)  # connected
+    oversight.list_requests()
+    services.metering.delay_seconds = 0.3
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(check_quota, metering)
+        deadline = time.monotonic() + 5
+        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        # when: another call is made while the first holds the slot
+        started = time.monotonic()
+        oversight.list_requests()
+        answered_after = time.monotonic() - started
+
+        # then: it waited for the slot, the rest of the first call's delay, and was answered;
+        # so was the first
+        assert 0.1 <= answered_after < 2.0
+        assert first.result(timeout=5).allowed
+    services.metering.delay_seconds = 0
+    metering.close()
+    oversight.close()
+
+
+def test_without_a_wait_a_call_beyond_the_slots_fails_at_once(services):
+    # given: one slot, no wait for it, and a call holding it on a slowed server
+    slots = CallSlots(1)
+    metering = MeteringClient(services.metering_address, timeout=5.0, call_slots=slots)
     check_quota(metering)  # connected
     services.metering.delay_seconds = 1.0
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -91,19 +154,16 @@ def test_a_call_beyond_the_slots_in_flight_fails_at_once_without_reaching_the_se
         while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
 
-        # when: another call is made meanwhile, to either service
+        # when / then: another call fails before the first is answered
+        started = time.monotonic()
         with pytest.raises(ServiceUnavailable) as raised:
-            oversight.list_requests()
-        still_waiting = services.metering.calls_waiting
-
-        # then: it failed before the waiting call returned, and the slot serves again after
+            check_quota(metering)
         assert raised.value.code == "RESOURCE_EXHAUSTED"
-        assert still_waiting == 1
+        assert time.monotonic() - started < 0.5
+        assert services.metering.calls_waiting == 1
         assert waiting.result(timeout=5).allowed
     services.metering.delay_seconds = 0
-    oversight.list_requests()
     metering.close()
-    oversight.close()
 
 
 @pytest.mark.parametrize(
