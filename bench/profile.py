@@ -110,7 +110,8 @@ def summarize(raw: Path, marker: str) -> dict:
     own: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text().splitlines():
+    # py-spy writes a frame's text as the process held it, which may not be UTF-8.
+    for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if marker not in stack or not count.isdigit():
             continue
