@@ -199,15 +199,12 @@ class ServiceChannel:
         if budget is not None:
             timeout = min(timeout, budget.remaining(started))
         try:
-            if timeout <= 0:
-                raise ServiceUnavailable(
-                    service=self.service,
-                    method=method,
-                    code=grpc.StatusCode.DEADLINE_EXCEEDED.name,
-                    detail="the operation's deadline was spent before this call",
-                )
+            self._check_time_left(method, timeout)
             try:
                 with self._call_slots.held(self.service, method, timeout):
+                    # The wait for a slot is part of the call's deadline.
+                    timeout -= time.monotonic() - started
+                    self._check_time_left(method, timeout)
                     reply = invoke(request, timeout=timeout, metadata=self._metadata())
                     return convert(reply)
             except grpc.RpcError as exc:
@@ -224,6 +221,15 @@ class ServiceChannel:
             raise
         finally:
             self._observe(method, code, time.monotonic() - started)
+
+    def _check_time_left(self, method: str, timeout: float) -> None:
+        if timeout <= 0:
+            raise ServiceUnavailable(
+                service=self.service,
+                method=method,
+                code=grpc.StatusCode.DEADLINE_EXCEEDED.name,
+                detail="the operation's deadline was spent before this call",
+            )
 
     def _observe(self, method: str, code: str, seconds: float) -> None:
         if self._on_call is None:

@@ -142,6 +142,38 @@ def test_a_call_beyond_the_slots_in_flight_waits_for_one_freed_by_a_healthy_call
     oversight.close()
 
 
+def test_the_wait_for_a_slot_is_part_of_the_calls_deadline(services):
+    # given: one slot, held for a while by a call to a slowed metering server, and an
+    # oversight server that answers only after a delay of its own
+    slots = CallSlots(1, wait_seconds=5.0)
+    metering = MeteringClient(services.metering_address, timeout=5.0, call_slots=slots)
+    oversight = OversightClient(services.oversight_address, timeout=0.6, call_slots=slots)
+    check_quota(metering)  # connected
+    oversight.list_requests()
+    services.metering.delay_seconds = 0.4
+    services.oversight.delay_seconds = 0.4
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        holding = pool.submit(check_quota, metering)
+        deadline = time.monotonic() + 5
+        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        # when: an oversight call with a 0.6 s deadline waits for the slot, then for the server
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as raised:
+            oversight.list_requests()
+        failed_after = time.monotonic() - started
+
+        # then: it fails at its deadline, counted from when it was made, not from the slot
+        assert raised.value.code == "DEADLINE_EXCEEDED"
+        assert failed_after < 0.6 + 0.25
+        assert holding.result(timeout=5).allowed
+    services.metering.delay_seconds = 0
+    services.oversight.delay_seconds = 0
+    metering.close()
+    oversight.close()
+
+
 def test_without_a_wait_a_call_beyond_the_slots_fails_at_once(services):
     # given: one slot, no wait for it, and a call holding it on a slowed server
     slots = CallSlots(1)
