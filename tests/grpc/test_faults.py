@@ -31,6 +31,16 @@ def check_quota(client: MeteringClient):
     return client.check_quota(agent_id="agent-1", metric_code="api_calls", quantity=1)
 
 
+def holding_a_slot(pool: ThreadPoolExecutor, services, metering: MeteringClient):
+    """A ``CheckQuota`` made in ``pool``, returned once the metering server has it waiting: the
+    call holds its slot until the server's delay is over."""
+    call = pool.submit(check_quota, metering)
+    deadline = time.monotonic() + 5
+    while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return call
+
+
 def test_stopped_server_raises_service_unavailable_within_the_deadline():
     with running_reference_services() as services:
         metering = MeteringClient(services.metering_address, timeout=TIMEOUT)
@@ -89,10 +99,7 @@ def test_a_call_beyond_the_slots_in_flight_fails_after_its_wait_without_reaching
     check_quota(metering)  # connected
     services.metering.delay_seconds = 2.0
     with ThreadPoolExecutor(max_workers=1) as pool:
-        waiting = pool.submit(check_quota, metering)
-        deadline = time.monotonic() + 5
-        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        waiting = holding_a_slot(pool, services, metering)
 
         # when: another call is made meanwhile, to either service
         started = time.monotonic()
@@ -123,10 +130,7 @@ def test_a_call_beyond_the_slots_in_flight_waits_for_one_freed_by_a_healthy_call
     oversight.list_requests()
     services.metering.delay_seconds = 0.3
     with ThreadPoolExecutor(max_workers=1) as pool:
-        first = pool.submit(check_quota, metering)
-        deadline = time.monotonic() + 5
-        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        first = holding_a_slot(pool, services, metering)
 
         # when: another call is made while the first holds the slot
         started = time.monotonic()
@@ -153,10 +157,7 @@ def test_the_wait_for_a_slot_is_part_of_the_calls_deadline(services):
     services.metering.delay_seconds = 0.4
     services.oversight.delay_seconds = 0.4
     with ThreadPoolExecutor(max_workers=1) as pool:
-        holding = pool.submit(check_quota, metering)
-        deadline = time.monotonic() + 5
-        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        holding = holding_a_slot(pool, services, metering)
 
         # when: an oversight call with a 0.6 s deadline waits for the slot, then for the server
         started = time.monotonic()
@@ -181,10 +182,7 @@ def test_without_a_wait_a_call_beyond_the_slots_fails_at_once(services):
     check_quota(metering)  # connected
     services.metering.delay_seconds = 1.0
     with ThreadPoolExecutor(max_workers=1) as pool:
-        waiting = pool.submit(check_quota, metering)
-        deadline = time.monotonic() + 5
-        while services.metering.calls_waiting == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        waiting = holding_a_slot(pool, services, metering)
 
         # when / then: another call fails before the first is answered
         started = time.monotonic()
