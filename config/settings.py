@@ -545,6 +545,9 @@ LEADER_LEASE_SECONDS = env_float("LEADER_LEASE_SECONDS", 10.0)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "text")
+# Tracebacks in the log output: with DEBUG only, unless asked for. Without them a failure is
+# logged as one line naming its exception (observability.log_redaction.TracebackFilter).
+LOG_TRACEBACKS = env_bool("LOG_TRACEBACKS", DEBUG)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -552,6 +555,10 @@ LOGGING = {
         "request_context": {"()": "observability.request_context.RequestContextFilter"},
         # Masks ?token=, passwords and Authorization values; the request becomes its path.
         "redact_secrets": {"()": "observability.log_redaction.RedactSecretsFilter"},
+        "tracebacks": {
+            "()": "observability.log_redaction.TracebackFilter",
+            "tracebacks": LOG_TRACEBACKS,
+        },
     },
     "formatters": {
         "json": {
@@ -566,7 +573,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": sys.stderr,
             "formatter": LOG_FORMAT if LOG_FORMAT in {"json", "text"} else "text",
-            "filters": ["request_context", "redact_secrets"],
+            "filters": ["request_context", "tracebacks", "redact_secrets"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -574,7 +581,7 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         # The access log (observability.middleware) has one line per request, 4xx included; Django's
         # own "Bad Request"/"Not Found" warnings would be a second line for the same request.
-        # Server errors are still logged here, with their traceback.
+        # Server errors are still logged here (with their traceback when LOG_TRACEBACKS is on).
         "django.request": {"level": "ERROR"},
         # drf-problems logs every unexpected exception itself; api.exceptions logs once.
         "drf_problems": {"level": "CRITICAL"},

@@ -8,6 +8,9 @@ which the request is only its method and path, and in which ``token=``, ``passwo
 ``Authorization: Token …`` and ``Cookie``-style values in the message are masked.
 (Returning a new record from a handler filter, Python ≥ 3.12, leaves other handlers and the
 original record untouched.)
+
+``TracebackFilter`` keeps stack traces out of the same output outside DEBUG: a record logged
+with an exception is written as one line that names the exception, without its traceback.
 """
 
 from __future__ import annotations
@@ -44,4 +47,33 @@ class RedactSecretsFilter(logging.Filter):
             clean.msg, clean.args = redacted, None
         if record.exc_text:
             clean.exc_text = redact(record.exc_text)
+        return clean
+
+
+class TracebackFilter(logging.Filter):
+    """Without ``tracebacks`` (``LOG_TRACEBACKS``, on only with ``DEBUG`` by default), a record
+    logged with an exception (``logger.exception``, ``exc_info=``) or a stack is handed on
+    without them: its message ends with the exception's class and text instead, so the line
+    still tells what failed, and no traceback (file paths, source lines, local names) reaches
+    the log. Put it before ``RedactSecretsFilter``, which then masks the exception's text too."""
+
+    def __init__(self, tracebacks: bool = False):
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def filter(self, record: logging.LogRecord) -> bool | logging.LogRecord:
+        if self.tracebacks or not (record.exc_info or record.exc_text or record.stack_info):
+            return True
+        clean = copy.copy(record)
+        error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if error is not None:
+            name = f"{type(error).__module__}.{type(error).__qualname__}"
+            text = str(error)
+            clean.msg = (
+                f"{record.getMessage()} [{name}: {text}]"
+                if text
+                else f"{record.getMessage()} [{name}]"
+            )
+            clean.args = None
+        clean.exc_info = clean.exc_text = clean.stack_info = None
         return clean

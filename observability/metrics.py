@@ -73,7 +73,7 @@ def grpc_call_counts() -> dict[str, float]:
 
 
 def background_row_failed(job: str, row_id: object) -> None:
-    """Record that ``job`` could not process one row: logged with its id and the traceback,
+    """Record that ``job`` could not process one row: logged with its id and its exception,
     counted in ``trading_background_row_failures_total{job=…}``. Call it from the ``except``
     block of the row's own transaction, then go on with the next row: one bad row must never
     stop a job from doing the rest of its work."""

@@ -238,7 +238,7 @@ def test_tokens_passwords_and_the_secret_key_never_reach_the_logs(
     async_to_sync(websocket)()
     # then
     logs = every_log_line()
-    assert "something broke" in logs  # the 500 was logged, with its traceback
+    assert "something broke" in logs  # the 500 was logged
     assert "/api/v1/agents" in logs  # and the access log saw the requests
     assert token not in logs
     assert token[:-1] not in logs  # nor the wrong token sent
@@ -269,3 +269,58 @@ def test_the_console_filter_masks_credentials_in_any_message(message, secret):
     assert secret not in clean.getMessage()
     assert "[redacted]" in clean.getMessage()
     assert record.getMessage() == message  # other handlers still get the original record
+
+
+# --- tracebacks in logs ---------------------------------------------------------------------
+
+_LOG_A_FAILURE = """
+import logging, django
+django.setup()
+try:
+    raise RuntimeError("the ledger could not be read")
+except RuntimeError:
+    logging.getLogger("trading_demo.check").exception("job failed")
+"""
+
+
+def _logged_by_production(**env_overrides: str) -> str:
+    """What a production process (DJANGO_ENV=production, its JSON console log) writes when
+    it logs a failure with ``logger.exception``."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "LOG_TRACEBACKS"}}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        ALLOWED_HOSTS="example.com",
+        **env_overrides,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _LOG_A_FAILURE],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+def test_outside_debug_a_failure_is_logged_as_one_line_without_its_traceback():
+    # when a production process logs a failure
+    output = _logged_by_production()
+
+    # then one JSON line says what failed, and no traceback reaches the log
+    (line,) = [json.loads(text) for text in output.splitlines() if text.startswith("{")]
+    assert line["level"] == "ERROR"
+    assert line["message"] == "job failed [builtins.RuntimeError: the ledger could not be read]"
+    assert "Traceback" not in output
+    assert 'File "' not in output
+    assert "exc_info" not in line
+
+
+def test_log_tracebacks_puts_the_traceback_back_for_an_operator_who_asks():
+    output = _logged_by_production(LOG_TRACEBACKS="true")
+
+    assert "Traceback" in output
+    assert "RuntimeError: the ledger could not be read" in output
