@@ -97,11 +97,14 @@ def usage_build(
     transaction_id: str | None = None,
     occurred_at: datetime | None = None,
 ) -> UsageEvent:
-    """A validated, unsaved usage event: what ``usage_record`` saves, and what
-    ``usage_bulk_record`` saves many of at once.
+    """An unsaved usage event: what ``usage_record`` saves, and what ``usage_bulk_record``
+    saves many of at once.
 
     ``event_type`` must be a lower-case Creto ``UsageEventType`` name; ``quantity`` must not be
     negative (a ``Decimal`` is rounded to whole units). The agent is not looked up again.
+    The server's own events are made of its metric codes and of rows it has validated, so
+    their fields are not validated again one by one; a client's event is
+    (``usage_event_submit``).
     """
     if event_type not in metering_api.USAGE_EVENT_TYPES:
         raise ValidationError({"event_type": [f"Unknown event type {event_type!r}."]})
@@ -117,7 +120,6 @@ def usage_build(
     )
     if event.quantity < 0:
         raise ValidationError({"quantity": ["Quantity must not be negative."]})
-    event.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
     return event
 
 
@@ -200,6 +202,7 @@ def usage_event_submit(
         occurred_at=timestamp,
     )
     event.client_transaction_id = client_id
+    event.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
     try:
         # A savepoint: a racing twin's row makes this insert fail, not the request.
         with transaction.atomic():

@@ -473,7 +473,8 @@ def _new_trade(
     *, agent: Agent, order: Order, price: Decimal, now: datetime, validate: bool = True
 ) -> Trade:
     """The unsaved Trade of ``order`` at ``price``; with ``validate``, its notional is checked
-    against ``MAX_NOTIONAL`` and its fields validated (``full_clean``)."""
+    against ``MAX_NOTIONAL``. Its other fields come from the validated order
+    (``order_validate``, within ``api.bounds``), so they are not validated again."""
     trade = Trade(
         agent=agent,
         client_order_id=order.client_order_id,
@@ -497,6 +498,4 @@ def _new_trade(
             f"The order's notional {trade.notional} is above {MAX_NOTIONAL}.",
             errors={"quantity": [f"Quantity times price must be at most {MAX_NOTIONAL}."]},
         )
-    # Constraints are the database's job here; the serializer already checked the values.
-    trade.full_clean(exclude=["agent"], validate_unique=False, validate_constraints=False)
     return trade
