@@ -2,10 +2,11 @@
 
 A business transaction publishes through one ``AgentEvents`` per agent (``agent_events``),
 opened on the agent row it locked: each event takes the agent's next ``seq`` from that row,
-the events are stored in the agent's bounded buffer (``AgentEvent``) in one INSERT, and one
-``transaction.on_commit`` callback sends them to the channel layer. A rolled-back transaction
-therefore neither sends nor keeps anything, and a client that missed events can replay them
-from the buffer by ``seq``. This module imports no domain app: the domain calls into it.
+the events are stored together as one row of the agent's bounded buffer
+(``AgentEventBatch``), and one ``transaction.on_commit`` callback sends them to the channel
+layer. A rolled-back transaction therefore neither sends nor keeps anything, and a client
+that missed events can replay them from the buffer by ``seq``. This module imports no domain
+app: the domain calls into it.
 
 Sending works from any thread. The in-memory layer's queues belong to the event loop that
 serves this process's WebSockets, so a send from another thread (a sync view, a background
@@ -91,38 +92,28 @@ class AgentEvents:
     its ``event_seq`` is current and no other transaction can number an event of the agent
     until this one ends: each ``seq`` is one more than the previous, with no gap and no
     repeat. Events are numbered in memory; ``write`` (called by ``agent_events`` at the end
-    of the block, still inside the transaction) stores them in one INSERT, writes the counter
-    unless the caller saved it with its own change of the row (``counter_fields``), and
-    registers one on-commit send of them all, in seq order.
+    of the block, still inside the transaction) stores them as one buffer row, writes the
+    counter unless the caller saved it with its own change of the row (``counter_fields``),
+    and registers one on-commit send of them all, in seq order.
     """
 
     def __init__(self, agent):
         self.agent = agent
         self.first_seq = agent.event_seq
         self.saved_seq = agent.event_seq
-        self.rows: list = []
+        # The events as the buffer keeps them (``AgentEventBatch.events``).
+        self.rows: list[dict] = []
         # (groups, event) of each event, sent together once the transaction commits.
         self.sends: list[tuple[list[str], dict]] = []
 
     def publish(self, *, event: str, channel: str, data: dict) -> int:
         """Number ``event`` and keep it, to be stored at the end of the block and sent once the
         transaction commits. Returns its ``seq``."""
-        from realtime.models import AgentEvent
-
         payload = _plain(data)
         agent_id = self.agent.pk
         self.agent.event_seq += 1
         seq = self.agent.event_seq
-        self.rows.append(
-            AgentEvent(
-                agent_id=agent_id,
-                seq=seq,
-                event=event,
-                channel=channel,
-                data=payload,
-                created_at=timezone.now(),
-            )
-        )
+        self.rows.append({"seq": seq, "event": event, "channel": channel, "data": payload})
         message = {  # the event as sent; _send_agent_events stamps it and wraps it for the layer
             "event": event,
             "channel": channel,
@@ -147,14 +138,16 @@ class AgentEvents:
         return ["event_seq"]
 
     def write(self) -> None:
-        from realtime.models import AgentEvent
+        from realtime.models import AgentEventBatch
 
         if not self.rows:
             return
         sends = self.sends
         transaction.on_commit(lambda: _send_agent_events(sends))
-        AgentEvent.objects.bulk_create(self.rows)
         last = self.agent.event_seq
+        AgentEventBatch.objects.create(
+            agent_id=self.agent.pk, first_seq=self.rows[0]["seq"], last_seq=last, events=self.rows
+        )
         if last != self.saved_seq:
             type(self.agent).objects.filter(pk=self.agent.pk).update(event_seq=last)
             self.saved_seq = last
@@ -197,10 +190,13 @@ def publish_agent_event(*, agent_id: UUID | str, event: str, channel: str, data:
 
 
 def _prune(agent_id, seq: int) -> None:
-    from realtime.models import AgentEvent
+    """Drop the agent's batches whose every event is older than the last
+    ``WS_EVENT_BUFFER_SIZE`` (a batch goes whole, so at least that many stay), or than
+    ``EVENT_BUFFER_MAX_AGE``."""
+    from realtime.models import AgentEventBatch
 
-    AgentEvent.objects.filter(agent_id=agent_id).filter(
-        Q(seq__lte=seq - settings.WS_EVENT_BUFFER_SIZE)
+    AgentEventBatch.objects.filter(agent_id=agent_id).filter(
+        Q(last_seq__lte=seq - settings.WS_EVENT_BUFFER_SIZE)
         | Q(created_at__lt=timezone.now() - EVENT_BUFFER_MAX_AGE)
     ).delete()
 
@@ -236,15 +232,16 @@ def publish_market_prices(
 
 
 def event_buffer_prune(*, now: datetime | None = None) -> int:
-    """Delete buffered events older than 24 hours, of every agent. Returns how many.
+    """Delete buffered events older than 24 hours, of every agent. Returns how many buffer
+    rows (``AgentEventBatch``, the events of one transaction each) were deleted.
 
     ``AgentEvents`` prunes as it goes; this catches agents that went quiet. A no-arg
     call suits a periodic job.
     """
-    from realtime.models import AgentEvent
+    from realtime.models import AgentEventBatch
 
     cutoff = (now or timezone.now()) - EVENT_BUFFER_MAX_AGE
-    deleted, _ = AgentEvent.objects.filter(created_at__lt=cutoff).delete()
+    deleted, _ = AgentEventBatch.objects.filter(created_at__lt=cutoff).delete()
     return deleted
 
 

@@ -64,6 +64,18 @@ def place_buys(client, agent, count: int) -> None:
 # --- answers ---------------------------------------------------------------------------------
 
 
+def buffered_events(agent, *, event: str | None = None, channel: str | None = None) -> list:
+    """The agent's buffered live events in ``seq`` order (what a resuming client replays),
+    only those named ``event`` or of ``channel`` when given."""
+    from realtime.selectors import agent_events_buffered
+
+    return [
+        e
+        for e in agent_events_buffered(agent_id=agent.pk)
+        if (event is None or e.event == event) and (channel is None or e.channel == channel)
+    ]
+
+
 def problem_slug(response) -> str:
     """The last segment of a problem document's ``type``, e.g. ``insufficient-funds``."""
     assert response["Content-Type"].startswith("application/problem+json"), response.content

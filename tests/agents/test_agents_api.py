@@ -11,8 +11,7 @@ from django.utils import timezone
 from agents.models import Agent
 from metering.models import UsageEvent
 from oversight.models import ApprovalRequest
-from realtime.models import AgentEvent
-from tests.helpers import AGENTS, agent_url, submit
+from tests.helpers import AGENTS, agent_url, buffered_events, submit
 from trades import market
 from trades.models import Trade
 from trades.services import market_tick
@@ -333,8 +332,8 @@ def test_delete_terminates_cancels_orders_and_releases_reservations(
     approval = ApprovalRequest.objects.get(trade_id=pending.json()["id"])
     assert approval.status == "cancelled"
     assert UsageEvent.objects.filter(agent=agent, code="agent_terminations").count() == 1
-    assert AgentEvent.objects.filter(agent=agent, event="agent.terminated").count() == 1
-    assert AgentEvent.objects.filter(agent=agent, event="trade.cancelled").count() == 3
+    assert len(buffered_events(agent, event="agent.terminated")) == 1
+    assert len(buffered_events(agent, event="trade.cancelled")) == 3
     # the row stays readable, cannot trade, cannot be revived, and DELETE again is harmless
     assert owner_client.get(agent_url(agent)).json()["status"] == "terminated"
     assert buy(owner_client, agent).status_code == 409

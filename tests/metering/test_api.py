@@ -10,8 +10,13 @@ from django.utils import timezone
 from api import problems
 from metering.models import UsageEvent
 from metering.services import quota_check, quota_configure, usage_deliver_pending, usage_record
-from realtime.models import AgentEvent
-from tests.helpers import agent_url, generic_plan, sent_statements, usage_of_a_busy_day
+from tests.helpers import (
+    agent_url,
+    buffered_events,
+    generic_plan,
+    sent_statements,
+    usage_of_a_busy_day,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -277,7 +282,7 @@ def test_quota_warning_is_published_once_when_usage_crosses_80_percent(agent_fac
     quota_check(agent=agent, metric_code="trade_executions")
 
     # then
-    (warning,) = AgentEvent.objects.filter(agent=agent, event="quota.warning")
+    (warning,) = buffered_events(agent, event="quota.warning")
     assert warning.channel == "portfolio"
     assert warning.data == {
         "metric_code": "trade_executions",
@@ -291,7 +296,7 @@ def test_quota_warning_is_published_once_when_usage_crosses_80_percent(agent_fac
     quota_check(agent=agent, metric_code="trade_executions")
 
     # then: no second warning
-    assert AgentEvent.objects.filter(agent=agent, event="quota.warning").count() == 1
+    assert len(buffered_events(agent, event="quota.warning")) == 1
 
 
 def test_quota_check_fails_closed_when_metering_is_down(agent_factory, fresh_reference_services):
@@ -377,7 +382,7 @@ def test_api_calls_crossing_80_percent_on_delivery_publish_one_warning(agent_fac
     for _ in range(7):
         usage_record(agent=agent, code="api_calls", quantity=1)
     usage_deliver_pending()
-    assert not AgentEvent.objects.filter(agent=agent, event="quota.warning").exists()
+    assert not buffered_events(agent, event="quota.warning")
 
     # when: two more calls are delivered (9 of 10), then one more
     for _ in range(2):
@@ -387,7 +392,7 @@ def test_api_calls_crossing_80_percent_on_delivery_publish_one_warning(agent_fac
     usage_deliver_pending()
 
     # then
-    (warning,) = AgentEvent.objects.filter(agent=agent, event="quota.warning")
+    (warning,) = buffered_events(agent, event="quota.warning")
     assert warning.data == {
         "metric_code": "api_calls",
         "used": 9,
@@ -418,7 +423,7 @@ def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_fa
 
     # then: the status was not asked again, and no warning was published
     assert grpc_call_counts().get("metering/GetQuotaStatus", 0) == asked
-    assert not AgentEvent.objects.filter(agent=agent, event="quota.warning").exists()
+    assert not buffered_events(agent, event="quota.warning")
 
     # when: calls go on past 80 %
     for _ in range(10):
@@ -426,7 +431,7 @@ def test_delivery_asks_the_api_calls_quota_status_only_near_the_warning(agent_fa
         usage_deliver_pending()
 
     # then: the deliverer asked as usage neared the threshold and warned exactly once, at 80
-    (warning,) = AgentEvent.objects.filter(agent=agent, event="quota.warning")
+    (warning,) = buffered_events(agent, event="quota.warning")
     assert warning.data["used"] == 80
     assert 1 <= grpc_call_counts().get("metering/GetQuotaStatus", 0) - asked <= 10
 

@@ -13,8 +13,7 @@ from django.test import Client
 from agents.demo import DEMO_DAILY_TRADE_LIMIT
 from grpc_clients import metering as metering_api
 from grpc_clients.registry import get_metering_client
-from realtime.models import AgentEvent
-from tests.helpers import submit
+from tests.helpers import buffered_events, submit
 from tests.operator.browser import ARTIFACTS, WAIT_MS, http
 
 NO_APPROVAL = {
@@ -120,7 +119,7 @@ def test_a_refusal_by_the_metering_service_quota_shows_on_the_dashboard(
     # and: pages already open heard it live, once for the day however often it was refused
     live = [
         event.data
-        for event in AgentEvent.objects.filter(agent=agent, event="quota.warning").order_by("seq")
+        for event in buffered_events(agent, event="quota.warning")
         if event.data.get("refused")
     ]
     assert len(live) == 1

@@ -15,8 +15,7 @@ from agents.models import Agent
 from metering.models import UsageEvent
 from oversight.models import ApprovalDecision, ApprovalRequest
 from oversight.services import CLOSED, EXPIRED_REASON, oversight_request_close
-from realtime.models import AgentEvent
-from tests.helpers import approve_url, trades_url
+from tests.helpers import approve_url, buffered_events, trades_url
 from trades.models import Trade
 from trades.services import approvals_expire_due
 
@@ -105,7 +104,7 @@ def test_a_large_order_waits_for_approval_with_a_risk_assessment(pending_request
     expires_at = ApprovalRequest.objects.get(pk=request_id).expires_at
     expected = timezone.now() + timedelta(hours=24)
     assert abs((expires_at - expected).total_seconds()) < 60
-    assert AgentEvent.objects.filter(agent=agent, event="approval.requested").count() == 1
+    assert len(buffered_events(agent, event="approval.requested")) == 1
     assert UsageEvent.objects.filter(agent=agent, code="oversight_requests").count() == 1
 
 
@@ -135,7 +134,7 @@ def test_operator_approves_and_the_trade_fills(pending_request, operator, client
     assert agent.cash_balance == Decimal("80000.00")
     assert agent.reserved_cash == Decimal("0")
     assert agent.positions.get(symbol="AAPL").quantity == Decimal("200")
-    completed = AgentEvent.objects.get(agent=agent, event="approval.completed")
+    (completed,) = buffered_events(agent, event="approval.completed")
     assert completed.channel == "oversight"
     assert completed.data["status"] == "approved"
     assert completed.data["decisions"][0]["approver"] == "operator"
@@ -168,7 +167,7 @@ def test_rejection_with_a_reason_releases_the_reservation(
     assert agent.reserved_cash == Decimal("0")
     assert agent.cash_balance == Decimal("100000.00")
     assert not agent.positions.filter(symbol="AAPL", quantity__gt=0).exists()
-    event = AgentEvent.objects.get(agent=agent, event="approval.completed")
+    (event,) = buffered_events(agent, event="approval.completed")
     assert event.data["status"] == "rejected"
     assert f"operator rejected approval request {trade['approval_request_id']}" in caplog.text
 
@@ -277,7 +276,7 @@ def test_two_distinct_approvers_are_needed_at_100000(
     assert first.json()["status"] == "pending"
     assert len(first.json()["decisions"]) == 1
     assert Trade.objects.get(pk=trade["id"]).status == "pending_approval"
-    assert not AgentEvent.objects.filter(agent=agent, event="approval.completed").exists()
+    assert not buffered_events(agent, event="approval.completed")
 
     # when: a second, distinct operator approves
     second = client_for(second_operator).post(approve_url(request_id))
@@ -316,9 +315,8 @@ def test_expiry_releases_the_reservation(pending_request):
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("0")
     assert agent.cash_balance == Decimal("100000.00")
-    assert AgentEvent.objects.get(agent=agent, event="approval.completed").data["status"] == (
-        "expired"
-    )
+    (completed,) = buffered_events(agent, event="approval.completed")
+    assert completed.data["status"] == ("expired")
     assert approvals_expire_due(approval.expires_at + timedelta(days=1)) == 0
 
 
@@ -387,9 +385,8 @@ def test_cancelling_a_waiting_trade_cancels_its_request(pending_request, owner_c
     assert approval.resolved_at is not None
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("0")
-    assert AgentEvent.objects.get(agent=agent, event="approval.completed").data["status"] == (
-        "cancelled"
-    )
+    (completed,) = buffered_events(agent, event="approval.completed")
+    assert completed.data["status"] == ("cancelled")
 
 
 def test_oversight_down_approval_answers_503_and_changes_nothing(

@@ -12,13 +12,14 @@ from channels.db import database_sync_to_async
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from realtime.models import AgentEvent
+from realtime.models import AgentEventBatch
 from realtime.services import (
     agent_events,
     event_buffer_prune,
     publish_agent_event,
     publish_market_prices,
 )
+from tests.helpers import buffered_events
 from tests.realtime.helpers import publish, publish_sync, receive_events, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,7 +68,7 @@ async def test_rolled_back_transaction_sends_and_keeps_nothing(owner_socket):
     await publish(agent.id, rollback=True)
     # then
     assert await communicator.receive_nothing(timeout=0.5)
-    assert await database_sync_to_async(AgentEvent.objects.count)() == 0
+    assert await database_sync_to_async(AgentEventBatch.objects.count)() == 0
     # and the next committed event takes seq 1: the rolled-back one used no number
     assert await publish(agent.id) == 1
     assert (await communicator.receive_json_from(timeout=5))["seq"] == 1
@@ -163,9 +164,7 @@ async def test_gap_when_the_missed_events_were_pruned(owner_socket, settings):
     agent, communicator = owner_socket
     for n in range(10):
         await publish(agent.id, data={"n": n})
-    kept = await database_sync_to_async(
-        lambda: list(AgentEvent.objects.filter(agent=agent).values_list("seq", flat=True))
-    )()
+    kept = await database_sync_to_async(lambda: [event.seq for event in buffered_events(agent)])()
     assert kept == [8, 9, 10]
     # when a client resumes from seq 2
     await subscribe(communicator, channel="trades", agent_id=str(agent.id), since_seq=2)
@@ -228,7 +227,7 @@ async def test_events_older_than_a_day_are_pruned(owner_socket):
     await publish(agent.id)
 
     def age_first_event():
-        AgentEvent.objects.filter(agent=agent, seq=1).update(
+        AgentEventBatch.objects.filter(agent=agent, first_seq__lte=1, last_seq__gte=1).update(
             created_at=timezone.now() - timedelta(hours=25)
         )
         return event_buffer_prune()
@@ -381,3 +380,53 @@ async def test_a_transactions_events_on_several_channels_arrive_in_seq_order(own
     ]
     assert len({e["timestamp"] for e in events}) == 1
     assert await communicator.receive_nothing(timeout=0.3)
+
+
+def _publish_in_one_transaction(agent, published: list[tuple[str, str]]) -> None:
+    with transaction.atomic():
+        locked = type(agent).objects.select_for_update().get(pk=agent.pk)
+        with agent_events(locked) as events:
+            for event, channel in published:
+                events.publish(event=event, channel=channel, data={"k": event})
+
+
+async def test_a_transactions_events_are_buffered_together_and_replayed_one_by_one(owner_socket):
+    # given an order's three events published in one transaction, then one more
+    agent, communicator = owner_socket
+    order = [
+        ("trade.created", "trades"),
+        ("trade.filled", "trades"),
+        ("portfolio.update", "portfolio"),
+    ]
+    await database_sync_to_async(_publish_in_one_transaction)(agent, order)
+    await publish(agent.id)
+    # then the buffer keeps a row per transaction
+    rows = await database_sync_to_async(
+        lambda: list(
+            AgentEventBatch.objects.filter(agent=agent).values_list("first_seq", "last_seq")
+        )
+    )()
+    assert rows == [(1, 3), (4, 4)]
+    # when a client resumes the trades channel from inside the first transaction's events
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id), since_seq=1)
+    # then it gets the trades events after that seq, and not the portfolio's
+    events = await receive_events(communicator, 2)
+    assert [(e["seq"], e["event"]) for e in events] == [(2, "trade.filled"), (4, "trade.created")]
+    assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def test_pruning_keeps_a_transactions_events_together_and_at_least_the_buffer_size(
+    owner_socket, settings
+):
+    # given a buffer of 3 events per agent and transactions of 2 events each
+    settings.WS_EVENT_BUFFER_SIZE = 3
+    agent, communicator = owner_socket
+    pair = [("trade.created", "trades"), ("trade.filled", "trades")]
+    for _ in range(5):
+        await database_sync_to_async(_publish_in_one_transaction)(agent, pair)
+    # then the last 3 events are kept with the rest of their transaction: seqs 7 to 10
+    kept = await database_sync_to_async(lambda: [e.seq for e in buffered_events(agent)])()
+    assert kept == [7, 8, 9, 10]
+    # and a client resuming from seq 6 replays them without a gap
+    await subscribe(communicator, channel="trades", agent_id=str(agent.id), since_seq=6)
+    assert [e["seq"] for e in await receive_events(communicator, 4)] == [7, 8, 9, 10]

@@ -35,12 +35,12 @@ from grpc_clients.metering import MeteringClient
 from grpc_clients.registry import get_metering_client, reset_clients
 from metering.models import DeliveryState, UsageEvent
 from metering.services import usage_deliver_pending
-from realtime.models import AgentEvent
 from reference_services.server import start_reference_services
 from tests.helpers import (
     NO_APPROVAL,
     agent_url,
     assert_books_balance,
+    buffered_events,
     free_port,
     problem_slug,
     trades_url,
@@ -86,7 +86,7 @@ def footprint(agent) -> dict:
         "reserved": agent.reserved_cash,
         "cash": agent.cash_balance,
         "usage": UsageEvent.objects.filter(agent=agent).exclude(code="api_calls").count(),
-        "events": AgentEvent.objects.filter(agent=agent).count(),
+        "events": len(buffered_events(agent)),
         "keys": IdempotencyRecord.objects.filter(agent=agent).count(),
     }
 

@@ -11,8 +11,14 @@ from django.test.utils import CaptureQueriesContext
 
 from metering.models import UsageEvent
 from observability.metrics import grpc_call_counts
-from realtime.models import AgentEvent
-from tests.helpers import generic_plan, sent_statements, submit, usage_of_a_busy_day
+from realtime.models import AgentEventBatch
+from tests.helpers import (
+    buffered_events,
+    generic_plan,
+    sent_statements,
+    submit,
+    usage_of_a_busy_day,
+)
 from trades.models import Trade
 
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
@@ -36,7 +42,8 @@ ORDER_STATEMENTS = sorted(
         ("INSERT", "trades_fill"),
         ("UPDATE", "agents_agent"),  # balances, the day's order count, the event counter
         ("INSERT", "metering_usageevent"),  # trade_executions, trade_volume, api_calls
-        ("INSERT", "realtime_agentevent"),  # trade.created, trade.filled, portfolio.update
+        # trade.created, trade.filled, portfolio.update: one row of the event buffer
+        ("INSERT", "realtime_agenteventbatch"),
     ]
 )
 
@@ -102,8 +109,10 @@ def test_the_order_still_records_everything_it_did(owner_client, agent):
     codes = sorted(UsageEvent.objects.filter(agent=agent).values_list("code", flat=True))
     assert codes == ["api_calls", "trade_executions", "trade_volume"]
     # and the events, in seq order, show the order as accepted, then filled, then the portfolio
-    events = list(AgentEvent.objects.filter(agent=agent).order_by("seq"))
+    events = buffered_events(agent)
     assert [e.event for e in events] == ["trade.created", "trade.filled", "portfolio.update"]
+    (batch,) = AgentEventBatch.objects.filter(agent=agent)
+    assert (batch.first_seq, batch.last_seq) == (events[0].seq, events[-1].seq)
     assert [e.seq for e in events] == [events[0].seq, events[0].seq + 1, events[0].seq + 2]
     created, filled = events[0].data, events[1].data
     assert created["status"] == "open" and created["filled_at"] is None

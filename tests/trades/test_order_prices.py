@@ -6,8 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from agents.models import Position
-from realtime.models import AgentEvent
-from tests.helpers import submit
+from tests.helpers import buffered_events, submit
 from trades import market
 from trades.models import MarketPrice
 
@@ -40,7 +39,7 @@ def test_the_portfolio_event_values_a_held_symbol_without_a_price_row_at_its_bas
     assert submit(owner_client, agent, symbol="AAPL", side="buy", quantity="1").status_code == 201
 
     # then its portfolio shows MSFT at the base price, and AAPL at the price it was bought at
-    update = AgentEvent.objects.filter(agent=agent, event="portfolio.update").latest("seq")
+    update = buffered_events(agent, event="portfolio.update")[-1]
     shown = {row["symbol"]: row["current_price"] for row in update.data["positions"]}
     assert shown == {"AAPL": str(prices["AAPL"]), "MSFT": str(market.base_price("MSFT"))}
     assert MarketPrice.objects.get(pk="MSFT").price == market.base_price("MSFT")

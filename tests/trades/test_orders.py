@@ -13,10 +13,10 @@ from agents.models import Position
 from metering.models import UsageEvent
 from metering.services import usage_deliver_pending, usage_record
 from oversight.models import ApprovalRequest
-from realtime.models import AgentEvent
 from tests.helpers import (
     agent_url,
     assert_books_balance,
+    buffered_events,
     place_buys,
     problem_slug,
     submit,
@@ -31,7 +31,7 @@ PROBLEMS = "/problems/"
 def assert_nothing_persisted(agent) -> None:
     assert not Trade.objects.filter(agent=agent).exists()
     assert not UsageEvent.objects.filter(agent=agent, code="trade_executions").exists()
-    assert not AgentEvent.objects.filter(agent=agent, event__startswith="trade.").exists()
+    assert not [e for e in buffered_events(agent) if e.event.startswith("trade.")]
     agent.refresh_from_db()
     assert agent.reserved_cash == 0
     assert agent.cash_balance == agent.budget
@@ -93,7 +93,7 @@ def test_a_fill_records_usage_and_events_once(owner_client, agent):
     assert usage["trade_volume"].quantity == 600
     assert UsageEvent.objects.filter(agent=agent, code="trade_volume").count() == 1
     assert Fill.objects.filter(trade_id=trade_id).count() == 1
-    events = list(AgentEvent.objects.filter(agent=agent).values_list("event", flat=True))
+    events = [e.event for e in buffered_events(agent)]
     assert events == ["trade.created", "trade.filled", "portfolio.update"]
     # and the portfolio history is not written per fill (market ticks snapshot it)
     history = owner_client.get(agent_url(agent, "/portfolio/history")).json()

@@ -9,8 +9,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from agents.models import Position
-from realtime.models import AgentEvent
-from tests.helpers import assert_books_balance, submit, trades_url
+from tests.helpers import assert_books_balance, buffered_events, submit, trades_url
 from trades import market
 from trades.models import Trade
 from trades.services import orders_expire_day, orders_match
@@ -56,7 +55,7 @@ def test_a_limit_buy_below_the_market_rests_then_fills_when_crossed(owner_client
     assert agent.reserved_cash == 0
     assert Position.objects.get(agent=agent, symbol="AAPL").quantity == 10
     assert_books_balance(agent)
-    events = list(AgentEvent.objects.filter(agent=agent).values_list("event", flat=True))
+    events = [e.event for e in buffered_events(agent)]
     # the reservation, then the fill, each change the portfolio
     assert events == ["trade.created", "portfolio.update", "trade.filled", "portfolio.update"]
 
@@ -192,7 +191,7 @@ def test_cancelling_a_resting_order_releases_its_reservation(owner_client, agent
     # a cancelled order never fills, and cannot be cancelled twice
     assert move("AAPL", "80.00") == 0
     assert owner_client.delete(trades_url(agent, order["id"])).status_code == 409
-    assert AgentEvent.objects.filter(agent=agent, event="trade.cancelled").count() == 1
+    assert len(buffered_events(agent, event="trade.cancelled")) == 1
     assert_books_balance(agent)
 
 

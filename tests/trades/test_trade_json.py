@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
-from realtime.models import AgentEvent
-from tests.helpers import agent_url, submit, trades_url
+from tests.helpers import agent_url, buffered_events, submit, trades_url
 from trades.api.serializers import TradeSerializer
 from trades.models import Trade
 from trades.representation import approval_request_id, trade_representation
@@ -91,8 +90,8 @@ def test_each_orders_last_live_event_is_what_the_rest_api_answers(owner_client, 
 
     # then the WebSocket's last event of each order is the REST API's document of it
     for order in (filled, pending, resting, cancelled):
-        events = AgentEvent.objects.filter(agent=agent, channel="trades", data__id=order["id"])
-        last = events.order_by("-seq").first()
+        events = buffered_events(agent, channel="trades")
+        last = [e for e in events if e.data["id"] == order["id"]][-1]
         assert last.data == owner_client.get(trades_url(agent, order["id"])).json()
 
 
