@@ -8,6 +8,8 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
+from realtime.models import AgentEventBatch
+
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:oversight_approvalrequest_changelist"
@@ -244,7 +246,11 @@ def test_every_admin_page_renders(staff_operator, pending_order):
         reverse("admin:trades_trade_changelist") + "?status__exact=pending_approval",
         reverse("admin:trades_trade_change", args=[trade.pk]),
         reverse("admin:metering_usageevent_changelist") + "?delivery_state__exact=pending",
-        reverse("admin:realtime_agentevent_changelist"),
+        reverse("admin:realtime_agenteventbatch_changelist"),
+        reverse(
+            "admin:realtime_agenteventbatch_change",
+            args=[AgentEventBatch.objects.filter(agent_id=trade.agent_id).first().pk],
+        ),
         reverse("admin:trades_marketprice_changelist"),
         reverse("admin:agents_position_changelist"),
         reverse("admin:agents_portfoliosnapshot_changelist"),
