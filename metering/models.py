@@ -30,7 +30,7 @@ class UsageEvent(models.Model):
     transaction_id = models.CharField(max_length=128, unique=True)
     # The id a client gave (or was given) on POST /metering/events, unique per agent; null for
     # the server's own events.
-    client_transaction_id = models.CharField(max_length=64, null=True, blank=True)
+    client_transaction_id = models.CharField(max_length=64, null=True, blank=True, db_default=None)
     agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="usage_events")
     # Lower-case Creto UsageEventType name (api_call, llm_inference, …, oversight_request).
     event_type = models.CharField(max_length=32, default="api_call")
@@ -40,15 +40,17 @@ class UsageEvent(models.Model):
     symbol = models.CharField(max_length=16, blank=True, default="")
     properties = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField(db_index=True)
+    # The outbox's state of the event. A new row's comes from the database's defaults: an
+    # INSERT of new events names only the columns of the event itself.
     delivery_state = models.CharField(
-        max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING
+        max_length=10, choices=DeliveryState.choices, db_default=DeliveryState.PENDING
     )
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(db_default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_default=None)
+    delivered_at = models.DateTimeField(null=True, blank=True, db_default=None)
     # accepted / duplicate as answered by the metering service.
-    ingest_status = models.CharField(max_length=20, blank=True, default="")
-    last_error = models.TextField(blank=True, default="")
+    ingest_status = models.CharField(max_length=20, blank=True, db_default="")
+    last_error = models.TextField(blank=True, db_default="")
 
     class Meta:
         ordering = ["-occurred_at"]
