@@ -43,18 +43,16 @@ def agent_events_buffered(*, agent_id: UUID | str) -> list[BufferedEvent]:
 
 
 def agent_events_since(
-    *, agent_id: UUID | str, channel: str, since_seq: int, limit: int | None = None
+    *, agent_id: UUID | str, channel: str, since_seq: int
 ) -> list[BufferedEvent]:
     """The agent's buffered events of ``channel`` (plus control events) after ``since_seq``,
-    in ``seq`` order."""
+    in ``seq`` order: the batches that end after ``since_seq``, unpacked."""
     batches = AgentEventBatch.objects.filter(agent_id=agent_id, last_seq__gt=since_seq)
-    found = []
-    for event in _unpacked(batches.order_by("last_seq")):
-        if event.seq > since_seq and (event.channel == channel or event.event in CONTROL_EVENTS):
-            found.append(event)
-            if limit and len(found) == limit:
-                break
-    return found
+    return [
+        event
+        for event in _unpacked(batches.order_by("last_seq"))
+        if event.seq > since_seq and (event.channel == channel or event.event in CONTROL_EVENTS)
+    ]
 
 
 def agent_event_oldest_buffered_seq(*, agent_id: UUID | str) -> int | None:
