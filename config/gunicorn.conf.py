@@ -19,10 +19,17 @@ leaves everything loaded out of the garbage collector's collections (``runtime.m
 
 On SIGTERM gunicorn stops accepting, lets the requests in flight finish for
 ``graceful_timeout`` seconds and exits 0. The access log is Django's (``trading_demo.access``),
-so gunicorn's own is off.
+so gunicorn's own is off. gunicorn's error log (workers started and stopped, a request that
+failed outside Django, a worker that crashed or timed out) goes through the filters of the
+application's own console log: outside ``LOG_TRACEBACKS`` (``DEBUG`` by default) a failure is
+one line naming its exception, without its traceback, and secrets are masked.
 """
 
 import os
+
+from django.conf import settings
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -39,6 +46,35 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # No runtime control socket: one fixed path per user would be shared by every gunicorn on the
 # machine (tests, the benchmark); manage the server with signals.
 control_socket_disable = True
+
+# Merged into gunicorn's own logging defaults (its "generic" format): the error log's handler
+# with the filters of the application's console handler (config.settings.LOGGING).
+logconfig_dict = {
+    "filters": {
+        "tracebacks": {
+            "()": "observability.log_redaction.TracebackFilter",
+            "tracebacks": settings.LOG_TRACEBACKS,
+        },
+        "redact_secrets": {"()": "observability.log_redaction.RedactSecretsFilter"},
+    },
+    "root": {"level": "WARNING", "handlers": []},
+    "loggers": {
+        "gunicorn.error": {
+            "level": loglevel.upper(),
+            "handlers": ["error_console"],
+            "propagate": False,
+        },
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
+    },
+    "handlers": {
+        "error_console": {
+            "class": "logging.StreamHandler",
+            "formatter": "generic",
+            "stream": "ext://sys.stderr",
+            "filters": ["tracebacks", "redact_secrets"],
+        },
+    },
+}
 
 
 def post_worker_init(worker):
