@@ -64,6 +64,15 @@ def place_buys(client, agent, count: int) -> None:
 # --- answers ---------------------------------------------------------------------------------
 
 
+def migrate_to(targets: list[tuple[str, str]]):
+    """Migrate the test database to ``targets`` (``(app, migration)`` each); a
+    ``MigrationExecutor`` that knows the state reached (``loader.project_state``)."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    MigrationExecutor(connection).migrate(targets)
+    return MigrationExecutor(connection)
+
+
 def buffered_events(agent, *, event: str | None = None, channel: str | None = None) -> list:
     """The agent's buffered live events in ``seq`` order (what a resuming client replays),
     only those named ``event`` or of ``channel`` when given."""

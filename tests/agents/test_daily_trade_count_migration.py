@@ -8,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from agents.models import Agent
+from tests.helpers import migrate_to
 
 BEFORE = [("agents", "0003_agent_limit_changes")]
 # The trades as they stood then: the migration counts their rows.
@@ -19,17 +18,11 @@ TRADES = [("trades", "0001_initial")]
 AFTER = [("agents", "0004_agent_daily_trade_count")]
 
 
-def migrate(targets) -> MigrationExecutor:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    return MigrationExecutor(connection)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_counts_the_orders_each_agent_accepted_today(owner):
     # given: the schema before the count, an agent with two orders today and one yesterday,
     # and an agent with none today
-    old = migrate(BEFORE).loader.project_state(BEFORE + TRADES).apps
+    old = migrate_to(BEFORE).loader.project_state(BEFORE + TRADES).apps
     try:
         OldAgent, OldTrade = old.get_model("agents", "Agent"), old.get_model("trades", "Trade")
 
@@ -53,7 +46,7 @@ def test_the_migration_counts_the_orders_each_agent_accepted_today(owner):
         order(idle, now - timedelta(days=1))
     finally:
         # when: the migration runs (and, whatever happened above, the schema is current again)
-        migrate(AFTER)
+        migrate_to(AFTER)
 
     # then: each agent's count is its orders of today
     today = now.date()

@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from api.authentication import REVOKED, token_cache_key, token_cache_revoke, token_user
-from tests.realtime.servers import GUNICORN, ServerProcess, server_env, shared_database_url
+from tests.realtime.servers import ServerProcess, gunicorn_command, server_env, shared_database_url
 
 AGENTS = "/api/v1/agents"
 # A cache nobody listens on: connecting is refused at once.
@@ -198,13 +198,7 @@ def test_a_token_revoked_here_is_refused_by_every_worker_of_the_server(
         WEB_CONCURRENCY="2",
         WEB_THREADS="1",
     )
-    web = ServerProcess(
-        [
-            *(str(GUNICORN), "--config", "config/gunicorn.conf.py"),
-            *("--bind", "127.0.0.1:{port}", "config.wsgi:application"),
-        ],
-        env,
-    )
+    web = ServerProcess(gunicorn_command(), env)
 
     def status() -> int:
         request = urllib.request.Request(  # noqa: S310 - loopback

@@ -11,20 +11,11 @@ import urllib.request
 
 import pytest
 
-from tests.realtime.servers import GUNICORN, START_TIMEOUT_SECONDS, ServerProcess
+from tests.realtime.servers import START_TIMEOUT_SECONDS, ServerProcess, gunicorn_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-COMMAND = [
-    str(GUNICORN),
-    "--config",
-    "config/gunicorn.conf.py",
-    "--bind",
-    "127.0.0.1:{port}",
-    "--workers",
-    "1",
-    "tests.ops.failing_wsgi:application",
-]
+COMMAND = gunicorn_command("--workers", "1", app="tests.ops.failing_wsgi:application")
 
 
 def _production_env(**overrides: str) -> dict[str, str]:

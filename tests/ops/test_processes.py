@@ -23,10 +23,10 @@ from django.conf import settings
 
 from runtime.websocket_server import uvicorn_command
 from tests.realtime.servers import (
-    GUNICORN,
     PYTHON,
     UVICORN,
     ServerProcess,
+    gunicorn_command,
     server_env,
     shared_database_url,
     ws_open,
@@ -35,16 +35,7 @@ from tests.realtime.servers import (
 )
 
 TICK_MS = 250
-WEB = [
-    str(GUNICORN),
-    "--config",
-    "config/gunicorn.conf.py",
-    "--bind",
-    "127.0.0.1:{port}",
-    "--workers",
-    "2",
-    "config.wsgi:application",
-]
+WEB = gunicorn_command("--workers", "2")
 WS = uvicorn_command([str(UVICORN)], host="127.0.0.1", port="{port}")  # compose's default
 JOBS = [str(PYTHON), "manage.py", "run_jobs"]
 JOBS_READY = "Background jobs running"

@@ -27,6 +27,13 @@ START_TIMEOUT_SECONDS = 30
 RECEIVE_TIMEOUT_SECONDS = 10
 
 
+def gunicorn_command(*options: str, app: str = "config.wsgi:application") -> list[str]:
+    """gunicorn as production runs it (``config/gunicorn.conf.py``) on a free loopback port
+    (``{port}``, filled in by ``ServerProcess``), serving ``app``."""
+    config = ("--config", "config/gunicorn.conf.py", "--bind", "127.0.0.1:{port}")
+    return [str(GUNICORN), *config, *options, app]
+
+
 def shared_database_url() -> str:
     """The URL of the database this test process uses (pytest-django's ``test_<name>``), for
     server processes that must see the test's committed rows (``django_db(transaction=True)``).

@@ -4,26 +4,18 @@ client resuming across the upgrade still replays what it missed."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
-from tests.helpers import buffered_events
+from tests.helpers import buffered_events, migrate_to
 
 BEFORE = [("realtime", "0001_initial")]
 AFTER = [("realtime", "0002_event_batches")]
-
-
-def migrate(targets) -> MigrationExecutor:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    return MigrationExecutor(connection)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_buffered_events_are_carried_over(make_agent):
     # given: the buffer of one row per event, holding two events of an agent
     agent = make_agent()
-    old = migrate(BEFORE).loader.project_state(BEFORE).apps
+    old = migrate_to(BEFORE).loader.project_state(BEFORE).apps
     try:
         OldEvent = old.get_model("realtime", "AgentEvent")
         OldEvent.objects.create(
@@ -34,7 +26,7 @@ def test_the_buffered_events_are_carried_over(make_agent):
         )
     finally:
         # when: the migration runs (and, whatever happened above, the schema is current again)
-        migrate(AFTER)
+        migrate_to(AFTER)
 
     # then: both are buffered still, in seq order, as they were
     assert [(e.seq, e.event, e.channel, e.data) for e in buffered_events(agent)] == [

@@ -22,8 +22,8 @@ import pytest
 
 from tests.helpers import NO_APPROVAL
 from tests.realtime.servers import (
-    GUNICORN,
     ServerProcess,
+    gunicorn_command,
     server_env,
     shared_database_url,
 )
@@ -55,15 +55,7 @@ def gunicorn(fresh_reference_services):
         WEB_THREADS=str(WORKER_THREADS),
         GRPC_TIMEOUT_SECONDS=str(DEADLINE_SECONDS),
     )
-    web = ServerProcess(
-        [
-            str(GUNICORN),
-            *("--config", "config/gunicorn.conf.py"),
-            *("--bind", "127.0.0.1:{port}"),
-            "config.wsgi:application",
-        ],
-        env,
-    )
+    web = ServerProcess(gunicorn_command(), env)
     try:
         web.wait_ready()
         yield web
