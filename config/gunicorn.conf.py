@@ -25,6 +25,7 @@ application's own console log: outside ``LOG_TRACEBACKS`` (``DEBUG`` by default)
 one line naming its exception, without its traceback, and secrets are masked.
 """
 
+import copy
 import os
 
 from django.conf import settings
@@ -48,15 +49,12 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 control_socket_disable = True
 
 # Merged into gunicorn's own logging defaults (its "generic" format): the error log's handler
-# with the filters of the application's console handler (config.settings.LOGGING).
+# with the filters of the application's console handler, as config.settings.LOGGING defines
+# them (a copy: the configuration of the workers' Django logging stays as it is).
 logconfig_dict = {
-    "filters": {
-        "tracebacks": {
-            "()": "observability.log_redaction.TracebackFilter",
-            "tracebacks": settings.LOG_TRACEBACKS,
-        },
-        "redact_secrets": {"()": "observability.log_redaction.RedactSecretsFilter"},
-    },
+    "filters": copy.deepcopy(
+        {name: settings.LOGGING["filters"][name] for name in ("tracebacks", "redact_secrets")}
+    ),
     "root": {"level": "WARNING", "handlers": []},
     "loggers": {
         "gunicorn.error": {

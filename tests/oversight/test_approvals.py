@@ -316,7 +316,7 @@ def test_expiry_releases_the_reservation(pending_request):
     assert agent.reserved_cash == Decimal("0")
     assert agent.cash_balance == Decimal("100000.00")
     (completed,) = buffered_events(agent, event="approval.completed")
-    assert completed.data["status"] == ("expired")
+    assert completed.data["status"] == "expired"
     assert approvals_expire_due(approval.expires_at + timedelta(days=1)) == 0
 
 
@@ -386,7 +386,7 @@ def test_cancelling_a_waiting_trade_cancels_its_request(pending_request, owner_c
     agent.refresh_from_db()
     assert agent.reserved_cash == Decimal("0")
     (completed,) = buffered_events(agent, event="approval.completed")
-    assert completed.data["status"] == ("cancelled")
+    assert completed.data["status"] == "cancelled"
 
 
 def test_oversight_down_approval_answers_503_and_changes_nothing(
